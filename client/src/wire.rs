@@ -1,0 +1,178 @@
+//! Every type that crosses the network between a confhub server and its clients.
+//!
+//! The server serializes these and the client deserializes them, so the two can
+//! never drift apart: change a field here and both sides change with it.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Body of `GET /v1/config/{service}/{env}` (DESIGN §4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigResponse {
+    /// The service asked for.
+    pub service: String,
+    /// The environment(s) asked for, as written in the request (`prod` or `prod,eu`).
+    pub env: String,
+    /// The label the config was read at (branch, tag or sha).
+    pub label: String,
+    /// The commit sha (or, for `--dev` directories, the content hash).
+    pub version: String,
+    /// sha256 of the canonical JSON of `values`; also the HTTP `ETag`.
+    pub digest: String,
+    /// The resolved, nested configuration.
+    pub values: Value,
+    /// The files that contributed, highest precedence first.
+    pub sources: Vec<String>,
+}
+
+/// One service of `GET /v1/services`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    /// Service name, as in `{service}.yml`.
+    pub name: String,
+    /// Environments this service is resolved for in the tracked snapshot.
+    pub envs: Vec<String>,
+}
+
+/// Body of `GET /v1/services`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServicesResponse {
+    /// The tracked label (branch) the listing comes from.
+    pub label: String,
+    /// Commit sha (or content hash) of the snapshot.
+    pub version: String,
+    /// Known environments: declared in `confhub.yml`, else found as `application-{env}` files.
+    pub environments: Vec<String>,
+    /// Every service found in the repository, sorted by name.
+    pub services: Vec<ServiceInfo>,
+}
+
+/// JSON body of every error response: `{"error": code, "message": what and where}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// Stable machine-readable code (`bad_name`, `unknown_service`, `unknown_label`, `unresolvable`, …).
+    pub error: String,
+    /// Human-readable message naming what was wrong and where.
+    pub message: String,
+    /// The repository file at fault, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// 1-based line in `file`, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// The config key at fault (dotted path), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// A pair whose latest resolution failed, as reported by `/readyz` and `/v1/status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairError {
+    /// Service of the failing pair.
+    pub service: String,
+    /// Environment of the failing pair.
+    pub env: String,
+    /// The commit (or content hash) at which resolution failed.
+    pub version: String,
+    /// The error, with file, line and key when known.
+    #[serde(flatten)]
+    pub error: ErrorBody,
+}
+
+/// Body of `GET /readyz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadyResponse {
+    /// `ready` or `starting`.
+    pub status: String,
+    /// Commit (or content hash) of the loaded snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// Pairs that currently fail to resolve (they keep serving their last good config, if any).
+    #[serde(default)]
+    pub errors: Vec<PairError>,
+}
+
+/// Spring Cloud Config `Environment` (DESIGN §5), as returned by `GET /{name}/{profiles}[/{label}]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SpringEnvironment {
+    /// Application name.
+    pub name: String,
+    /// Profiles, in request order.
+    pub profiles: Vec<String>,
+    /// The label served.
+    pub label: Option<String>,
+    /// Commit sha.
+    pub version: Option<String>,
+    /// Always empty for git-backed config.
+    pub state: Option<String>,
+    /// Property sources, highest precedence first.
+    pub property_sources: Vec<SpringPropertySource>,
+}
+
+/// One file of a Spring `Environment`: flat keys (`a.b.c`, `a.b[0]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpringPropertySource {
+    /// `{repo uri}/{file}`.
+    pub name: String,
+    /// Flat key → value (or, in the v2 form, `{"value", "origin"}`).
+    pub source: Map<String, Value>,
+}
+
+/// The `Accept` media type that selects Spring's v2 form (`{value, origin}` per key).
+pub const SPRING_V2_MEDIA_TYPE: &str = "application/vnd.spring-cloud.config-server.v2+json";
+
+/// Client → server frames on `GET /v1/watch` (DESIGN §6).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum ClientFrame {
+    /// Start receiving `config` frames for a pair; `digest` is the last one seen, or null.
+    Subscribe {
+        /// Service name.
+        service: String,
+        /// Environment name.
+        env: String,
+        /// Digest of the config the client holds; a `config` frame follows at once if it differs.
+        #[serde(default)]
+        digest: Option<String>,
+    },
+    /// Stop receiving frames for a pair.
+    Unsubscribe {
+        /// Service name.
+        service: String,
+        /// Environment name.
+        env: String,
+    },
+}
+
+/// Server → client frames on `GET /v1/watch` (DESIGN §6).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum ServerFrame {
+    /// The current config of a pair.
+    Config {
+        /// Service name.
+        service: String,
+        /// Environment name.
+        env: String,
+        /// Commit sha (or content hash).
+        version: String,
+        /// Digest of `values`.
+        digest: String,
+        /// Resolved nested configuration.
+        values: Value,
+    },
+    /// A subscription that cannot be served (forbidden, unknown or broken pair, bad frame).
+    Error {
+        /// Service name, when the frame named one.
+        #[serde(default)]
+        service: Option<String>,
+        /// Environment name, when the frame named one.
+        #[serde(default)]
+        env: Option<String>,
+        /// Stable machine-readable code.
+        error: String,
+        /// Human-readable message.
+        message: String,
+    },
+}

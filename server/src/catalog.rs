@@ -1,0 +1,173 @@
+//! What a repository holds at one version: its environments and services, and which
+//! files make up a (service, envs) pair, in precedence order (DESIGN §2).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+
+use crate::errors::{ConfigError, ErrorKind};
+use crate::parse::EXTENSIONS;
+use crate::source::View;
+
+/// The optional manifest at the root of the config repository.
+pub const MANIFEST: &str = "confhub.yml";
+
+/// `confhub.yml`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Declared environments; when set, any other env is unknown.
+    #[serde(default)]
+    pub environments: Option<Vec<String>>,
+    /// Per-service settings.
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceManifest>,
+}
+
+/// Per-service entry of `confhub.yml`.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceManifest {
+    /// Path of a JSON Schema the resolved config must satisfy.
+    #[serde(default)]
+    pub schema: Option<String>,
+}
+
+/// Environments and services of one version.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// Known environments, sorted.
+    pub envs: BTreeSet<String>,
+    /// Whether `envs` was declared in `confhub.yml` (then other envs are unknown).
+    pub envs_declared: bool,
+    /// Services, sorted.
+    pub services: BTreeSet<String>,
+}
+
+fn stem(name: &str) -> Option<&str> {
+    let (stem, ext) = name.rsplit_once('.')?;
+    EXTENSIONS.contains(&ext).then_some(stem)
+}
+
+impl Catalog {
+    /// Read the catalog of a view: the manifest, then file names.
+    pub fn of(view: &mut View<'_>) -> Result<Catalog, ConfigError> {
+        let manifest = read_manifest(view)?;
+        let root_stems: Vec<String> = view
+            .files
+            .keys()
+            .filter(|p| !p.contains('/') && p.as_str() != MANIFEST)
+            .filter_map(|p| stem(p).map(str::to_string))
+            .collect();
+        let (envs, envs_declared): (BTreeSet<String>, bool) = match manifest.environments {
+            Some(envs) => (envs.into_iter().collect(), true),
+            None => (
+                root_stems
+                    .iter()
+                    .filter_map(|s| s.strip_prefix("application-"))
+                    .filter(|e| !e.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                false,
+            ),
+        };
+        let mut services = BTreeSet::new();
+        let mut add = |stem: &str| {
+            let service = match stem.rsplit_once('-') {
+                Some((svc, env)) if envs.contains(env) => svc,
+                _ => stem,
+            };
+            if service != "application" && !service.is_empty() {
+                services.insert(service.to_string());
+            }
+        };
+        for s in &root_stems {
+            add(s);
+        }
+        for path in view.files.keys() {
+            if let Some((dir, file)) = path.split_once('/') {
+                if let Some(s) = stem(file) {
+                    if s == dir || s.starts_with(&format!("{dir}-")) {
+                        add(s);
+                    }
+                }
+            }
+        }
+        Ok(Catalog {
+            envs,
+            envs_declared,
+            services,
+        })
+    }
+
+    /// Is `env` acceptable here? Always, unless the manifest declares the envs.
+    pub fn env_known(&self, env: &str) -> bool {
+        !self.envs_declared || self.envs.contains(env)
+    }
+}
+
+fn read_manifest(view: &mut View<'_>) -> Result<Manifest, ConfigError> {
+    match view.parsed(MANIFEST) {
+        None => Ok(Manifest::default()),
+        Some(Err(e)) => Err(ConfigError {
+            kind: ErrorKind::Manifest,
+            ..e
+        }),
+        Some(Ok(file)) => serde_json::from_value(serde_json::Value::Object(file.values.clone()))
+            .map_err(|e| {
+                ConfigError::new(ErrorKind::Manifest, format!("invalid manifest: {e}"))
+                    .in_file(view.display(MANIFEST))
+            }),
+    }
+}
+
+/// The files of a (service, envs) pair that exist in `view`, highest precedence first.
+/// With several envs, the later env's pair sits above the earlier's.
+pub fn layer_paths(view: &View<'_>, service: Option<&str>, envs: &[String]) -> Vec<String> {
+    let mut bases: Vec<(Option<&str>, String)> = Vec::new();
+    for env in envs.iter().rev() {
+        if let Some(svc) = service {
+            bases.push((Some(svc), format!("{svc}-{env}")));
+        }
+        bases.push((None, format!("application-{env}")));
+    }
+    if let Some(svc) = service {
+        bases.push((Some(svc), svc.to_string()));
+    }
+    bases.push((None, "application".to_string()));
+
+    let mut out = Vec::new();
+    for (svc, base) in bases {
+        for ext in EXTENSIONS {
+            // A service's own folder sits above the root within one layer.
+            if let Some(svc) = svc {
+                let nested = format!("{svc}/{base}.{ext}");
+                if view.files.contains_key(&nested) {
+                    out.push(nested);
+                }
+            }
+            let flat = format!("{base}.{ext}");
+            if view.files.contains_key(&flat) && !out.contains(&flat) {
+                out.push(flat);
+            }
+        }
+    }
+    out
+}
+
+/// Does the service have any file of its own for these envs (or any known env)?
+pub fn service_exists(view: &View<'_>, catalog: &Catalog, service: &str, envs: &[String]) -> bool {
+    if catalog.services.contains(service) {
+        return true;
+    }
+    let all_envs: Vec<String> = catalog
+        .envs
+        .iter()
+        .cloned()
+        .chain(envs.iter().cloned())
+        .collect();
+    !layer_paths(view, Some(service), &all_envs).iter().all(|p| {
+        let name = p.rsplit('/').next().unwrap_or(p);
+        name.starts_with("application")
+    })
+}

@@ -1,0 +1,205 @@
+//! A resolved (service, envs) pair at one version, with its responses rendered at most
+//! once each: requests hand out the same `Bytes` and do no serialization themselves.
+
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use confhub_client::wire::{ConfigResponse, ServerFrame, SpringEnvironment, SpringPropertySource};
+use serde_json::{Map, Value};
+
+use crate::catalog::{layer_paths, service_exists, Catalog};
+use crate::errors::ConfigError;
+use crate::render;
+use crate::resolve::{flatten, resolve, Resolved};
+use crate::source::View;
+
+/// Response bodies a pair can be served as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Body {
+    /// Native JSON (`ConfigResponse`).
+    Json,
+    /// Native `format=yaml`.
+    Yaml,
+    /// Native `format=properties`.
+    Properties,
+    /// Native `format=env`.
+    Env,
+    /// Spring `Environment`.
+    SpringEnv,
+    /// Spring `Environment`, v2 form (`{value, origin}`).
+    SpringEnvV2,
+    /// Spring `/{name}-{profiles}.yml`, placeholders resolved or not.
+    SpringYaml(bool),
+    /// Spring `/{name}-{profiles}.properties`.
+    SpringProperties(bool),
+    /// Spring `/{name}-{profiles}.json`.
+    SpringJson(bool),
+    /// WebSocket `config` frame.
+    Frame,
+}
+
+const BODIES: usize = 13;
+
+impl Body {
+    fn slot(self) -> usize {
+        match self {
+            Body::Json => 0,
+            Body::Yaml => 1,
+            Body::Properties => 2,
+            Body::Env => 3,
+            Body::SpringEnv => 4,
+            Body::SpringEnvV2 => 5,
+            Body::SpringYaml(r) => 6 + r as usize,
+            Body::SpringProperties(r) => 8 + r as usize,
+            Body::SpringJson(r) => 10 + r as usize,
+            Body::Frame => 12,
+        }
+    }
+}
+
+/// A resolved pair, ready to serve.
+#[derive(Debug)]
+pub struct PairEntry {
+    /// Service name as asked.
+    pub service: String,
+    /// Environments, in request order.
+    pub envs: Vec<String>,
+    /// The label this entry answers to (echoed in responses).
+    pub label: String,
+    /// Commit sha or content hash.
+    pub version: String,
+    /// False when the service has no file of its own (Spring then serves `application*` only; the native API says 404).
+    pub service_known: bool,
+    /// The resolution.
+    pub resolved: Resolved,
+    uri: Arc<str>,
+    bodies: [OnceLock<Bytes>; BODIES],
+}
+
+impl PairEntry {
+    /// Resolve `service` for `envs` in `view`.
+    pub fn build(
+        view: &mut View<'_>,
+        catalog: &Catalog,
+        uri: &Arc<str>,
+        label: &str,
+        service: &str,
+        envs: &[String],
+    ) -> Result<PairEntry, ConfigError> {
+        let service_known = service_exists(view, catalog, service, envs);
+        let paths = layer_paths(view, service_known.then_some(service), envs);
+        let mut layers = Vec::with_capacity(paths.len());
+        for path in paths {
+            if let Some(parsed) = view.parsed(&path) {
+                layers.push(parsed?);
+            }
+        }
+        let resolved = resolve(layers)?;
+        Ok(PairEntry {
+            service: service.to_string(),
+            envs: envs.to_vec(),
+            label: label.to_string(),
+            version: view.version.clone(),
+            service_known,
+            resolved,
+            uri: uri.clone(),
+            bodies: Default::default(),
+        })
+    }
+
+    /// The digest of the resolved values.
+    pub fn digest(&self) -> &str {
+        &self.resolved.digest
+    }
+
+    /// `prod` or `prod,eu`.
+    pub fn env_string(&self) -> String {
+        self.envs.join(",")
+    }
+
+    /// The response body in the given form, rendered on first use.
+    pub fn body(&self, body: Body) -> Bytes {
+        self.bodies[body.slot()]
+            .get_or_init(|| self.render(body))
+            .clone()
+    }
+
+    fn render(&self, body: Body) -> Bytes {
+        let r = &self.resolved;
+        let values = |resolved: bool| if resolved { &r.values } else { &r.merged };
+        let text = match body {
+            Body::Json => json(&ConfigResponse {
+                service: self.service.clone(),
+                env: self.env_string(),
+                label: self.label.clone(),
+                version: self.version.clone(),
+                digest: r.digest.clone(),
+                values: r.values.clone(),
+                sources: r.layers.iter().map(|l| l.path.clone()).collect(),
+            }),
+            Body::Frame => json(&ServerFrame::Config {
+                service: self.service.clone(),
+                env: self.env_string(),
+                version: self.version.clone(),
+                digest: r.digest.clone(),
+                values: r.values.clone(),
+            }),
+            Body::Yaml => render::yaml(&r.values),
+            Body::Properties => render::properties(&r.values, "="),
+            Body::Env => render::dotenv(&r.values),
+            Body::SpringEnv => json(&self.spring_environment(false)),
+            Body::SpringEnvV2 => json(&self.spring_environment(true)),
+            Body::SpringYaml(resolved) => render::yaml(values(resolved)),
+            Body::SpringProperties(resolved) => render::properties(values(resolved), ": "),
+            Body::SpringJson(resolved) => json(values(resolved)),
+        };
+        Bytes::from(text)
+    }
+
+    fn spring_environment(&self, v2: bool) -> SpringEnvironment {
+        let property_sources = self
+            .resolved
+            .layers
+            .iter()
+            .map(|layer| {
+                let obj = Value::Object(layer.values.clone());
+                let mut source = Map::new();
+                for (key, value) in flatten(&obj) {
+                    // Spring flattens YAML nulls to empty strings.
+                    let value = if value.is_null() {
+                        Value::String(String::new())
+                    } else {
+                        value.clone()
+                    };
+                    let value = if v2 {
+                        let origin = match layer.line_of(&key) {
+                            Some(line) => format!("{}:{line}", layer.path),
+                            None => layer.path.clone(),
+                        };
+                        serde_json::json!({"value": value, "origin": origin})
+                    } else {
+                        value
+                    };
+                    source.insert(key, value);
+                }
+                SpringPropertySource {
+                    name: format!("{}/{}", self.uri, layer.path),
+                    source,
+                }
+            })
+            .collect();
+        SpringEnvironment {
+            name: self.service.clone(),
+            profiles: self.envs.clone(),
+            label: Some(self.label.clone()),
+            version: Some(self.version.clone()),
+            state: Some(String::new()),
+            property_sources,
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    // Our wire types and JSON values always serialize.
+    serde_json::to_string(v).unwrap_or_default()
+}

@@ -1,0 +1,139 @@
+//! Typed errors of the library. A [`ConfigError`] always says what was wrong and where
+//! (file, line, key), because it ends up in front of the person who wrote the config.
+
+use std::fmt;
+
+/// What kind of problem a [`ConfigError`] is; doubles as the stable API error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// A file could not be parsed (bad YAML/JSON/properties, duplicate key, non-map top level).
+    Parse,
+    /// A placeholder names a missing key, or placeholders form a cycle.
+    Placeholder,
+    /// `confhub.yml` is invalid.
+    Manifest,
+    /// Reading the repository failed.
+    Git,
+}
+
+impl ErrorKind {
+    /// The API error code for this kind of problem.
+    pub fn code(self) -> &'static str {
+        match self {
+            ErrorKind::Parse | ErrorKind::Placeholder | ErrorKind::Manifest => "unresolvable",
+            ErrorKind::Git => "git",
+        }
+    }
+}
+
+/// A config that cannot be resolved, with its location.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// What kind of problem this is.
+    pub kind: ErrorKind,
+    /// Repository-relative path of the file at fault.
+    pub file: Option<String>,
+    /// 1-based line in `file`, when known.
+    pub line: Option<u64>,
+    /// Dotted key path at fault, when there is one.
+    pub key: Option<String>,
+    /// What was wrong.
+    pub message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        ConfigError {
+            kind,
+            file: None,
+            line: None,
+            key: None,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn in_file(mut self, file: impl Into<String>) -> Self {
+        self.file = Some(file.into());
+        self
+    }
+
+    pub(crate) fn at_line(mut self, line: Option<u64>) -> Self {
+        self.line = line;
+        self
+    }
+
+    pub(crate) fn with_key(mut self, key: impl Into<String>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// The error as the API's JSON body.
+    pub fn to_body(&self) -> confhub_client::wire::ErrorBody {
+        confhub_client::wire::ErrorBody {
+            error: self.kind.code().to_string(),
+            message: self.to_string(),
+            file: self.file.clone(),
+            line: self.line,
+            key: self.key.clone(),
+        }
+    }
+}
+
+/// `file:line: message`, the shape editors and CI logs understand.
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.file, self.line) {
+            (Some(file), Some(line)) => write!(f, "{file}:{line}: ")?,
+            (Some(file), None) => write!(f, "{file}: ")?,
+            _ => {}
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Errors of the git or directory source.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// libgit2 failed.
+    #[error("git: {context}: {source}")]
+    Git {
+        /// What we were doing.
+        context: String,
+        /// The libgit2 error.
+        #[source]
+        source: git2::Error,
+    },
+    /// Filesystem access failed.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path we tried to read.
+        path: String,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The tracked branch does not exist.
+    #[error("branch `{0}` not found in the repository")]
+    NoBranch(String),
+    /// A blocking task panicked or was cancelled.
+    #[error("background task failed: {0}")]
+    Task(String),
+}
+
+impl SourceError {
+    pub(crate) fn git(context: impl Into<String>) -> impl FnOnce(git2::Error) -> SourceError {
+        let context = context.into();
+        move |source| SourceError::Git { context, source }
+    }
+}
+
+/// Errors that stop the server from starting or running.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// I/O error on the listener.
+    #[error("server i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The repository could not be opened, cloned or read.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+}

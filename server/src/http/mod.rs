@@ -1,0 +1,163 @@
+//! HTTP: the router, shared state and error responses. Each request for config goes
+//! `router` → [`native`] or [`spring`] handler → [`crate::store::Store::lookup`] →
+//! a pre-rendered body of [`crate::entry::PairEntry`].
+
+mod native;
+mod spring;
+
+use std::sync::{Arc, OnceLock};
+
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use bytes::Bytes;
+use confhub_client::wire::{ErrorBody, ReadyResponse};
+
+use crate::names::NameError;
+use crate::store::{LookupError, Store};
+
+/// State shared by every handler.
+#[derive(Debug, Default)]
+pub struct AppState {
+    /// Set once the first snapshot is loaded.
+    pub store: OnceLock<Arc<Store>>,
+}
+
+/// The application router.
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/services", get(native::services))
+        .route("/v1/config/{service}/{env}", get(native::config))
+        .route("/{file}", get(spring::file))
+        .route("/{a}/{b}", get(spring::two_segments))
+        .route(
+            "/{name}/{profiles}/{label}",
+            get(spring::environment_at_label),
+        )
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
+        .with_state(state)
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn readyz(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Response {
+    match state.store.get() {
+        Some(store) => {
+            let snap = store.snapshot();
+            let body = ReadyResponse {
+                status: "ready".into(),
+                version: Some(snap.version.clone()),
+                errors: snap.errors(),
+            };
+            axum::Json(body).into_response()
+        }
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(ReadyResponse {
+                status: "starting".into(),
+                version: None,
+                errors: Vec::new(),
+            }),
+        )
+            .into_response(),
+    }
+}
+
+/// An error response: status plus the JSON body of DESIGN §4.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
+}
+
+impl ApiError {
+    pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            body: ErrorBody {
+                error: code.into(),
+                message: message.into(),
+                file: None,
+                line: None,
+                key: None,
+            },
+        }
+    }
+
+    pub(crate) fn not_ready() -> Self {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the first snapshot is still loading",
+        )
+    }
+}
+
+impl From<NameError> for ApiError {
+    fn from(e: NameError) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, "bad_name", e.to_string())
+    }
+}
+
+impl From<LookupError> for ApiError {
+    fn from(e: LookupError) -> Self {
+        match e {
+            LookupError::UnknownLabel(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_label", e.to_string())
+            }
+            LookupError::UnknownEnv(_) => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_env", e.to_string())
+            }
+            LookupError::Config(c) => ApiError {
+                status: StatusCode::UNPROCESSABLE_ENTITY,
+                body: c.to_body(),
+            },
+            LookupError::Source(s) => {
+                tracing::error!(error = %s, "reading the repository failed");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "source", s.to_string())
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body)).into_response()
+    }
+}
+
+/// A pre-rendered body with its content type.
+pub(crate) fn bytes_response(content_type: &'static str, body: Bytes) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static(content_type))],
+        body,
+    )
+        .into_response()
+}
+
+/// `If-None-Match` matches `etag` (a quoted digest)?
+pub(crate) fn not_modified(headers: &HeaderMap, digest: &str) -> bool {
+    headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/").trim_matches('"'))
+        .any(|t| t == digest || t == "*")
+}
+
+pub(crate) fn store(state: &AppState) -> Result<&Arc<Store>, ApiError> {
+    state.store.get().ok_or_else(ApiError::not_ready)
+}
+
+/// Map axum's extractor rejections (bad percent-encoding, bad query) to our JSON errors.
+pub(crate) fn rejection(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string())
+}

@@ -1,0 +1,73 @@
+//! The native API (DESIGN §4): `/v1/config/{service}/{env}` and `/v1/services`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::{bytes_response, not_modified, rejection, store, ApiError, AppState};
+use crate::entry::Body;
+use crate::names::{check_name, parse_envs, parse_label};
+
+pub(super) async fn services(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+    let snap = store(&state)?.snapshot();
+    Ok(bytes_response(
+        "application/json",
+        snap.services_body.clone(),
+    ))
+}
+
+pub(super) async fn config(
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path((service, env)) = path.map_err(rejection)?;
+    let Query(query) = query.map_err(rejection)?;
+    check_name("service", &service)?;
+    let envs = parse_envs(&env)?;
+    let label = query.get("label").map(|l| parse_label(l)).transpose()?;
+    let (body, content_type) = match query.get("format").map(String::as_str) {
+        None | Some("json") => (Body::Json, "application/json"),
+        Some("yaml") | Some("yml") => (Body::Yaml, "application/yaml"),
+        Some("properties") => (Body::Properties, "text/plain; charset=utf-8"),
+        Some("env") => (Body::Env, "text/plain; charset=utf-8"),
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_format",
+                format!(
+                    "unknown format `{}`: use json, yaml, properties or env",
+                    other.escape_default()
+                ),
+            ))
+        }
+    };
+    let entry = store(&state)?
+        .lookup(label.as_deref(), &service, &envs)
+        .await?;
+    if !entry.service_known {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_service",
+            format!("unknown service `{service}`: no {service}.yml or {service}-{{env}}.yml at label `{}`", entry.label),
+        ));
+    }
+    let etag = HeaderValue::from_str(&format!("\"{}\"", entry.digest())).ok();
+    if not_modified(&headers, entry.digest()) {
+        let mut resp = StatusCode::NOT_MODIFIED.into_response();
+        if let Some(etag) = etag {
+            resp.headers_mut().insert(header::ETAG, etag);
+        }
+        return Ok(resp);
+    }
+    let mut resp = bytes_response(content_type, entry.body(body));
+    if let Some(etag) = etag {
+        resp.headers_mut().insert(header::ETAG, etag);
+    }
+    Ok(resp)
+}

@@ -1,0 +1,164 @@
+//! The Spring Cloud Config compatible API (DESIGN §5), so Spring Boot, Node and Python
+//! clients work unchanged.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::Response;
+use confhub_client::wire::SPRING_V2_MEDIA_TYPE;
+
+use super::{bytes_response, rejection, store, ApiError, AppState};
+use crate::entry::Body;
+use crate::names::{check_name, parse_envs, parse_label};
+
+type Params = HashMap<String, String>;
+
+/// `/{name}-{profiles}.{ext}`
+pub(super) async fn file(
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<String>, PathRejection>,
+    query: Result<Query<Params>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(file) = path.map_err(rejection)?;
+    let Query(query) = query.map_err(rejection)?;
+    serve_file(&state, None, &file, &query).await
+}
+
+/// `/{name}/{profiles}` or `/{label}/{name}-{profiles}.{ext}`: told apart by the extension,
+/// as Spring does.
+pub(super) async fn two_segments(
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    query: Result<Query<Params>, QueryRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path((a, b)) = path.map_err(rejection)?;
+    let Query(query) = query.map_err(rejection)?;
+    if split_file(&b).is_some() {
+        return serve_file(&state, Some(&a), &b, &query).await;
+    }
+    environment(&state, &a, &b, None, &headers).await
+}
+
+/// `/{name}/{profiles}/{label}`
+pub(super) async fn environment_at_label(
+    State(state): State<Arc<AppState>>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let Path((name, profiles, label)) = path.map_err(rejection)?;
+    environment(&state, &name, &profiles, Some(&label), &headers).await
+}
+
+async fn environment(
+    state: &AppState,
+    name: &str,
+    profiles: &str,
+    label: Option<&str>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    check_name("application name", name)?;
+    let envs = parse_envs(profiles)?;
+    let label = label.map(parse_label).transpose()?;
+    let entry = store(state)?.lookup(label.as_deref(), name, &envs).await?;
+    let v2 = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains(SPRING_V2_MEDIA_TYPE));
+    Ok(if v2 {
+        bytes_response(SPRING_V2_MEDIA_TYPE, entry.body(Body::SpringEnvV2))
+    } else {
+        bytes_response("application/json", entry.body(Body::SpringEnv))
+    })
+}
+
+#[derive(Clone, Copy)]
+enum Ext {
+    Yaml,
+    Properties,
+    Json,
+}
+
+/// `orders-api-prod.yml` → ("orders-api", "prod", Yaml): the name ends at the last `-`,
+/// as Spring's `{name}-{profiles}` pattern matches.
+fn split_file(file: &str) -> Option<(&str, &str, Ext)> {
+    let (stem, ext) = file.rsplit_once('.')?;
+    let ext = match ext {
+        "yml" | "yaml" => Ext::Yaml,
+        "properties" => Ext::Properties,
+        "json" => Ext::Json,
+        _ => return None,
+    };
+    let (name, profiles) = stem.rsplit_once('-')?;
+    Some((name, profiles, ext))
+}
+
+async fn serve_file(
+    state: &AppState,
+    label: Option<&str>,
+    file: &str,
+    query: &Params,
+) -> Result<Response, ApiError> {
+    let Some((name, profiles, ext)) = split_file(file) else {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!(
+                "`{}` is not `{{name}}-{{profiles}}.yml|.yaml|.properties|.json`",
+                file.escape_default()
+            ),
+        ));
+    };
+    check_name("application name", name)?;
+    let envs = parse_envs(profiles)?;
+    let label = label.map(parse_label).transpose()?;
+    let resolve = match query.get("resolvePlaceholders").map(String::as_str) {
+        None | Some("true") => true,
+        Some("false") => false,
+        Some(other) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!(
+                    "resolvePlaceholders must be true or false, not `{}`",
+                    other.escape_default()
+                ),
+            ))
+        }
+    };
+    let entry = store(state)?.lookup(label.as_deref(), name, &envs).await?;
+    Ok(match ext {
+        Ext::Yaml => bytes_response(
+            "text/yaml; charset=utf-8",
+            entry.body(Body::SpringYaml(resolve)),
+        ),
+        Ext::Properties => bytes_response(
+            "text/plain; charset=utf-8",
+            entry.body(Body::SpringProperties(resolve)),
+        ),
+        Ext::Json => bytes_response("application/json", entry.body(Body::SpringJson(resolve))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_split_at_the_last_dash() {
+        assert!(matches!(
+            split_file("orders-api-prod.yml"),
+            Some(("orders-api", "prod", Ext::Yaml))
+        ));
+        assert!(matches!(
+            split_file("orders-prod,eu.properties"),
+            Some(("orders", "prod,eu", Ext::Properties))
+        ));
+        assert!(split_file("orders.yml").is_none());
+        assert!(split_file("orders-prod.txt").is_none());
+    }
+}

@@ -1,0 +1,113 @@
+//! Validation of service, env and label names (DESIGN §2), so nothing a client sends
+//! can walk out of the config directory or reach git's revision syntax.
+
+/// Why a name was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {what} `{shown}`: {reason}")]
+pub struct NameError {
+    /// Which segment (`service`, `env`, `label`).
+    pub what: &'static str,
+    /// The name, with control characters escaped.
+    pub shown: String,
+    /// What rule it broke.
+    pub reason: &'static str,
+}
+
+fn is_name_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '@' | '-')
+}
+
+fn check_segment(what: &'static str, whole: &str, seg: &str) -> Result<(), NameError> {
+    let err = |reason| NameError {
+        what,
+        shown: whole.escape_default().to_string(),
+        reason,
+    };
+    let first = seg.chars().next().ok_or_else(|| err("empty name"))?;
+    if !first.is_ascii_alphanumeric() {
+        return Err(err("must start with a letter or digit"));
+    }
+    if !seg.chars().all(is_name_char) {
+        return Err(err("only letters, digits and . _ + @ - are allowed"));
+    }
+    if seg.contains("..") {
+        return Err(err("`..` is not allowed"));
+    }
+    Ok(())
+}
+
+/// A service or env name.
+pub fn check_name(what: &'static str, name: &str) -> Result<(), NameError> {
+    check_segment(what, name, name)
+}
+
+/// A comma-separated env list (`prod,eu`); returns the envs in order.
+pub fn parse_envs(envs: &str) -> Result<Vec<String>, NameError> {
+    envs.split(',')
+        .map(|e| check_name("env", e).map(|()| e.to_string()))
+        .collect()
+}
+
+/// A label; `(_)` stands for `/` (Spring's convention), and each `/`-separated part is a name.
+pub fn parse_label(label: &str) -> Result<String, NameError> {
+    let label = label.replace("(_)", "/");
+    if label.len() > 255 {
+        return Err(NameError {
+            what: "label",
+            shown: label.chars().take(64).collect::<String>() + "…",
+            reason: "longer than 255 bytes",
+        });
+    }
+    for part in label.split('/') {
+        check_segment("label", &label, part)?;
+    }
+    if label.ends_with(".lock") {
+        return Err(NameError {
+            what: "label",
+            shown: label.clone(),
+            reason: "cannot end in .lock",
+        });
+    }
+    Ok(label)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_design_names() {
+        for n in ["orders", "orders-api", "a.b_c+d@e", "9lives"] {
+            assert!(check_name("service", n).is_ok(), "{n}");
+        }
+    }
+
+    #[test]
+    fn refuses_traversal_and_odd_characters() {
+        for n in [
+            "", "..", "a..b", "-x", ".hidden", "a/b", "a\0b", "a b", "a%2Fb", "é",
+        ] {
+            assert!(check_name("service", n).is_err(), "{n:?}");
+        }
+    }
+
+    #[test]
+    fn labels_take_slashes_in_both_spellings() {
+        assert_eq!(parse_label("feature(_)x").as_deref(), Ok("feature/x"));
+        assert_eq!(parse_label("feature/x").as_deref(), Ok("feature/x"));
+        assert!(parse_label("a/../b").is_err());
+        assert!(parse_label("/a").is_err());
+        assert!(parse_label("a//b").is_err());
+        assert!(parse_label("HEAD~1").is_err());
+        assert!(parse_label("main@{1}").is_err());
+    }
+
+    #[test]
+    fn env_lists_split_on_commas() {
+        assert_eq!(
+            parse_envs("prod,eu").as_deref().ok(),
+            Some(&["prod".to_string(), "eu".to_string()][..])
+        );
+        assert!(parse_envs("prod,").is_err());
+    }
+}

@@ -1,0 +1,532 @@
+//! Resolution (DESIGN §2): layered files merged in Spring's precedence order, then
+//! `${…}` placeholders resolved against the result. Pure functions over parsed files:
+//! no git and no I/O, so the same code serves snapshots, labels and `confhub check`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use crate::errors::{ConfigError, ErrorKind};
+use crate::parse::{deep_merge, locate_properties_key, locate_yaml_key, Format};
+
+/// One parsed config file.
+#[derive(Debug)]
+pub struct ParsedFile {
+    /// Repository-relative path, as shown to users.
+    pub path: String,
+    /// The file's contents as a map (multi-document YAML already merged).
+    pub values: Map<String, Value>,
+    /// The original text, kept to point errors at a line.
+    pub text: Arc<str>,
+}
+
+impl ParsedFile {
+    /// Line of a dotted key in this file, when it can be found.
+    pub fn line_of(&self, key: &str) -> Option<u64> {
+        match Format::of(&self.path)? {
+            Format::Yaml => locate_yaml_key(&self.text, key),
+            Format::Properties => locate_properties_key(&self.text, key),
+            Format::Json => None,
+        }
+    }
+}
+
+/// A resolved (service, envs) config.
+#[derive(Debug)]
+pub struct Resolved {
+    /// Files that contributed, highest precedence first.
+    pub layers: Vec<Arc<ParsedFile>>,
+    /// Merged values with placeholders as written (Spring's Environment form).
+    pub merged: Value,
+    /// Merged values with placeholders resolved.
+    pub values: Value,
+    /// sha256 (hex) of the canonical JSON of `values`.
+    pub digest: String,
+}
+
+/// Merge `layers` (highest precedence first) and resolve placeholders.
+pub fn resolve(layers: Vec<Arc<ParsedFile>>) -> Result<Resolved, ConfigError> {
+    let mut merged = Map::new();
+    for layer in layers.iter().rev() {
+        deep_merge(&mut merged, layer.values.clone());
+    }
+    let merged = Value::Object(merged);
+    let values = resolve_placeholders(&merged, &layers)?;
+    let digest = digest_of(&values);
+    Ok(Resolved {
+        layers,
+        merged,
+        values,
+        digest,
+    })
+}
+
+/// sha256 of the canonical JSON (sorted keys, no whitespace) of `v`, in hex.
+pub fn digest_of(v: &Value) -> String {
+    let mut buf = Vec::with_capacity(256);
+    write_canonical(v, &mut buf);
+    hex::encode(Sha256::digest(&buf))
+}
+
+fn write_canonical(v: &Value, out: &mut Vec<u8>) {
+    match v {
+        Value::Object(m) => {
+            // Sorted explicitly: serde_json's map order depends on a cargo feature
+            // any crate in the build may turn on.
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            out.push(b'{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_scalar(&Value::String(k.clone()), out);
+                out.push(b':');
+                write_canonical(&m[k], out);
+            }
+            out.push(b'}');
+        }
+        Value::Array(a) => {
+            out.push(b'[');
+            for (i, x) in a.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical(x, out);
+            }
+            out.push(b']');
+        }
+        scalar => write_scalar(scalar, out),
+    }
+}
+
+fn write_scalar(v: &Value, out: &mut Vec<u8>) {
+    // Serializing a scalar into a Vec cannot fail.
+    if serde_json::to_writer(&mut *out, v).is_err() {
+        out.extend_from_slice(b"null");
+    }
+}
+
+/// Flatten to Spring-style keys: `a.b.c`, `a.b[0]`. Empty maps and lists vanish, as in Spring.
+pub fn flatten(v: &Value) -> Vec<(String, &Value)> {
+    fn walk<'a>(prefix: &str, v: &'a Value, out: &mut Vec<(String, &'a Value)>) {
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, child, out);
+                }
+            }
+            Value::Array(a) => {
+                for (i, child) in a.iter().enumerate() {
+                    walk(&format!("{prefix}[{i}]"), child, out);
+                }
+            }
+            leaf => out.push((prefix.to_string(), leaf)),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", v, &mut out);
+    out
+}
+
+/// The highest-precedence file that sets `key` (a flat key), for provenance.
+pub fn origin_of<'a>(layers: &'a [Arc<ParsedFile>], key: &str) -> Option<&'a ParsedFile> {
+    layers.iter().map(|l| l.as_ref()).find(|l| {
+        let obj = Value::Object(l.values.clone());
+        flatten(&obj).iter().any(|(k, _)| {
+            k == key || k.starts_with(&format!("{key}.")) || k.starts_with(&format!("{key}["))
+        })
+    })
+}
+
+struct Resolver<'a> {
+    flat: HashMap<String, &'a Value>,
+    layers: &'a [Arc<ParsedFile>],
+    done: HashMap<String, Value>,
+    stack: Vec<String>,
+}
+
+fn resolve_placeholders(merged: &Value, layers: &[Arc<ParsedFile>]) -> Result<Value, ConfigError> {
+    let mut r = Resolver {
+        flat: flatten(merged).into_iter().collect(),
+        layers,
+        done: HashMap::new(),
+        stack: Vec::new(),
+    };
+    r.walk(merged, "")
+}
+
+impl Resolver<'_> {
+    fn walk(&mut self, v: &Value, path: &str) -> Result<Value, ConfigError> {
+        Ok(match v {
+            Value::Object(m) => {
+                let mut out = Map::new();
+                for (k, child) in m {
+                    let key = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    out.insert(k.clone(), self.walk(child, &key)?);
+                }
+                Value::Object(out)
+            }
+            Value::Array(a) => Value::Array(
+                a.iter()
+                    .enumerate()
+                    .map(|(i, c)| self.walk(c, &format!("{path}[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::String(s) if s.contains("${") => self.key(path, s)?,
+            other => other.clone(),
+        })
+    }
+
+    /// The resolved value of flat key `key` whose raw string is `raw`.
+    fn key(&mut self, key: &str, raw: &str) -> Result<Value, ConfigError> {
+        if let Some(v) = self.done.get(key) {
+            return Ok(v.clone());
+        }
+        if let Some(pos) = self.stack.iter().position(|k| k == key) {
+            let mut chain: Vec<&str> = self.stack[pos..].iter().map(String::as_str).collect();
+            chain.push(key);
+            return Err(self.error(
+                &self.stack[pos].clone(),
+                format!("placeholder cycle: {}", chain.join(" → ")),
+            ));
+        }
+        self.stack.push(key.to_string());
+        let result = self.expand(key, raw);
+        self.stack.pop();
+        let v = result?;
+        self.done.insert(key.to_string(), v.clone());
+        Ok(v)
+    }
+
+    /// Expand every placeholder in `raw`, the value of `key`.
+    fn expand(&mut self, key: &str, raw: &str) -> Result<Value, ConfigError> {
+        let parts = split_placeholders(raw).map_err(|m| self.error(key, m))?;
+        if let [Part::Placeholder { name, default }] = parts.as_slice() {
+            return self.lookup(key, name, default.as_deref(), true);
+        }
+        let mut out = String::new();
+        for part in parts {
+            match part {
+                Part::Text(t) => out.push_str(&t),
+                Part::Placeholder { name, default } => {
+                    match self.lookup(key, &name, default.as_deref(), false)? {
+                        Value::String(s) => out.push_str(&s),
+                        Value::Null => {}
+                        other => out.push_str(&other.to_string()),
+                    }
+                }
+            }
+        }
+        Ok(Value::String(out))
+    }
+
+    fn lookup(
+        &mut self,
+        key: &str,
+        name: &str,
+        default: Option<&str>,
+        whole: bool,
+    ) -> Result<Value, ConfigError> {
+        match self.flat.get(name).copied() {
+            Some(Value::String(s)) if s.contains("${") => self.key(name, s),
+            Some(v) => Ok(v.clone()),
+            None if self.is_container(name) => Err(self.error(
+                key,
+                format!("placeholder `${{{name}}}` refers to a map or list, not a value"),
+            )),
+            None => match default {
+                Some(d) if d.contains("${") => {
+                    let pseudo = format!("{key}#default");
+                    let v = self.expand(&pseudo, d).map_err(|mut e| {
+                        e.key = Some(key.to_string());
+                        e
+                    })?;
+                    Ok(if whole {
+                        v
+                    } else {
+                        Value::String(v.as_str().unwrap_or_default().to_string())
+                    })
+                }
+                Some(d) if whole => Ok(typed_scalar(d)),
+                Some(d) => Ok(Value::String(d.to_string())),
+                None => Err(self.error(
+                    key,
+                    format!(
+                        "placeholder `${{{name}}}` in key `{key}`: no key `{name}` and no default"
+                    ),
+                )),
+            },
+        }
+    }
+
+    fn is_container(&self, name: &str) -> bool {
+        let dot = format!("{name}.");
+        let idx = format!("{name}[");
+        self.flat
+            .keys()
+            .any(|k| k.starts_with(&dot) || k.starts_with(&idx))
+    }
+
+    fn error(&self, key: &str, message: String) -> ConfigError {
+        let mut e = ConfigError::new(ErrorKind::Placeholder, message).with_key(key);
+        if let Some(file) = origin_of(self.layers, key) {
+            e = e.in_file(&file.path).at_line(file.line_of(key));
+        }
+        e
+    }
+}
+
+/// A default written in a placeholder (`${port:8080}`) standing alone keeps its YAML type.
+fn typed_scalar(s: &str) -> Value {
+    match s {
+        "true" => return Value::Bool(true),
+        "false" => return Value::Bool(false),
+        _ => {}
+    }
+    if let Ok(i) = s.parse::<i64>() {
+        return Value::from(i);
+    }
+    if s.contains(['.', 'e', 'E']) && !s.contains(char::is_alphabetic_not_e) {
+        if let Some(n) = s.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
+            return Value::Number(n);
+        }
+    }
+    Value::String(s.to_string())
+}
+
+trait NotE {
+    fn is_alphabetic_not_e(self) -> bool;
+}
+impl NotE for char {
+    fn is_alphabetic_not_e(self) -> bool {
+        self.is_alphabetic() && self != 'e' && self != 'E'
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum Part {
+    Text(String),
+    Placeholder {
+        name: String,
+        default: Option<String>,
+    },
+}
+
+/// Split `a${b:c}d` into text and placeholders; `\${` is a literal `${`.
+fn split_placeholders(s: &str) -> Result<Vec<Part>, String> {
+    let mut parts = Vec::new();
+    let mut text = String::new();
+    let bytes = s.as_bytes();
+    let mut i = 0;
+    while i < s.len() {
+        if s[i..].starts_with("\\${") {
+            text.push_str("${");
+            i += 3;
+            continue;
+        }
+        if s[i..].starts_with("${") {
+            // Find the matching brace, allowing nested placeholders in the default.
+            let mut depth = 0usize;
+            let mut end = None;
+            let mut j = i;
+            while j < s.len() {
+                if s[j..].starts_with("${") {
+                    depth += 1;
+                    j += 2;
+                    continue;
+                }
+                if bytes[j] == b'}' {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = Some(j);
+                        break;
+                    }
+                }
+                j += 1;
+            }
+            let end = end.ok_or_else(|| format!("unterminated placeholder in `{s}`"))?;
+            let inner = &s[i + 2..end];
+            let (name, default) = match inner.find(':') {
+                Some(c) => (&inner[..c], Some(inner[c + 1..].to_string())),
+                None => (inner, None),
+            };
+            let name = name.trim();
+            if name.is_empty() {
+                return Err(format!("empty placeholder in `{s}`"));
+            }
+            if !text.is_empty() {
+                parts.push(Part::Text(std::mem::take(&mut text)));
+            }
+            parts.push(Part::Placeholder {
+                name: name.to_string(),
+                default,
+            });
+            i = end + 1;
+            continue;
+        }
+        let ch = s[i..].chars().next().unwrap_or_default();
+        text.push(ch);
+        i += ch.len_utf8().max(1);
+    }
+    if !text.is_empty() || parts.is_empty() {
+        parts.push(Part::Text(text));
+    }
+    Ok(parts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse::parse_file;
+    use serde_json::json;
+
+    fn file(path: &str, text: &str) -> Arc<ParsedFile> {
+        Arc::new(ParsedFile {
+            path: path.into(),
+            values: parse_file(path, text.as_bytes()).unwrap(),
+            text: text.into(),
+        })
+    }
+
+    fn values(layers: Vec<Arc<ParsedFile>>) -> Value {
+        resolve(layers).unwrap().values
+    }
+
+    #[test]
+    fn higher_layer_wins_and_maps_merge_deeply() {
+        let v = values(vec![
+            file("orders.yml", "db: {pool: 10}\n"),
+            file("application.yml", "db: {pool: 5, host: h}\nname: app\n"),
+        ]);
+        assert_eq!(v, json!({"db": {"pool": 10, "host": "h"}, "name": "app"}));
+    }
+
+    #[test]
+    fn lists_are_replaced_whole() {
+        let v = values(vec![
+            file("orders.yml", "features: [c]\n"),
+            file("application.yml", "features: [a, b]\n"),
+        ]);
+        assert_eq!(v["features"], json!(["c"]));
+    }
+
+    #[test]
+    fn explicit_null_overrides() {
+        let v = values(vec![
+            file("o.yml", "db: null\n"),
+            file("application.yml", "db: {pool: 1}\n"),
+        ]);
+        assert_eq!(v, json!({"db": null}));
+    }
+
+    #[test]
+    fn placeholders_resolve_with_types_defaults_and_escapes() {
+        let v = values(vec![file(
+            "a.yml",
+            "db: {host: h, port: 5432}\nurl: jdbc://${db.host}:${db.port}/x\nport: ${db.port}\n\
+             timeout: ${missing:30}\nname: ${missing:}\nlit: \\${db.host}\nnested: ${missing:${db.host}}\n\
+             chain: ${url}\nfirst: ${list[0]}\nlist: [a, b]\n",
+        )]);
+        assert_eq!(v["url"], json!("jdbc://h:5432/x"));
+        assert_eq!(v["port"], json!(5432));
+        assert_eq!(v["timeout"], json!(30));
+        assert_eq!(v["name"], json!(""));
+        assert_eq!(v["lit"], json!("${db.host}"));
+        assert_eq!(v["nested"], json!("h"));
+        assert_eq!(v["chain"], json!("jdbc://h:5432/x"));
+        assert_eq!(v["first"], json!("a"));
+    }
+
+    #[test]
+    fn placeholders_see_the_merged_result() {
+        let v = values(vec![
+            file("orders-prod.yml", "db: {host: prod-db}\n"),
+            file(
+                "application.yml",
+                "db: {host: localhost}\nurl: pg://${db.host}\n",
+            ),
+        ]);
+        assert_eq!(v["url"], json!("pg://prod-db"));
+    }
+
+    #[test]
+    fn missing_placeholder_names_key_file_and_line() {
+        let e = resolve(vec![file("orders.yml", "a: 1\ndb:\n  url: x${db.nope}\n")]).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("db.url"));
+        assert_eq!(e.file.as_deref(), Some("orders.yml"));
+        assert_eq!(e.line, Some(3));
+        assert!(e.message.contains("db.nope"), "{e}");
+    }
+
+    #[test]
+    fn cycles_are_detected() {
+        let e = resolve(vec![file("o.yml", "a: ${b}\nb: x${c}\nc: ${a}\n")]).unwrap_err();
+        assert!(e.message.contains("cycle"), "{e}");
+        let e = resolve(vec![file("o.yml", "a: ${a}\n")]).unwrap_err();
+        assert!(e.message.contains("cycle"), "{e}");
+    }
+
+    #[test]
+    fn placeholder_to_a_map_is_an_error() {
+        let e = resolve(vec![file("o.yml", "db: {a: 1}\nx: ${db}\n")]).unwrap_err();
+        assert!(e.message.contains("map or list"), "{e}");
+    }
+
+    #[test]
+    fn unterminated_placeholder_is_an_error() {
+        assert!(resolve(vec![file("o.yml", "x: ${db\n")])
+            .unwrap_err()
+            .message
+            .contains("unterminated"));
+    }
+
+    #[test]
+    fn digest_is_canonical() {
+        assert_eq!(
+            digest_of(&json!({"b": 1, "a": [1, {"d": 2, "c": 3}]})),
+            digest_of(&json!({"a": [1, {"c": 3, "d": 2}], "b": 1}))
+        );
+        assert_ne!(digest_of(&json!({"a": 1})), digest_of(&json!({"a": "1"})));
+    }
+
+    #[test]
+    fn flattens_spring_style() {
+        let v = json!({"a": {"b": [1, {"c": true}]}, "e": {}});
+        let flat: Vec<(String, Value)> = flatten(&v)
+            .into_iter()
+            .map(|(k, v)| (k, v.clone()))
+            .collect();
+        assert_eq!(
+            flat,
+            vec![
+                ("a.b[0]".into(), json!(1)),
+                ("a.b[1].c".into(), json!(true))
+            ]
+        );
+    }
+
+    #[test]
+    fn origin_is_the_highest_file_setting_the_key() {
+        let layers = vec![
+            file("orders.yml", "db: {pool: 10}\n"),
+            file("application.yml", "db: {pool: 5, host: h}\n"),
+        ];
+        assert_eq!(origin_of(&layers, "db.pool").unwrap().path, "orders.yml");
+        assert_eq!(
+            origin_of(&layers, "db.host").unwrap().path,
+            "application.yml"
+        );
+    }
+}

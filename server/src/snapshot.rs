@@ -1,0 +1,160 @@
+//! The tracked branch, resolved: every (service, env) of one version with its
+//! pre-rendered responses. Immutable once built; a new version builds a new one.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use confhub_client::wire::{PairError, ServiceInfo, ServicesResponse};
+
+use crate::catalog::Catalog;
+use crate::entry::{Body, PairEntry};
+use crate::errors::ConfigError;
+use crate::source::View;
+
+/// Why a pair has no fresh config at this version.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The resolution error.
+    pub error: ConfigError,
+    /// The version at which it failed.
+    pub version: String,
+}
+
+/// One (service, env) of a snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Slot {
+    /// What is served: the config at this version, or the last good one if this version failed.
+    pub entry: Option<Arc<PairEntry>>,
+    /// Set when resolution failed at this version.
+    pub failure: Option<Failure>,
+}
+
+/// Everything the server answers for the tracked branch.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The tracked label (branch name, or `dev` for directories).
+    pub label: String,
+    /// Commit sha or content hash.
+    pub version: String,
+    /// Environments and services at this version.
+    pub catalog: Catalog,
+    /// Set when the whole version is unusable (a broken `confhub.yml`).
+    pub global_error: Option<ConfigError>,
+    /// service → env → slot.
+    pub pairs: BTreeMap<String, BTreeMap<String, Slot>>,
+    /// `GET /v1/services`, rendered.
+    pub services_body: Bytes,
+}
+
+impl Snapshot {
+    /// Resolve every (service, env) of `view`. Pairs failing here keep their entry from
+    /// `previous`, so a broken commit never replaces a good config.
+    pub fn build(
+        view: &mut View<'_>,
+        label: &str,
+        uri: &Arc<str>,
+        previous: Option<&Snapshot>,
+    ) -> Snapshot {
+        let (catalog, global_error) = match Catalog::of(view) {
+            Ok(c) => (c, None),
+            Err(e) => (
+                previous.map(|p| p.catalog.clone()).unwrap_or_default(),
+                Some(e),
+            ),
+        };
+        let mut pairs: BTreeMap<String, BTreeMap<String, Slot>> = BTreeMap::new();
+        for service in &catalog.services {
+            let envs = pairs.entry(service.clone()).or_default();
+            for env in &catalog.envs {
+                let result = match &global_error {
+                    Some(e) => Err(e.clone()),
+                    None => PairEntry::build(
+                        view,
+                        &catalog,
+                        uri,
+                        label,
+                        service,
+                        std::slice::from_ref(env),
+                    ),
+                };
+                let slot = match result {
+                    Ok(entry) => {
+                        let entry = Arc::new(entry);
+                        // Warm the bodies clients hit on every request and push.
+                        entry.body(Body::Json);
+                        entry.body(Body::Frame);
+                        Slot {
+                            entry: Some(entry),
+                            failure: None,
+                        }
+                    }
+                    Err(error) => Slot {
+                        entry: previous
+                            .and_then(|p| p.slot(service, env))
+                            .and_then(|s| s.entry.clone()),
+                        failure: Some(Failure {
+                            error,
+                            version: view.version.clone(),
+                        }),
+                    },
+                };
+                envs.insert(env.clone(), slot);
+            }
+        }
+        let services = ServicesResponse {
+            label: label.to_string(),
+            version: view.version.clone(),
+            environments: catalog.envs.iter().cloned().collect(),
+            services: catalog
+                .services
+                .iter()
+                .map(|s| ServiceInfo {
+                    name: s.clone(),
+                    envs: catalog.envs.iter().cloned().collect(),
+                })
+                .collect(),
+        };
+        Snapshot {
+            label: label.to_string(),
+            version: view.version.clone(),
+            catalog,
+            global_error,
+            pairs,
+            services_body: Bytes::from(serde_json::to_vec(&services).unwrap_or_default()),
+        }
+    }
+
+    /// The slot of a pair, if the snapshot has it.
+    pub fn slot(&self, service: &str, env: &str) -> Option<&Slot> {
+        self.pairs.get(service)?.get(env)
+    }
+
+    /// Every pair that failed at this version.
+    pub fn errors(&self) -> Vec<PairError> {
+        let mut out = Vec::new();
+        if let Some(e) = &self.global_error {
+            out.push(PairError {
+                service: "*".into(),
+                env: "*".into(),
+                version: self.version.clone(),
+                error: e.to_body(),
+            });
+        }
+        for (service, envs) in &self.pairs {
+            for (env, slot) in envs {
+                if let Some(f) = &slot.failure {
+                    if self.global_error.is_none() {
+                        out.push(PairError {
+                            service: service.clone(),
+                            env: env.clone(),
+                            version: f.version.clone(),
+                            error: f.error.to_body(),
+                        });
+                    }
+                }
+            }
+        }
+        out
+    }
+}

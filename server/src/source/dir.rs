@@ -1,0 +1,89 @@
+//! `--dev` source: a plain directory read from the filesystem; its version is a hash
+//! of every config file's path and contents.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::{is_config_name, Blob, View};
+use crate::errors::SourceError;
+
+/// A plain directory of config files.
+#[derive(Debug)]
+pub struct DirSource {
+    root: PathBuf,
+    search_path: Option<String>,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SourceError + '_ {
+    move |source| SourceError::Io {
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+impl DirSource {
+    /// A directory source; fails if `root` is not a readable directory.
+    pub fn open(root: &str, search_path: Option<&str>) -> Result<DirSource, SourceError> {
+        let root = std::fs::canonicalize(root).map_err(io(Path::new(root)))?;
+        std::fs::read_dir(&root).map_err(io(&root))?;
+        Ok(DirSource {
+            root,
+            search_path: search_path
+                .map(|p| p.trim_matches('/').to_string())
+                .filter(|p| !p.is_empty()),
+        })
+    }
+
+    /// The directory, as a `file://` URI (Spring property source names).
+    pub fn uri(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    /// The directory watched for changes.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The files as they are now, with their content hash as the version. Blocking.
+    pub fn view(&self) -> Result<View<'static>, SourceError> {
+        let (base, prefix) = match &self.search_path {
+            Some(sp) => (self.root.join(sp), format!("{sp}/")),
+            None => (self.root.clone(), String::new()),
+        };
+        let mut files = BTreeMap::new();
+        if base.is_dir() {
+            for entry in std::fs::read_dir(&base).map_err(io(&base))? {
+                let entry = entry.map_err(io(&base))?;
+                let name = entry.file_name().to_string_lossy().to_string();
+                let ty = entry.file_type().map_err(io(&entry.path()))?;
+                if ty.is_file() && is_config_name(&name) {
+                    files.insert(name, Blob::Disk(entry.path()));
+                } else if ty.is_dir() && !name.starts_with('.') {
+                    for child in std::fs::read_dir(entry.path()).map_err(io(&entry.path()))? {
+                        let child = child.map_err(io(&entry.path()))?;
+                        let child_name = child.file_name().to_string_lossy().to_string();
+                        if child.file_type().map(|t| t.is_file()).unwrap_or(false)
+                            && is_config_name(&child_name)
+                        {
+                            files.insert(format!("{name}/{child_name}"), Blob::Disk(child.path()));
+                        }
+                    }
+                }
+            }
+        }
+        let mut hasher = Sha256::new();
+        let mut view = View::new(String::new(), prefix, files, None);
+        let names: Vec<String> = view.files.keys().cloned().collect();
+        for name in names {
+            let bytes = view.read(&name)?.unwrap_or_default();
+            hasher.update((name.len() as u64).to_le_bytes());
+            hasher.update(name.as_bytes());
+            hasher.update((bytes.len() as u64).to_le_bytes());
+            hasher.update(&bytes);
+        }
+        view.version = hex::encode(hasher.finalize());
+        Ok(view)
+    }
+}

@@ -1,0 +1,280 @@
+//! The store: the source, the current snapshot of the tracked branch, and a bounded
+//! cache of pairs resolved at other labels. Every request for config goes through
+//! [`Store::lookup`]; every new version goes through [`Store::refresh`].
+
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use lru::LruCache;
+
+use crate::catalog::Catalog;
+use crate::entry::PairEntry;
+use crate::errors::{ConfigError, SourceError};
+use crate::settings::Settings;
+use crate::snapshot::Snapshot;
+use crate::source::dir::DirSource;
+use crate::source::git::GitSource;
+use crate::source::View;
+
+/// Label reported for `--dev` directories.
+pub const DEV_LABEL: &str = "dev";
+
+/// Where config comes from.
+#[derive(Debug)]
+pub enum Source {
+    /// A git repository.
+    Git(GitSource),
+    /// A plain directory (`--dev`).
+    Dir(DirSource),
+}
+
+/// Why a lookup has no config to serve.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// No branch, tag or commit by that name.
+    #[error("unknown label `{0}`")]
+    UnknownLabel(String),
+    /// The manifest declares environments and this is not one of them.
+    #[error("unknown environment `{0}`: not declared in confhub.yml")]
+    UnknownEnv(String),
+    /// The config cannot be resolved at that version.
+    #[error(transparent)]
+    Config(ConfigError),
+    /// Reading the repository failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+}
+
+type CacheKey = (String, String, String, String);
+
+/// Source + snapshot + cache.
+#[derive(Debug)]
+pub struct Store {
+    source: Source,
+    uri: Arc<str>,
+    snapshot: ArcSwap<Snapshot>,
+    cache: Mutex<LruCache<CacheKey, Result<Arc<PairEntry>, ConfigError>>>,
+}
+
+/// Pairs whose served config changed in a refresh.
+#[derive(Debug, Default)]
+pub struct Changes {
+    /// Version before the refresh.
+    pub old_version: String,
+    /// Version after.
+    pub new_version: String,
+    /// (service, env) pairs whose digest changed, with their new entry.
+    pub changed: Vec<Arc<PairEntry>>,
+}
+
+impl Store {
+    /// Open the source and build the first snapshot. Blocking.
+    pub fn open(settings: &Settings) -> Result<Store, SourceError> {
+        let source = if settings.dev {
+            Source::Dir(DirSource::open(
+                &settings.repo,
+                settings.search_path.as_deref(),
+            )?)
+        } else {
+            Source::Git(GitSource::open(settings)?)
+        };
+        let uri: Arc<str> = match &source {
+            Source::Git(g) => g.uri().into(),
+            Source::Dir(d) => d.uri().into(),
+        };
+        let snapshot = build_tracked(&source, &uri, None)?
+            .ok_or_else(|| SourceError::Task("no snapshot built".into()))?;
+        tracing::info!(label = %snapshot.label, version = %snapshot.version, services = snapshot.catalog.services.len(), envs = snapshot.catalog.envs.len(), "snapshot loaded");
+        for e in snapshot.errors() {
+            tracing::warn!(service = %e.service, env = %e.env, error = %e.error.message, "pair fails to resolve");
+        }
+        let capacity =
+            NonZeroUsize::new(settings.cache_capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
+        Ok(Store {
+            source,
+            uri,
+            snapshot: ArcSwap::from_pointee(snapshot),
+            cache: Mutex::new(LruCache::new(capacity)),
+        })
+    }
+
+    /// The current snapshot of the tracked branch.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// The source.
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// Rebuild the snapshot if the tracked branch moved (fetching remotes first when
+    /// `fetch` is set), swap it in, and report the pairs whose digest changed. Blocking.
+    pub fn refresh(&self, fetch: bool) -> Result<Changes, SourceError> {
+        if fetch {
+            if let Source::Git(g) = &self.source {
+                g.fetch()?;
+            }
+        }
+        let old = self.snapshot.load_full();
+        let mut changes = Changes {
+            old_version: old.version.clone(),
+            new_version: old.version.clone(),
+            changed: Vec::new(),
+        };
+        let Some(new) = build_tracked(&self.source, &self.uri, Some(&old))? else {
+            return Ok(changes);
+        };
+        changes.new_version = new.version.clone();
+        for (service, envs) in &new.pairs {
+            for (env, slot) in envs {
+                let Some(entry) = &slot.entry else { continue };
+                let before = old
+                    .slot(service, env)
+                    .and_then(|s| s.entry.as_ref())
+                    .map(|e| e.digest());
+                if before != Some(entry.digest()) {
+                    changes.changed.push(entry.clone());
+                }
+            }
+        }
+        self.snapshot.store(Arc::new(new));
+        Ok(changes)
+    }
+
+    /// The config of `service` for `envs` at `label` (the tracked branch when `None`).
+    pub async fn lookup(
+        self: &Arc<Self>,
+        label: Option<&str>,
+        service: &str,
+        envs: &[String],
+    ) -> Result<Arc<PairEntry>, LookupError> {
+        let snap = self.snapshot();
+        let tracked = label.is_none_or(|l| l == snap.label);
+        if tracked {
+            if let [env] = envs {
+                if let Some(slot) = snap.slot(service, env) {
+                    return match (&slot.entry, &slot.failure) {
+                        (Some(entry), _) => Ok(entry.clone()),
+                        (None, Some(f)) => Err(LookupError::Config(f.error.clone())),
+                        (None, None) => Err(LookupError::UnknownLabel(snap.label.clone())),
+                    };
+                }
+            }
+            if let Some(e) = &snap.global_error {
+                return Err(LookupError::Config(e.clone()));
+            }
+            if let Some(env) = envs.iter().find(|e| !snap.catalog.env_known(e)) {
+                return Err(LookupError::UnknownEnv(env.clone()));
+            }
+        }
+        let label = label.unwrap_or(&snap.label).to_string();
+        let key_version = if tracked {
+            Some(snap.version.clone())
+        } else {
+            None
+        };
+        let store = self.clone();
+        let service = service.to_string();
+        let envs = envs.to_vec();
+        tokio::task::spawn_blocking(move || {
+            store.lookup_blocking(&label, key_version, &service, &envs)
+        })
+        .await
+        .map_err(|e| LookupError::Source(SourceError::Task(e.to_string())))?
+    }
+
+    fn cached(&self, key: &CacheKey) -> Option<Result<Arc<PairEntry>, ConfigError>> {
+        self.cache.lock().ok()?.get(key).cloned()
+    }
+
+    fn lookup_blocking(
+        &self,
+        label: &str,
+        tracked_version: Option<String>,
+        service: &str,
+        envs: &[String],
+    ) -> Result<Arc<PairEntry>, LookupError> {
+        let env_key = envs.join(",");
+        let compute = |view: &mut View<'_>| -> Result<Arc<PairEntry>, LookupError> {
+            let key: CacheKey = (
+                view.version.clone(),
+                label.to_string(),
+                service.to_string(),
+                env_key.clone(),
+            );
+            let result = match self.cached(&key) {
+                Some(hit) => hit,
+                None => {
+                    let result = Catalog::of(view).and_then(|catalog| {
+                        if let Some(env) = envs.iter().find(|e| !catalog.env_known(e)) {
+                            return Ok(Err(env.clone()));
+                        }
+                        PairEntry::build(view, &catalog, &self.uri, label, service, envs)
+                            .map(|e| Ok(Arc::new(e)))
+                    });
+                    let result = match result {
+                        Ok(Err(env)) => return Err(LookupError::UnknownEnv(env)),
+                        Ok(Ok(entry)) => Ok(entry),
+                        Err(e) => Err(e),
+                    };
+                    if let Ok(mut cache) = self.cache.lock() {
+                        cache.put(key, result.clone());
+                    }
+                    result
+                }
+            };
+            result.map_err(LookupError::Config)
+        };
+        match &self.source {
+            Source::Git(git) => git.with_repo(|repo| {
+                let oid = match &tracked_version {
+                    Some(v) => git2::Oid::from_str(v).ok(),
+                    None => git.resolve_label(repo, label),
+                };
+                let Some(oid) = oid else {
+                    return Ok(Err(LookupError::UnknownLabel(label.to_string())));
+                };
+                let mut view = git.view(repo, oid)?;
+                Ok(compute(&mut view))
+            })?,
+            Source::Dir(dir) => {
+                if tracked_version.is_none() {
+                    return Err(LookupError::UnknownLabel(label.to_string()));
+                }
+                let mut view = dir.view()?;
+                compute(&mut view)
+            }
+        }
+    }
+}
+
+/// A snapshot of the tracked branch, or `None` when it is still at `previous`'s version.
+fn build_tracked(
+    source: &Source,
+    uri: &Arc<str>,
+    previous: Option<&Snapshot>,
+) -> Result<Option<Snapshot>, SourceError> {
+    match source {
+        Source::Git(git) => git.with_repo(|repo| {
+            let (branch, oid) = git.tracked(repo)?;
+            if let Some(prev) = previous {
+                if prev.version == oid.to_string() && prev.label == branch {
+                    return Ok(None);
+                }
+            }
+            let mut view = git.view(repo, oid)?;
+            Ok(Some(Snapshot::build(&mut view, &branch, uri, previous)))
+        }),
+        Source::Dir(dir) => {
+            let mut view = dir.view()?;
+            if let Some(prev) = previous {
+                if prev.version == view.version {
+                    return Ok(None);
+                }
+            }
+            Ok(Some(Snapshot::build(&mut view, DEV_LABEL, uri, previous)))
+        }
+    }
+}
