@@ -176,3 +176,167 @@ pub enum ServerFrame {
         message: String,
     },
 }
+
+/// Body of `GET /v1/status` (DESIGN §4): what the server tracks, how fresh it is, what
+/// fails, and who listens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusResponse {
+    /// The tracked label (branch, or `dev` for `--dev` directories).
+    pub label: String,
+    /// Commit sha (or content hash) being served.
+    pub version: String,
+    /// `git` (local repository), `git-remote` (a clone that gets fetched) or `dir` (`--dev`).
+    pub source: String,
+    /// The repository, without credentials.
+    pub uri: String,
+    /// Seconds between fetches of a remote (and safety-net checks of local sources).
+    pub poll_seconds: u64,
+    /// Paths watched for changes (local repositories and `--dev` directories).
+    #[serde(default)]
+    pub watching: Vec<String>,
+    /// Why watching failed, if it did (the poll timer still runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watch_error: Option<String>,
+    /// The last refresh (rebuilding the snapshot when the branch moved).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_refresh: Option<RefreshStatus>,
+    /// The last fetch of a remote (absent for local sources).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_fetch: Option<FetchStatus>,
+    /// Pairs that fail to resolve at `version` (they keep serving their last good config).
+    #[serde(default)]
+    pub errors: Vec<PairError>,
+    /// WebSocket subscribers per pair.
+    #[serde(default)]
+    pub subscribers: Vec<SubscriberCount>,
+    /// Open WebSocket connections.
+    pub connections: u64,
+    /// Webhook calls accepted (triggered a fetch) and rejected (bad or missing signature).
+    pub webhooks: WebhookCounts,
+}
+
+/// The last refresh, in [`StatusResponse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshStatus {
+    /// When it finished (RFC 3339, UTC).
+    pub at: String,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// What went wrong.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How long it took, in milliseconds.
+    pub took_ms: u64,
+    /// Pairs whose config changed in the last refresh that moved the version.
+    pub changed: u64,
+    /// Refreshes since start.
+    pub count: u64,
+}
+
+/// Fetching a remote, in [`StatusResponse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchStatus {
+    /// When the last fetch finished (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at: Option<String>,
+    /// Whether the last fetch succeeded.
+    pub ok: bool,
+    /// What went wrong in the last fetch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How long the last fetch took, in milliseconds.
+    pub took_ms: u64,
+    /// When a fetch last succeeded (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_success: Option<String>,
+    /// Failed fetches in a row (retried with backoff).
+    pub consecutive_failures: u32,
+    /// When the next fetch is due (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_at: Option<String>,
+    /// Fetches since start.
+    pub count: u64,
+}
+
+/// Subscribers of one pair, in [`StatusResponse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubscriberCount {
+    /// Service.
+    pub service: String,
+    /// Environment(s), as subscribed.
+    pub env: String,
+    /// Connections subscribed.
+    pub subscribers: u64,
+}
+
+/// Webhook counters, in [`StatusResponse`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct WebhookCounts {
+    /// Calls with a valid signature (each triggered a fetch).
+    pub accepted: u64,
+    /// Calls refused with 401.
+    pub rejected: u64,
+}
+
+/// One commit that changed a pair's resolved config, in `GET /v1/history/{service}/{env}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Full commit sha.
+    pub sha: String,
+    /// Author name.
+    pub author: String,
+    /// Author email.
+    pub email: String,
+    /// Commit time, RFC 3339 in UTC.
+    pub time: String,
+    /// The commit message's first line.
+    pub message: String,
+    /// Flat keys (`db.pool`, `features[0]`) whose resolved value the commit added, removed or changed.
+    pub changed_keys: Vec<String>,
+}
+
+/// Body of `GET /v1/history/{service}/{env}`: newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryResponse {
+    /// Service.
+    pub service: String,
+    /// Environment(s).
+    pub env: String,
+    /// The branch whose history this is.
+    pub label: String,
+    /// Commits that changed the resolved config, newest first.
+    pub entries: Vec<HistoryEntry>,
+}
+
+/// An old and a new value, in [`DiffResponse::changed`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ValueChange {
+    /// The value at `from`.
+    pub old: Value,
+    /// The value at `to`.
+    pub new: Value,
+}
+
+/// Body of `GET /v1/diff/{service}/{env}?from=A&to=B`: the key-level difference of the
+/// resolved configs, flat keys, encrypted values masked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiffResponse {
+    /// Service.
+    pub service: String,
+    /// Environment(s).
+    pub env: String,
+    /// The `from` label as asked.
+    pub from: String,
+    /// The `to` label as asked.
+    pub to: String,
+    /// Commit of `from`.
+    pub from_version: String,
+    /// Commit of `to`.
+    pub to_version: String,
+    /// Keys only in `to`.
+    pub added: Map<String, Value>,
+    /// Keys only in `from`.
+    pub removed: Map<String, Value>,
+    /// Keys in both with different values.
+    pub changed: std::collections::BTreeMap<String, ValueChange>,
+}

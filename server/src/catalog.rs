@@ -42,6 +42,8 @@ pub struct Catalog {
     pub envs_declared: bool,
     /// Services, sorted.
     pub services: BTreeSet<String>,
+    /// The manifest (`confhub.yml`), or the default when there is none.
+    pub manifest: Manifest,
 }
 
 fn stem(name: &str) -> Option<&str> {
@@ -59,8 +61,8 @@ impl Catalog {
             .filter(|p| !p.contains('/') && p.as_str() != MANIFEST)
             .filter_map(|p| stem(p).map(str::to_string))
             .collect();
-        let (envs, envs_declared): (BTreeSet<String>, bool) = match manifest.environments {
-            Some(envs) => (envs.into_iter().collect(), true),
+        let (envs, envs_declared): (BTreeSet<String>, bool) = match &manifest.environments {
+            Some(envs) => (envs.iter().cloned().collect(), true),
             None => (
                 root_stems
                     .iter()
@@ -97,6 +99,7 @@ impl Catalog {
             envs,
             envs_declared,
             services,
+            manifest,
         })
     }
 

@@ -6,12 +6,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::catalog::Catalog;
+use crate::catalog::MANIFEST;
+use crate::crypto::Keyring;
 use crate::entry::PairEntry;
-use crate::errors::{ConfigError, SourceError};
+use crate::errors::{ConfigError, ErrorKind, SourceError};
 use crate::settings::Settings;
 use crate::source::dir::DirSource;
 use crate::source::git::GitSource;
-use crate::source::View;
+use crate::source::{Ciphers, View};
 
 /// What `check` found.
 #[derive(Debug, Default)]
@@ -30,21 +32,29 @@ pub struct Report {
 
 /// Check the repository (or, if it is not a git repository, the directory) at `repo`,
 /// at `rev` (default `HEAD`).
+///
+/// With a `keyring`, `{cipher}` values must decrypt; without one they are left alone.
 pub fn check(
     repo: &Path,
     rev: Option<&str>,
     search_path: Option<&str>,
+    keyring: Option<&Keyring>,
 ) -> Result<Report, SourceError> {
     let repo_str = repo.display().to_string();
     let is_git = git2::Repository::open(repo).is_ok();
+    let ciphers = match keyring {
+        Some(k) => Ciphers::Decrypt(Arc::new(k.clone())),
+        None => Ciphers::Ignore,
+    };
     if !is_git {
-        let dir = DirSource::open(&repo_str, search_path)?;
+        let dir = DirSource::open(&repo_str, search_path)?.with_ciphers(ciphers);
         let mut view = dir.view()?;
         return Ok(check_view(&mut view));
     }
     let mut settings = Settings::new(repo_str);
     settings.search_path = search_path.map(str::to_string);
-    let git = GitSource::open(&settings)?;
+    let mut git = GitSource::open(&settings)?;
+    git.set_ciphers(ciphers);
     git.with_repo(|r| {
         let rev = rev.unwrap_or("HEAD");
         let commit = r
@@ -81,6 +91,9 @@ fn check_view(view: &mut View<'_>) -> Report {
             return report;
         }
     };
+    for e in naming_problems(view, &catalog) {
+        push(&mut report, e);
+    }
     report.services = catalog.services.len();
     report.envs = catalog.envs.len();
     let uri: Arc<str> = Arc::from("check");
@@ -99,10 +112,83 @@ fn check_view(view: &mut View<'_>) -> Report {
                 service,
                 std::slice::from_ref(env),
             ) {
-                Ok(_) => report.pairs_ok += 1,
+                Ok(entry) => match entry.placeholder_error {
+                    Some(e) => push(&mut report, e),
+                    None => report.pairs_ok += 1,
+                },
                 Err(e) => push(&mut report, e),
             }
         }
     }
     report
+}
+
+/// File names that are probably typos: an env file for an undeclared env, or a
+/// `{service}-{x}` file where `x` is not a known env (so it reads as a new service).
+fn naming_problems(view: &View<'_>, catalog: &Catalog) -> Vec<ConfigError> {
+    let known = catalog.envs.iter().cloned().collect::<Vec<_>>().join(", ");
+    let mut out = Vec::new();
+    for path in view.files.keys() {
+        if path.contains('/') || path == MANIFEST {
+            continue;
+        }
+        let Some((stem, _)) = path.rsplit_once('.') else {
+            continue;
+        };
+        let Some((head, tail)) = stem.rsplit_once('-') else {
+            continue;
+        };
+        if catalog.envs.contains(tail) {
+            continue;
+        }
+        let problem = if head == "application" {
+            Some(format!(
+                "environment `{tail}` is not declared in {MANIFEST} (declared: {known})"
+            ))
+        } else if catalog.services.contains(head)
+            && catalog.envs.iter().any(|e| edit_distance(e, tail) <= 2)
+        {
+            Some(format!(
+                "`{tail}` is not a known environment (known: {known}), so this file is read as a separate service `{stem}`; a typo?"
+            ))
+        } else {
+            None
+        };
+        if let Some(message) = problem {
+            out.push(
+                ConfigError::new(ErrorKind::Manifest, message)
+                    .in_file(view.display(path))
+                    .at_line(Some(1)),
+            );
+        }
+    }
+    out
+}
+
+/// Levenshtein distance, for "did you mean" on environment names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::edit_distance;
+
+    #[test]
+    fn edit_distance_counts_edits() {
+        assert_eq!(edit_distance("prod", "prod"), 0);
+        assert_eq!(edit_distance("prod", "prdo"), 2);
+        assert_eq!(edit_distance("staging", "stagin"), 1);
+        assert_eq!(edit_distance("dev", "api"), 3);
+    }
 }

@@ -9,8 +9,9 @@ use serde_json::{Map, Value};
 
 use crate::catalog::{layer_paths, service_exists, Catalog};
 use crate::errors::ConfigError;
+use crate::errors::ErrorKind;
 use crate::render;
-use crate::resolve::{flatten, resolve, Resolved};
+use crate::resolve::{flatten, merge_only, resolve, Resolved};
 use crate::source::View;
 
 /// Response bodies a pair can be served as.
@@ -72,6 +73,9 @@ pub struct PairEntry {
     pub service_known: bool,
     /// The resolution.
     pub resolved: Resolved,
+    /// Set when placeholders could not be resolved: only the forms that show them as
+    /// written (Spring's Environment, `resolvePlaceholders=false`) may be served.
+    pub placeholder_error: Option<ConfigError>,
     uri: Arc<str>,
     bodies: [OnceLock<Bytes>; BODIES],
 }
@@ -94,7 +98,14 @@ impl PairEntry {
                 layers.push(parsed?);
             }
         }
-        let resolved = resolve(layers)?;
+        let (resolved, placeholder_error) = match resolve(layers.clone()) {
+            Ok(r) => (r, None),
+            Err(e) if e.kind == ErrorKind::Placeholder => (merge_only(layers), Some(e)),
+            Err(e) => return Err(e),
+        };
+        if service_known && placeholder_error.is_none() {
+            crate::schema::validate(view, catalog, service, &resolved)?;
+        }
         Ok(PairEntry {
             service: service.to_string(),
             envs: envs.to_vec(),
@@ -102,6 +113,7 @@ impl PairEntry {
             version: view.version.clone(),
             service_known,
             resolved,
+            placeholder_error,
             uri: uri.clone(),
             bodies: Default::default(),
         })

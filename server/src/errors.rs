@@ -10,8 +10,12 @@ pub enum ErrorKind {
     Parse,
     /// A placeholder names a missing key, or placeholders form a cycle.
     Placeholder,
-    /// `confhub.yml` is invalid.
+    /// `confhub.yml` is invalid, or names a schema that is missing or invalid.
     Manifest,
+    /// The resolved config violates its service's JSON Schema.
+    Schema,
+    /// An encrypted value cannot be decrypted.
+    Secret,
     /// Reading the repository failed.
     Git,
 }
@@ -20,7 +24,11 @@ impl ErrorKind {
     /// The API error code for this kind of problem.
     pub fn code(self) -> &'static str {
         match self {
-            ErrorKind::Parse | ErrorKind::Placeholder | ErrorKind::Manifest => "unresolvable",
+            ErrorKind::Parse
+            | ErrorKind::Placeholder
+            | ErrorKind::Manifest
+            | ErrorKind::Schema
+            | ErrorKind::Secret => "unresolvable",
             ErrorKind::Git => "git",
         }
     }
@@ -134,6 +142,23 @@ pub enum ServerError {
     #[error("server i/o: {0}")]
     Io(#[from] std::io::Error),
     /// The repository could not be opened, cloned or read.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+}
+
+/// Errors of `confhub diff --repo`.
+#[derive(Debug, thiserror::Error)]
+pub enum DiffError {
+    /// A bad service, env or label name.
+    #[error(transparent)]
+    Name(#[from] crate::names::NameError),
+    /// No branch, tag or commit by that name.
+    #[error("unknown label `{0}`")]
+    UnknownLabel(String),
+    /// The pair does not resolve at one of the labels.
+    #[error(transparent)]
+    Config(ConfigError),
+    /// Reading the repository failed.
     #[error(transparent)]
     Source(#[from] SourceError),
 }

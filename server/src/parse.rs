@@ -103,7 +103,7 @@ fn parse_yaml(text: &str) -> ParseResult {
 }
 
 fn duplicate_key_name(message: &str) -> Option<&str> {
-    let rest = message.strip_prefix("duplicate entry with key ")?;
+    let (_, rest) = message.split_once("duplicate entry with key ")?;
     Some(rest.trim_matches('"'))
 }
 

@@ -20,6 +20,9 @@ pub struct ParsedFile {
     pub values: Map<String, Value>,
     /// The original text, kept to point errors at a line.
     pub text: Arc<str>,
+    /// Plaintexts of the `{cipher}` values decrypted in this file, to mask them wherever
+    /// they could leak (diffs, error messages).
+    pub secrets: Vec<String>,
 }
 
 impl ParsedFile {
@@ -46,21 +49,47 @@ pub struct Resolved {
     pub digest: String,
 }
 
-/// Merge `layers` (highest precedence first) and resolve placeholders.
-pub fn resolve(layers: Vec<Arc<ParsedFile>>) -> Result<Resolved, ConfigError> {
+/// Merge `layers` without resolving placeholders (`values` = `merged`), for Spring's
+/// Environment form when placeholders cannot be resolved here.
+pub fn merge_only(layers: Vec<Arc<ParsedFile>>) -> Resolved {
     let mut merged = Map::new();
     for layer in layers.iter().rev() {
         deep_merge(&mut merged, layer.values.clone());
     }
     let merged = Value::Object(merged);
-    let values = resolve_placeholders(&merged, &layers)?;
-    let digest = digest_of(&values);
-    Ok(Resolved {
+    let digest = digest_of(&merged);
+    Resolved {
         layers,
+        values: merged.clone(),
         merged,
-        values,
         digest,
-    })
+    }
+}
+
+impl Resolved {
+    /// Every decrypted plaintext of the contributing files.
+    pub fn secrets(&self) -> impl Iterator<Item = &str> {
+        self.layers
+            .iter()
+            .flat_map(|l| l.secrets.iter().map(String::as_str))
+    }
+
+    /// `text` with every decrypted plaintext replaced by a mask.
+    pub fn redact(&self, text: &str) -> String {
+        let mut out = text.to_string();
+        for s in self.secrets().filter(|s| !s.is_empty()) {
+            out = out.replace(s, "******");
+        }
+        out
+    }
+}
+
+/// Merge `layers` (highest precedence first) and resolve placeholders.
+pub fn resolve(layers: Vec<Arc<ParsedFile>>) -> Result<Resolved, ConfigError> {
+    let mut r = merge_only(layers);
+    r.values = resolve_placeholders(&r.merged, &r.layers)?;
+    r.digest = digest_of(&r.values);
+    Ok(r)
 }
 
 /// sha256 of the canonical JSON (sorted keys, no whitespace) of `v`, in hex.
@@ -298,21 +327,16 @@ fn typed_scalar(s: &str) -> Value {
     if let Ok(i) = s.parse::<i64>() {
         return Value::from(i);
     }
-    if s.contains(['.', 'e', 'E']) && !s.contains(char::is_alphabetic_not_e) {
+    // Only plain decimals: `inf`, `nan` and `1e5`-looking names stay strings.
+    if s.contains('.')
+        && s.chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | '-' | '+'))
+    {
         if let Some(n) = s.parse::<f64>().ok().and_then(serde_json::Number::from_f64) {
             return Value::Number(n);
         }
     }
     Value::String(s.to_string())
-}
-
-trait NotE {
-    fn is_alphabetic_not_e(self) -> bool;
-}
-impl NotE for char {
-    fn is_alphabetic_not_e(self) -> bool {
-        self.is_alphabetic() && self != 'e' && self != 'E'
-    }
 }
 
 #[derive(Debug, PartialEq)]
@@ -397,6 +421,7 @@ mod tests {
             path: path.into(),
             values: parse_file(path, text.as_bytes()).unwrap(),
             text: text.into(),
+            secrets: Vec::new(),
         })
     }
 

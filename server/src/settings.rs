@@ -26,6 +26,91 @@ pub struct Settings {
     pub ssh_key: Option<PathBuf>,
     /// How many resolved (label, service, env) results to keep for non-tracked labels.
     pub cache_capacity: usize,
+    /// Secret for `POST /v1/webhook` (HMAC key for GitHub, Gitea and Bitbucket, token for
+    /// GitLab). Without one the webhook endpoint refuses every call.
+    pub webhook_secret: Option<Secret>,
+    /// Change detection and WebSocket push limits.
+    pub live: LiveSettings,
+    /// Keys for `{cipher}` values; without them an encrypted value fails its pair.
+    pub keyring: Option<crate::crypto::Keyring>,
+}
+
+/// A secret string: its `Debug` never shows the value, so it cannot reach a log line.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wrap a secret.
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for comparisons and HMAC keys only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl From<String> for Secret {
+    fn from(value: String) -> Self {
+        Secret(value)
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Secret(value.to_string())
+    }
+}
+
+/// Change detection (refresh loop) and WebSocket (`/v1/watch`) settings.
+#[derive(Debug, Clone)]
+pub struct LiveSettings {
+    /// A fetch of a remote taking longer than this is reported as failed (and retried
+    /// once the stuck attempt ends; libgit2 cannot be interrupted safely).
+    pub fetch_timeout: Duration,
+    /// First retry delay after a failed fetch; doubles per failure (with jitter), up to `poll`.
+    pub fetch_retry: Duration,
+    /// Quiet time after the last file-system event before a refresh (`notify` debounce).
+    pub debounce: Duration,
+    /// Largest WebSocket frame or message accepted from a client, in bytes.
+    pub ws_max_message: usize,
+    /// Subscriptions one WebSocket connection may hold.
+    pub ws_max_subscriptions: usize,
+    /// Frames that may wait for a connection beyond one per subscription; a connection
+    /// that falls further behind is closed as a slow consumer (it resumes by digest).
+    pub ws_send_buffer: usize,
+    /// A single write to a WebSocket blocked longer than this closes it as a slow consumer.
+    pub ws_write_timeout: Duration,
+    /// How often the server pings each WebSocket peer.
+    pub ws_ping_interval: Duration,
+    /// A peer that sent nothing (not even a pong) for this long is dropped.
+    pub ws_idle_timeout: Duration,
+    /// Open WebSocket connections accepted at once.
+    pub ws_max_connections: usize,
+}
+
+impl Default for LiveSettings {
+    fn default() -> Self {
+        LiveSettings {
+            fetch_timeout: Duration::from_secs(60),
+            fetch_retry: Duration::from_secs(1),
+            debounce: Duration::from_millis(100),
+            ws_max_message: 16 * 1024,
+            ws_max_subscriptions: 256,
+            ws_send_buffer: 32,
+            ws_write_timeout: Duration::from_secs(30),
+            ws_ping_interval: Duration::from_secs(20),
+            ws_idle_timeout: Duration::from_secs(60),
+            ws_max_connections: 10_000,
+        }
+    }
 }
 
 impl Settings {
@@ -41,6 +126,9 @@ impl Settings {
             git_token: None,
             ssh_key: None,
             cache_capacity: 1024,
+            webhook_secret: None,
+            live: LiveSettings::default(),
+            keyring: None,
         }
     }
 }

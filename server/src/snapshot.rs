@@ -28,6 +28,9 @@ pub struct Slot {
     pub entry: Option<Arc<PairEntry>>,
     /// Set when resolution failed at this version.
     pub failure: Option<Failure>,
+    /// The config at this version with placeholders as written, when only placeholders
+    /// failed: Spring's Environment form serves it (clients resolve those themselves).
+    pub as_written: Option<Arc<PairEntry>>,
 }
 
 /// Everything the server answers for the tracked branch.
@@ -78,7 +81,20 @@ impl Snapshot {
                         std::slice::from_ref(env),
                     ),
                 };
+                let previous_entry = || {
+                    previous
+                        .and_then(|p| p.slot(service, env))
+                        .and_then(|s| s.entry.clone())
+                };
                 let slot = match result {
+                    Ok(entry) if entry.placeholder_error.is_some() => Slot {
+                        entry: previous_entry(),
+                        failure: entry.placeholder_error.clone().map(|error| Failure {
+                            error,
+                            version: view.version.clone(),
+                        }),
+                        as_written: Some(Arc::new(entry)),
+                    },
                     Ok(entry) => {
                         let entry = Arc::new(entry);
                         // Warm the bodies clients hit on every request and push.
@@ -87,16 +103,16 @@ impl Snapshot {
                         Slot {
                             entry: Some(entry),
                             failure: None,
+                            as_written: None,
                         }
                     }
                     Err(error) => Slot {
-                        entry: previous
-                            .and_then(|p| p.slot(service, env))
-                            .and_then(|s| s.entry.clone()),
+                        entry: previous_entry(),
                         failure: Some(Failure {
                             error,
                             version: view.version.clone(),
                         }),
+                        as_written: None,
                     },
                 };
                 envs.insert(env.clone(), slot);

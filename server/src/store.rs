@@ -15,7 +15,7 @@ use crate::settings::Settings;
 use crate::snapshot::Snapshot;
 use crate::source::dir::DirSource;
 use crate::source::git::GitSource;
-use crate::source::View;
+use crate::source::{Ciphers, View};
 
 /// Label reported for `--dev` directories.
 pub const DEV_LABEL: &str = "dev";
@@ -72,10 +72,10 @@ impl Store {
     /// Open the source and build the first snapshot. Blocking.
     pub fn open(settings: &Settings) -> Result<Store, SourceError> {
         let source = if settings.dev {
-            Source::Dir(DirSource::open(
-                &settings.repo,
-                settings.search_path.as_deref(),
-            )?)
+            Source::Dir(
+                DirSource::open(&settings.repo, settings.search_path.as_deref())?
+                    .with_ciphers(Ciphers::from_keyring(settings.keyring.as_ref())),
+            )
         } else {
             Source::Git(GitSource::open(settings)?)
         };
@@ -102,6 +102,11 @@ impl Store {
     /// The current snapshot of the tracked branch.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// `{repo uri}`, as used in Spring property source names.
+    pub fn uri(&self) -> &Arc<str> {
+        &self.uri
     }
 
     /// The source.
@@ -150,11 +155,36 @@ impl Store {
         service: &str,
         envs: &[String],
     ) -> Result<Arc<PairEntry>, LookupError> {
+        self.lookup_in(label, service, envs, false).await
+    }
+
+    /// Like [`Store::lookup`], but a config whose placeholders cannot be resolved is still
+    /// returned (with [`PairEntry::placeholder_error`] set), for the forms that show
+    /// placeholders as written.
+    pub async fn lookup_as_written(
+        self: &Arc<Self>,
+        label: Option<&str>,
+        service: &str,
+        envs: &[String],
+    ) -> Result<Arc<PairEntry>, LookupError> {
+        self.lookup_in(label, service, envs, true).await
+    }
+
+    async fn lookup_in(
+        self: &Arc<Self>,
+        label: Option<&str>,
+        service: &str,
+        envs: &[String],
+        as_written: bool,
+    ) -> Result<Arc<PairEntry>, LookupError> {
         let snap = self.snapshot();
         let tracked = label.is_none_or(|l| l == snap.label);
         if tracked {
             if let [env] = envs {
                 if let Some(slot) = snap.slot(service, env) {
+                    if let (true, Some(entry)) = (as_written, &slot.as_written) {
+                        return Ok(entry.clone());
+                    }
                     return match (&slot.entry, &slot.failure) {
                         (Some(entry), _) => Ok(entry.clone()),
                         (None, Some(f)) => Err(LookupError::Config(f.error.clone())),
@@ -178,11 +208,15 @@ impl Store {
         let store = self.clone();
         let service = service.to_string();
         let envs = envs.to_vec();
-        tokio::task::spawn_blocking(move || {
+        let entry = tokio::task::spawn_blocking(move || {
             store.lookup_blocking(&label, key_version, &service, &envs)
         })
         .await
-        .map_err(|e| LookupError::Source(SourceError::Task(e.to_string())))?
+        .map_err(|e| LookupError::Source(SourceError::Task(e.to_string())))??;
+        match &entry.placeholder_error {
+            Some(e) if !as_written => Err(LookupError::Config(e.clone())),
+            _ => Ok(entry),
+        }
     }
 
     fn cached(&self, key: &CacheKey) -> Option<Result<Arc<PairEntry>, ConfigError>> {

@@ -1,28 +1,47 @@
 //! HTTP: the router, shared state and error responses. Each request for config goes
 //! `router` → [`native`] or [`spring`] handler → [`crate::store::Store::lookup`] →
-//! a pre-rendered body of [`crate::entry::PairEntry`].
+//! a pre-rendered body of [`crate::entry::PairEntry`]. Live updates: `/v1/watch`
+//! ([`crate::hub`]), `/v1/status` ([`status`]) and `/v1/webhook` ([`webhook`]).
 
+mod manage;
 mod native;
 mod spring;
+mod status;
+pub mod webhook;
 
 use std::sync::{Arc, OnceLock};
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
 use confhub_client::wire::{ErrorBody, ReadyResponse};
 
+use crate::hub::Hub;
 use crate::names::NameError;
+use crate::settings::Secret;
 use crate::store::{LookupError, Store};
+use crate::watch::{LiveStatus, Trigger};
 
 /// State shared by every handler.
 #[derive(Debug, Default)]
 pub struct AppState {
     /// Set once the first snapshot is loaded.
     pub store: OnceLock<Arc<Store>>,
+    /// WebSocket subscriptions and fan-out.
+    pub hub: Arc<Hub>,
+    /// Pokes the refresh loop (webhooks).
+    pub trigger: Arc<Trigger>,
+    /// What the refresh loop last did, for `/v1/status`.
+    pub live_status: Arc<LiveStatus>,
+    /// Secret that webhook calls must prove they know.
+    pub webhook_secret: Option<Secret>,
 }
+
+/// Largest webhook payload read (GitHub sends up to 25 MB; pushes of many commits
+/// easily pass the default request limit).
+const WEBHOOK_BODY_LIMIT: usize = 8 * 1024 * 1024;
 
 /// The application router.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -31,6 +50,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/readyz", get(readyz))
         .route("/v1/services", get(native::services))
         .route("/v1/config/{service}/{env}", get(native::config))
+        .route("/v1/history/{service}/{env}", get(manage::history))
+        .route("/v1/diff/{service}/{env}", get(manage::diff))
+        .route("/v1/status", get(status::status))
+        .route("/v1/watch", get(crate::hub::watch_handler))
+        .route(
+            "/v1/webhook",
+            post(webhook::webhook).layer(axum::extract::DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
+        )
         .route("/{file}", get(spring::file))
         .route("/{a}/{b}", get(spring::two_segments))
         .route(

@@ -63,7 +63,11 @@ async fn environment(
     check_name("application name", name)?;
     let envs = parse_envs(profiles)?;
     let label = label.map(parse_label).transpose()?;
-    let entry = store(state)?.lookup(label.as_deref(), name, &envs).await?;
+    // Placeholders are left as written in this form: clients may resolve them from
+    // their own environment, so an unresolvable one is not an error here.
+    let entry = store(state)?
+        .lookup_as_written(label.as_deref(), name, &envs)
+        .await?;
     let v2 = headers
         .get_all(header::ACCEPT)
         .iter()
@@ -130,7 +134,14 @@ async fn serve_file(
             ))
         }
     };
-    let entry = store(state)?.lookup(label.as_deref(), name, &envs).await?;
+    let store = store(state)?;
+    let entry = if resolve {
+        store.lookup(label.as_deref(), name, &envs).await?
+    } else {
+        store
+            .lookup_as_written(label.as_deref(), name, &envs)
+            .await?
+    };
     Ok(match ext {
         Ext::Yaml => bytes_response(
             "text/yaml; charset=utf-8",

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::{is_config_name, Blob, View};
+use super::{is_config_name, Blob, Ciphers, Root, View};
 use crate::errors::SourceError;
 
 /// A plain directory of config files.
@@ -14,6 +14,7 @@ use crate::errors::SourceError;
 pub struct DirSource {
     root: PathBuf,
     search_path: Option<String>,
+    ciphers: Ciphers,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SourceError + '_ {
@@ -33,7 +34,14 @@ impl DirSource {
             search_path: search_path
                 .map(|p| p.trim_matches('/').to_string())
                 .filter(|p| !p.is_empty()),
+            ciphers: Ciphers::Refuse,
         })
+    }
+
+    /// What views do with `{cipher}` values (default: refuse them).
+    pub fn with_ciphers(mut self, ciphers: Ciphers) -> Self {
+        self.ciphers = ciphers;
+        self
     }
 
     /// The directory, as a `file://` URI (Spring property source names).
@@ -74,7 +82,8 @@ impl DirSource {
             }
         }
         let mut hasher = Sha256::new();
-        let mut view = View::new(String::new(), prefix, files, None);
+        let mut view = View::new(String::new(), prefix, files, None, Root::Disk(base));
+        view.ciphers = self.ciphers.clone();
         let names: Vec<String> = view.files.keys().cloned().collect();
         for name in names {
             let bytes = view.read(&name)?.unwrap_or_default();

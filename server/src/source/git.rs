@@ -10,7 +10,7 @@ use git2::{
 };
 use sha2::{Digest, Sha256};
 
-use super::{is_config_name, Blob, View};
+use super::{is_config_name, Blob, Ciphers, Root, View};
 use crate::errors::SourceError;
 use crate::settings::Settings;
 
@@ -41,6 +41,7 @@ pub struct GitSource {
     /// task takes one out and puts it back, instead of all sharing one behind a lock.
     pool: Mutex<Vec<Repository>>,
     uri: String,
+    ciphers: Ciphers,
 }
 
 /// Is `repo` a URL to clone rather than a local path?
@@ -104,6 +105,7 @@ impl GitSource {
                 .filter(|p| !p.is_empty()),
             pool: Mutex::new(Vec::new()),
             uri,
+            ciphers: Ciphers::from_keyring(settings.keyring.as_ref()),
         };
         if let Some(remote) = &source.remote {
             if !source.path.exists() {
@@ -126,6 +128,19 @@ impl GitSource {
     /// `{repo uri}` as used in Spring property source names.
     pub fn uri(&self) -> &str {
         &self.uri
+    }
+
+    /// Override what views do with `{cipher}` values (`confhub check` without a key ignores them).
+    pub fn set_ciphers(&mut self, ciphers: Ciphers) {
+        self.ciphers = ciphers;
+    }
+
+    /// The search path as a tree path prefix (`""` or `config/`).
+    pub fn search_prefix(&self) -> String {
+        self.search_path
+            .as_ref()
+            .map(|p| format!("{p}/"))
+            .unwrap_or_default()
     }
 
     /// Whether this is a clone of a remote (and so needs fetching to see changes).
@@ -276,7 +291,7 @@ impl GitSource {
             .and_then(|c| c.tree())
             .map_err(SourceError::git(context()))?;
         let mut files = BTreeMap::new();
-        let (root, prefix) = match &self.search_path {
+        let (root, prefix): (Option<git2::Tree<'_>>, String) = match &self.search_path {
             None => (Some(tree), String::new()),
             Some(sp) => {
                 let sub = match tree.get_path(Path::new(sp)) {
@@ -289,6 +304,7 @@ impl GitSource {
                 (sub, format!("{sp}/"))
             }
         };
+        let root_id = root.as_ref().map(|t| t.id());
         if let Some(root) = root {
             for entry in root.iter() {
                 let Ok(name) = entry.name() else { continue };
@@ -314,7 +330,15 @@ impl GitSource {
                 }
             }
         }
-        Ok(View::new(commit.to_string(), prefix, files, Some(repo)))
+        let mut view = View::new(
+            commit.to_string(),
+            prefix,
+            files,
+            Some(repo),
+            Root::Git(root_id),
+        );
+        view.ciphers = self.ciphers.clone();
+        Ok(view)
     }
 }
 

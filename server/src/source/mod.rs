@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::crypto::{Keyring, PREFIX};
 use crate::errors::{ConfigError, ErrorKind, SourceError};
 use crate::parse::{parse_file, Format};
 use crate::resolve::ParsedFile;
@@ -33,7 +34,42 @@ pub struct View<'r> {
     /// Config files (root and one folder level), relative to the search path.
     pub files: BTreeMap<String, Blob>,
     repo: Option<&'r ::git2::Repository>,
+    root: Root,
     parsed: HashMap<String, Result<Arc<ParsedFile>, ConfigError>>,
+    /// What to do with `{cipher}` values.
+    pub ciphers: Ciphers,
+    /// Compiled JSON Schemas by path, so each is compiled once per view.
+    pub(crate) schemas: HashMap<String, Result<Arc<jsonschema::Validator>, ConfigError>>,
+}
+
+/// What a view does with `{cipher}` values.
+#[derive(Debug, Clone)]
+pub enum Ciphers {
+    /// Decrypt them with these keys.
+    Decrypt(Arc<Keyring>),
+    /// Fail the file: the server has no key, and must never serve ciphertext.
+    Refuse,
+    /// Leave them as they are (`confhub check` without a key).
+    Ignore,
+}
+
+impl Ciphers {
+    /// `Decrypt` with the keyring, or `Refuse` without one.
+    pub fn from_keyring(keyring: Option<&Keyring>) -> Ciphers {
+        match keyring {
+            Some(k) => Ciphers::Decrypt(Arc::new(k.clone())),
+            None => Ciphers::Refuse,
+        }
+    }
+}
+
+/// The search path's root, for files outside the listing (schemas in nested folders).
+#[derive(Debug, Clone)]
+pub(crate) enum Root {
+    /// A git tree (absent when the search path does not exist at this commit).
+    Git(Option<::git2::Oid>),
+    /// A directory.
+    Disk(PathBuf),
 }
 
 impl<'r> View<'r> {
@@ -42,13 +78,44 @@ impl<'r> View<'r> {
         prefix: String,
         files: BTreeMap<String, Blob>,
         repo: Option<&'r ::git2::Repository>,
+        root: Root,
     ) -> Self {
         View {
             version,
             prefix,
             files,
             repo,
+            root,
             parsed: HashMap::new(),
+            schemas: HashMap::new(),
+            ciphers: Ciphers::Refuse,
+        }
+    }
+
+    /// Find a file by path anywhere under the search path (not only the listed config
+    /// files), e.g. a JSON Schema in `schemas/v1/`. `..` and absolute paths are refused.
+    pub fn locate(&self, rel: &str) -> Option<Blob> {
+        let rel = rel.trim_start_matches("./");
+        if rel.is_empty()
+            || rel.starts_with('/')
+            || rel.split('/').any(|p| p == ".." || p.is_empty())
+        {
+            return None;
+        }
+        if let Some(blob) = self.files.get(rel) {
+            return Some(blob.clone());
+        }
+        match &self.root {
+            Root::Git(tree) => {
+                let repo = self.repo?;
+                let tree = repo.find_tree((*tree)?).ok()?;
+                let entry = tree.get_path(std::path::Path::new(rel)).ok()?;
+                (entry.kind() == Some(::git2::ObjectType::Blob)).then(|| Blob::Git(entry.id()))
+            }
+            Root::Disk(base) => {
+                let path = base.join(rel);
+                path.is_file().then_some(Blob::Disk(path))
+            }
         }
     }
 
@@ -59,7 +126,7 @@ impl<'r> View<'r> {
 
     /// Raw bytes of a file.
     pub fn read(&self, rel: &str) -> Result<Option<Vec<u8>>, SourceError> {
-        let Some(blob) = self.files.get(rel) else {
+        let Some(blob) = self.files.get(rel).cloned().or_else(|| self.locate(rel)) else {
             return Ok(None);
         };
         match blob {
@@ -68,11 +135,11 @@ impl<'r> View<'r> {
                     .repo
                     .ok_or_else(|| SourceError::Task("git blob without a repository".into()))?;
                 let blob = repo
-                    .find_blob(*oid)
+                    .find_blob(oid)
                     .map_err(SourceError::git(format!("reading {}", self.display(rel))))?;
                 Ok(Some(blob.content().to_vec()))
             }
-            Blob::Disk(path) => std::fs::read(path)
+            Blob::Disk(path) => std::fs::read(&path)
                 .map(Some)
                 .map_err(|source| SourceError::Io {
                     path: path.display().to_string(),
@@ -86,17 +153,24 @@ impl<'r> View<'r> {
         if let Some(done) = self.parsed.get(rel) {
             return Some(done.clone());
         }
-        if !self.files.contains_key(rel) || Format::of(rel).is_none() {
+        if Format::of(rel).is_none()
+            || (!self.files.contains_key(rel) && self.locate(rel).is_none())
+        {
             return None;
         }
         let shown = self.display(rel);
         let result = match self.read(rel) {
-            Ok(Some(bytes)) => parse_file(&shown, &bytes).map(|values| {
-                Arc::new(ParsedFile {
+            Ok(Some(bytes)) => parse_file(&shown, &bytes).and_then(|mut values| {
+                let text: Arc<str> = String::from_utf8_lossy(&bytes).into();
+                let mut file = ParsedFile {
                     path: shown.clone(),
-                    values,
-                    text: String::from_utf8_lossy(&bytes).into(),
-                })
+                    values: serde_json::Map::new(),
+                    text,
+                    secrets: Vec::new(),
+                };
+                decrypt_values(&self.ciphers, &mut values, "", &mut file)?;
+                file.values = values;
+                Ok(Arc::new(file))
             }),
             Ok(None) => return None,
             Err(e) => Err(ConfigError::new(ErrorKind::Git, e.to_string()).in_file(shown)),
@@ -109,4 +183,64 @@ impl<'r> View<'r> {
 /// True for names we read as config files (by extension).
 pub(crate) fn is_config_name(name: &str) -> bool {
     Format::of(name).is_some()
+}
+
+/// Replace every `{cipher}` string in `values` by its plaintext (recording it in
+/// `file.secrets`), or fail naming the key — never the value.
+fn decrypt_values(
+    ciphers: &Ciphers,
+    values: &mut serde_json::Map<String, serde_json::Value>,
+    prefix: &str,
+    file: &mut ParsedFile,
+) -> Result<(), ConfigError> {
+    for (k, v) in values.iter_mut() {
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
+        decrypt_value(ciphers, v, &key, file)?;
+    }
+    Ok(())
+}
+
+fn decrypt_value(
+    ciphers: &Ciphers,
+    v: &mut serde_json::Value,
+    key: &str,
+    file: &mut ParsedFile,
+) -> Result<(), ConfigError> {
+    use serde_json::Value;
+    match v {
+        Value::Object(m) => decrypt_values(ciphers, m, key, file),
+        Value::Array(a) => {
+            for (i, item) in a.iter_mut().enumerate() {
+                decrypt_value(ciphers, item, &format!("{key}[{i}]"), file)?;
+            }
+            Ok(())
+        }
+        Value::String(s) if s.starts_with(PREFIX) => {
+            let fail = |message: String| {
+                ConfigError::new(ErrorKind::Secret, message)
+                    .in_file(&file.path)
+                    .at_line(file.line_of(key))
+                    .with_key(key)
+            };
+            match ciphers {
+                Ciphers::Ignore => Ok(()),
+                Ciphers::Refuse => Err(fail(format!(
+                    "key `{key}` is encrypted but this server has no encryption key (set CONFHUB_ENCRYPT_KEY or encrypt_key_file)"
+                ))),
+                Ciphers::Decrypt(keyring) => match keyring.decrypt(s) {
+                    Ok(plain) => {
+                        file.secrets.push(plain.clone());
+                        *s = plain;
+                        Ok(())
+                    }
+                    Err(e) => Err(fail(format!("key `{key}` cannot be decrypted: {e}"))),
+                },
+            }
+        }
+        _ => Ok(()),
+    }
 }

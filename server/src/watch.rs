@@ -1,0 +1,565 @@
+//! Change detection and the refresh loop (DESIGN §3).
+//!
+//! Every way of noticing a change only pokes a [`Trigger`]:
+//! - local git repositories: `notify` (debounced) on `HEAD`, `packed-refs` and `refs/`;
+//! - `--dev` directories: `notify` on the files;
+//! - remote repositories: the poll timer (`--poll`), and `POST /v1/webhook`
+//!   ([`crate::http`]), which asks for a fetch;
+//! - every source: the poll timer as a safety net for missed file events.
+//!
+//! One task ([`refresh_loop`]) owns the work: on a poke it runs
+//! [`Store::refresh`] on a blocking thread (fetching first when asked), then hands the
+//! pairs whose digest changed to the [`Hub`]. Pokes arriving while a refresh runs
+//! collapse into one more refresh, so a burst of commits costs one or two refreshes and
+//! always ends on the newest commit. Failed fetches are retried with exponential backoff
+//! and jitter (capped at the poll interval) while the last fetched commit keeps being
+//! served; outcomes are recorded in [`LiveStatus`] for `GET /v1/status`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use notify_debouncer_full::notify::{RecommendedWatcher, RecursiveMode};
+use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::errors::SourceError;
+use crate::hub::Hub;
+use crate::names::parse_envs;
+use crate::settings::Settings;
+use crate::store::{Changes, Source, Store};
+
+/// Asks the refresh loop for a refresh (and, for remotes, a fetch first).
+#[derive(Debug, Default)]
+pub struct Trigger {
+    notify: Notify,
+    fetch: AtomicBool,
+}
+
+impl Trigger {
+    /// Request a refresh; `fetch` asks remotes to be fetched first. Cheap and
+    /// callable from any thread; requests made while a refresh runs collapse into one.
+    pub fn poke(&self, fetch: bool) {
+        if fetch {
+            self.fetch.store(true, Ordering::Release);
+        }
+        self.notify.notify_one();
+    }
+}
+
+/// What happened in the last refresh or fetch, for `GET /v1/status`.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// When it finished.
+    pub at: SystemTime,
+    /// The error, if it failed.
+    pub error: Option<String>,
+    /// How long it took.
+    pub took: Duration,
+}
+
+/// Bookkeeping of the refresh loop, read by `GET /v1/status`.
+#[derive(Debug, Default)]
+pub struct LiveStatus {
+    inner: Mutex<StatusInner>,
+    refreshes: AtomicU64,
+    fetches: AtomicU64,
+    webhooks_accepted: AtomicU64,
+    webhooks_rejected: AtomicU64,
+}
+
+/// A copy of [`LiveStatus`] at one moment.
+#[derive(Debug, Clone, Default)]
+pub struct StatusInner {
+    /// Poll interval in force.
+    pub poll: Duration,
+    /// Whether the source is a remote that gets fetched.
+    pub remote: bool,
+    /// Paths watched with `notify`.
+    pub watching: Vec<PathBuf>,
+    /// Why watching failed (the poll timer still runs).
+    pub watch_error: Option<String>,
+    /// Last refresh.
+    pub last_refresh: Option<Outcome>,
+    /// Pairs whose digest changed in the last refresh that moved the version.
+    pub last_changed: usize,
+    /// Last fetch of a remote.
+    pub last_fetch: Option<Outcome>,
+    /// Last fetch that succeeded.
+    pub last_fetch_ok: Option<SystemTime>,
+    /// Failed fetches in a row.
+    pub fetch_failures: u32,
+    /// When the next fetch is due.
+    pub next_fetch: Option<SystemTime>,
+    /// Refreshes run since start.
+    pub refreshes: u64,
+    /// Fetches run since start.
+    pub fetches: u64,
+    /// Webhook calls that triggered a fetch.
+    pub webhooks_accepted: u64,
+    /// Webhook calls refused (bad or missing signature).
+    pub webhooks_rejected: u64,
+}
+
+impl LiveStatus {
+    fn with<T>(&self, f: impl FnOnce(&mut StatusInner) -> T) -> T {
+        f(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// The current state.
+    pub fn get(&self) -> StatusInner {
+        let mut s = self.with(|s| s.clone());
+        s.refreshes = self.refreshes.load(Ordering::Relaxed);
+        s.fetches = self.fetches.load(Ordering::Relaxed);
+        s.webhooks_accepted = self.webhooks_accepted.load(Ordering::Relaxed);
+        s.webhooks_rejected = self.webhooks_rejected.load(Ordering::Relaxed);
+        s
+    }
+
+    /// Count a webhook call.
+    pub fn webhook(&self, accepted: bool) {
+        let counter = if accepted {
+            &self.webhooks_accepted
+        } else {
+            &self.webhooks_rejected
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What one run on the blocking thread produced.
+struct RunResult {
+    fetch: Option<(Result<(), SourceError>, Duration)>,
+    refresh: Option<(Result<Changes, SourceError>, Duration)>,
+}
+
+/// Watches the source for the life of the server; stops the debouncer (and its thread)
+/// when dropped.
+pub struct WatchGuard(Option<Debouncer<RecommendedWatcher, RecommendedCache>>);
+
+impl std::fmt::Debug for WatchGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("WatchGuard")
+            .field(&self.0.is_some())
+            .finish()
+    }
+}
+
+impl Drop for WatchGuard {
+    fn drop(&mut self) {
+        if let Some(d) = self.0.take() {
+            d.stop_nonblocking();
+        }
+    }
+}
+
+impl LiveStatus {
+    /// Record what the loop will do, before it starts (so `/v1/status` is complete from
+    /// the first request).
+    pub fn init(&self, poll: Duration, remote: bool) {
+        self.with(|s| {
+            s.poll = poll;
+            s.remote = remote;
+            s.next_fetch = remote.then(|| SystemTime::now() + poll);
+        });
+    }
+}
+
+/// Start watching the source with `notify` (refs of a local repository, files of a
+/// directory; nothing for remotes). Events poke `trigger`. Failure is logged and
+/// recorded; the poll timer still runs.
+pub async fn start_watching(
+    store: &Arc<Store>,
+    trigger: &Arc<Trigger>,
+    status: &LiveStatus,
+    debounce: Duration,
+) -> WatchGuard {
+    let store = store.clone();
+    let trigger = trigger.clone();
+    match tokio::task::spawn_blocking(move || start_watcher(&store, trigger, debounce)).await {
+        Ok(Ok((debouncer, paths))) => {
+            if !paths.is_empty() {
+                tracing::info!(paths = ?paths, "watching for changes");
+            }
+            status.with(|s| s.watching = paths);
+            WatchGuard(debouncer)
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot watch the repository; relying on the poll timer");
+            status.with(|s| s.watch_error = Some(e));
+            WatchGuard(None)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "watcher setup task failed");
+            WatchGuard(None)
+        }
+    }
+}
+
+/// Run until `hub.shutdown()`: refresh on every trigger and on the poll timer, fetching
+/// remotes, and push the changed pairs to the hub.
+pub async fn refresh_loop(
+    store: Arc<Store>,
+    hub: Arc<Hub>,
+    trigger: Arc<Trigger>,
+    status: Arc<LiveStatus>,
+    settings: Settings,
+) {
+    let shutdown = hub.shutdown_signal();
+    tokio::pin!(shutdown);
+    let poll = settings.poll.max(Duration::from_millis(100));
+    let live = settings.live.clone();
+    let remote = matches!(store.source(), Source::Git(g) if g.is_remote());
+    status.init(poll, remote);
+
+    let mut next_poll = Instant::now() + poll;
+    let mut failures: u32 = 0;
+    loop {
+        let polled = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            () = trigger.notify.notified() => false,
+            () = tokio::time::sleep_until(next_poll) => true,
+        };
+        let asked = trigger.fetch.swap(false, Ordering::AcqRel);
+        let fetch = remote && (polled || asked);
+
+        let run = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || run_once(&store, fetch))
+        };
+        tokio::pin!(run);
+        let result = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            r = &mut run => r,
+            () = tokio::time::sleep(live.fetch_timeout), if fetch => {
+                let msg = format!("fetch timed out after {:?} (still waiting for it to end)", live.fetch_timeout);
+                tracing::warn!(error = %msg, "fetch failed");
+                status.with(|s| {
+                    s.last_fetch = Some(Outcome { at: SystemTime::now(), error: Some(msg), took: live.fetch_timeout });
+                    s.fetch_failures += 1;
+                });
+                // libgit2 cannot be interrupted safely: wait for the stuck attempt to end
+                // (no second fetch may run beside it), still answering shutdown.
+                tokio::select! {
+                    () = &mut shutdown => break,
+                    r = &mut run => r,
+                }
+            }
+        };
+        let result = match result {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "refresh task failed");
+                status.with(|s| {
+                    s.last_refresh = Some(Outcome {
+                        at: SystemTime::now(),
+                        error: Some(format!("refresh task failed: {e}")),
+                        took: Duration::ZERO,
+                    })
+                });
+                next_poll = Instant::now() + poll;
+                continue;
+            }
+        };
+
+        if let Some((fetched, took)) = &result.fetch {
+            status.fetches.fetch_add(1, Ordering::Relaxed);
+            match fetched {
+                Ok(()) => {
+                    if failures > 0 {
+                        tracing::info!(failures, "fetch succeeded again");
+                    }
+                    failures = 0;
+                    let now = SystemTime::now();
+                    status.with(|s| {
+                        s.last_fetch = Some(Outcome {
+                            at: now,
+                            error: None,
+                            took: *took,
+                        });
+                        s.last_fetch_ok = Some(now);
+                        s.fetch_failures = 0;
+                    });
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let retry = backoff(live.fetch_retry, poll, failures);
+                    tracing::warn!(error = %e, failures, retry_in = ?retry, "fetch failed; serving the last fetched commit");
+                    status.with(|s| {
+                        s.last_fetch = Some(Outcome {
+                            at: SystemTime::now(),
+                            error: Some(e.to_string()),
+                            took: *took,
+                        });
+                        s.fetch_failures = failures;
+                    });
+                }
+            }
+        }
+        if fetch || polled {
+            let wait = if failures > 0 {
+                backoff(live.fetch_retry, poll, failures)
+            } else {
+                poll
+            };
+            next_poll = Instant::now() + wait;
+            if remote {
+                status.with(|s| s.next_fetch = Some(SystemTime::now() + wait));
+            }
+        }
+
+        let Some((refreshed, took)) = result.refresh else {
+            continue;
+        };
+        status.refreshes.fetch_add(1, Ordering::Relaxed);
+        match refreshed {
+            Ok(changes) => {
+                let moved = changes.old_version != changes.new_version;
+                status.with(|s| {
+                    s.last_refresh = Some(Outcome {
+                        at: SystemTime::now(),
+                        error: None,
+                        took,
+                    });
+                    if moved {
+                        s.last_changed = changes.changed.len();
+                    }
+                });
+                if moved {
+                    publish(&store, &hub, changes, took).await;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "refresh failed; serving the previous snapshot");
+                status.with(|s| {
+                    s.last_refresh = Some(Outcome {
+                        at: SystemTime::now(),
+                        error: Some(e.to_string()),
+                        took,
+                    })
+                });
+            }
+        }
+    }
+    tracing::debug!("refresh loop stopped");
+}
+
+/// Fetch (when asked) and refresh. Blocking.
+fn run_once(store: &Store, fetch: bool) -> RunResult {
+    let mut out = RunResult {
+        fetch: None,
+        refresh: None,
+    };
+    if fetch {
+        if let Source::Git(git) = store.source() {
+            let started = std::time::Instant::now();
+            let fetched = git.fetch();
+            let failed = fetched.is_err();
+            out.fetch = Some((fetched, started.elapsed()));
+            if failed {
+                return out;
+            }
+        }
+    }
+    let started = std::time::Instant::now();
+    let refreshed = store.refresh(false);
+    out.refresh = Some((refreshed, started.elapsed()));
+    out
+}
+
+/// Push what changed, log what broke.
+async fn publish(store: &Arc<Store>, hub: &Hub, changes: Changes, took: Duration) {
+    let snapshot = store.snapshot();
+    let errors = snapshot.errors();
+    tracing::info!(
+        from = %changes.old_version,
+        to = %changes.new_version,
+        changed = changes.changed.len(),
+        failing = errors.len(),
+        took_ms = took.as_millis() as u64,
+        "new version"
+    );
+    for e in &errors {
+        tracing::warn!(
+            service = %e.service,
+            env = %e.env,
+            version = %e.version,
+            file = e.error.file.as_deref().unwrap_or("-"),
+            line = e.error.line.unwrap_or(0),
+            error = %e.error.message,
+            "pair fails to resolve; it keeps serving its last good config"
+        );
+    }
+    for entry in &changes.changed {
+        hub.publish(entry);
+    }
+    // Pairs outside the snapshot (several envs, undeclared envs, unknown services)
+    // that someone watches: resolve them at the new version.
+    for (service, env) in hub.subscribed_pairs() {
+        if snapshot.slot(&service, &env).is_some() {
+            continue;
+        }
+        let Ok(envs) = parse_envs(&env) else { continue };
+        match store.lookup(None, &service, &envs).await {
+            Ok(entry) if entry.service_known => hub.publish_if_new(&entry),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::debug!(%service, %env, error = %e, "watched pair does not resolve at the new version")
+            }
+        }
+    }
+}
+
+/// Delay before retry number `failures` (1-based): `base · 2^(failures-1)`, capped at
+/// `cap`, with jitter taking it down by up to half.
+fn backoff(base: Duration, cap: Duration, failures: u32) -> Duration {
+    let exp = base
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
+        .min(cap);
+    let half = exp / 2;
+    half + half.mul_f64(jitter())
+}
+
+/// A number in [0, 1) that differs between calls and processes.
+fn jitter() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos(),
+    );
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+}
+
+type Watcher = Option<Debouncer<RecommendedWatcher, RecommendedCache>>;
+
+/// Start watching the source: refs of a local repository, files of a directory;
+/// nothing for remotes. Blocking.
+fn start_watcher(
+    store: &Store,
+    trigger: Arc<Trigger>,
+    debounce: Duration,
+) -> Result<(Watcher, Vec<PathBuf>), String> {
+    // (path, recursive)
+    let (targets, filter): (Vec<(PathBuf, bool)>, Filter) = match store.source() {
+        Source::Git(git) if git.is_remote() => return Ok((None, Vec::new())),
+        Source::Git(git) => {
+            let (git_dir, common) = git
+                .with_repo(|r| Ok((r.path().to_path_buf(), r.commondir().to_path_buf())))
+                .map_err(|e| e.to_string())?;
+            let mut targets = vec![(git_dir.clone(), false), (common.join("refs"), true)];
+            if common != git_dir {
+                targets.push((common.clone(), false));
+            }
+            (
+                targets,
+                Filter::GitRefs {
+                    dirs: vec![git_dir, common],
+                },
+            )
+        }
+        Source::Dir(dir) => (vec![(dir.root().to_path_buf(), true)], Filter::Files),
+    };
+    let handler = move |result: DebounceEventResult| match result {
+        Ok(events) => {
+            if events
+                .iter()
+                .any(|e| e.paths.iter().any(|p| filter.relevant(p)))
+            {
+                tracing::debug!(events = events.len(), "change detected");
+                trigger.poke(false);
+            }
+        }
+        Err(errors) => {
+            for e in errors {
+                tracing::warn!(error = %e, "file watcher error");
+            }
+            // Events may have been lost: look anyway.
+            trigger.poke(false);
+        }
+    };
+    let mut debouncer =
+        new_debouncer(debounce, None, handler).map_err(|e| format!("starting notify: {e}"))?;
+    let mut watching = Vec::new();
+    for (path, recursive) in targets {
+        let mode = if recursive {
+            RecursiveMode::Recursive
+        } else {
+            RecursiveMode::NonRecursive
+        };
+        debouncer
+            .watch(&path, mode)
+            .map_err(|e| format!("watching {}: {e}", path.display()))?;
+        watching.push(path);
+    }
+    Ok((Some(debouncer), watching))
+}
+
+/// Which file events may mean a new version.
+enum Filter {
+    /// `HEAD`, `packed-refs` and anything under `refs/` of these git dirs.
+    GitRefs { dirs: Vec<PathBuf> },
+    /// Any file outside `.git`.
+    Files,
+}
+
+impl Filter {
+    fn relevant(&self, path: &Path) -> bool {
+        match self {
+            Filter::GitRefs { dirs } => dirs.iter().any(|dir| {
+                path.strip_prefix(dir).is_ok_and(|rel| {
+                    let mut parts = rel.components();
+                    match parts.next().and_then(|c| c.as_os_str().to_str()) {
+                        Some("refs") => true,
+                        Some("HEAD" | "packed-refs") => parts.next().is_none(),
+                        _ => false,
+                    }
+                })
+            }),
+            Filter::Files => !path.components().any(|c| c.as_os_str() == ".git"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::from_secs(1);
+        let cap = Duration::from_secs(30);
+        for failures in 1..40 {
+            let d = backoff(base, cap, failures);
+            let exp = base.saturating_mul(1 << (failures - 1).min(20)).min(cap);
+            assert!(d >= exp / 2 && d <= exp, "{failures}: {d:?} vs {exp:?}");
+        }
+        assert!(backoff(base, cap, 40) <= cap);
+    }
+
+    #[test]
+    fn git_filter_keeps_refs_only() {
+        let f = Filter::GitRefs {
+            dirs: vec![PathBuf::from("/r/.git")],
+        };
+        assert!(f.relevant(Path::new("/r/.git/HEAD")));
+        assert!(f.relevant(Path::new("/r/.git/packed-refs")));
+        assert!(f.relevant(Path::new("/r/.git/refs/heads/main")));
+        assert!(f.relevant(Path::new("/r/.git/refs/heads/feature/x")));
+        assert!(!f.relevant(Path::new("/r/.git/index")));
+        assert!(!f.relevant(Path::new("/r/.git/objects/ab/cdef")));
+        assert!(!f.relevant(Path::new("/r/orders.yml")));
+    }
+
+    #[test]
+    fn dir_filter_skips_git() {
+        assert!(Filter::Files.relevant(Path::new("/d/orders.yml")));
+        assert!(!Filter::Files.relevant(Path::new("/d/.git/HEAD")));
+    }
+}

@@ -1,0 +1,124 @@
+//! `confhub check` as a user runs it: the real binary on real git repositories.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn repo(files: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    git(dir.path(), &["config", "user.email", "ci@example.com"]);
+    git(dir.path(), &["config", "user.name", "CI"]);
+    commit(dir.path(), files, "init");
+    dir
+}
+
+fn commit(dir: &Path, files: &[(&str, &str)], msg: &str) {
+    for (name, text) in files {
+        let path = dir.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    git(dir, &["add", "-A"]);
+    git(dir, &["commit", "-q", "-m", msg]);
+}
+
+fn check(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_confhub"))
+        .arg("check")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn a_good_repository_passes() {
+    let dir = repo(&[
+        (
+            "application.yml",
+            "db:\n  host: localhost\nurl: pg://${db.host}\n",
+        ),
+        ("application-prod.yml", "db:\n  host: prod\n"),
+        ("orders.yml", "pool: 5\n"),
+    ]);
+    let out = check(&[dir.path().to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout(&out), "");
+}
+
+#[test]
+fn every_problem_is_reported_with_file_and_line() {
+    let dir = repo(&[
+        ("application.yml", "a: 1\n"),
+        ("application-prod.yml", "a: 2\n"),
+        ("orders.yml", "db:\n  pool: 5\n  pool: 6\n"),
+        ("payments-prod.yml", "url: x${db.nope}\n"),
+        ("unused.yml", "a: [1, 2\n"),
+    ]);
+    let out = check(&[dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = stdout(&out);
+    assert!(
+        text.contains("orders.yml:3: db: duplicate entry with key \"pool\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("payments-prod.yml:1: placeholder `${db.nope}` in key `url`"),
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l.starts_with("unused.yml:")), "{text}");
+    assert_eq!(
+        text.lines().count(),
+        3,
+        "one line per distinct problem: {text}"
+    );
+}
+
+#[test]
+fn rev_checks_an_older_commit() {
+    let dir = repo(&[("application.yml", "a: 1\n"), ("orders.yml", "b: 1\n")]);
+    commit(dir.path(), &[("orders.yml", "b: [\n")], "break");
+    let path = dir.path().to_str().unwrap();
+    assert_eq!(check(&[path]).status.code(), Some(1));
+    assert!(check(&[path, "--rev", "HEAD~1"]).status.success());
+    // The broken file is read from git objects, not the working tree.
+    std::fs::write(dir.path().join("orders.yml"), "b: 2\n").unwrap();
+    assert_eq!(check(&[path]).status.code(), Some(1));
+}
+
+#[test]
+fn the_bundled_example_repository_passes() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config-repo");
+    let out = check(&[example.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stdout(&out));
+}
+
+#[test]
+fn a_missing_repository_is_a_clear_error() {
+    let out = check(&["/nonexistent/confhub-repo"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/confhub-repo"), "{err}");
+}

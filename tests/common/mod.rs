@@ -1,0 +1,559 @@
+//! Helpers shared by the end-to-end tests (`mod common;` in each test file).
+//!
+//! - [`TestRepo`]: a real git repository in a temp dir, driven by the real `git` binary.
+//! - [`TestServer`]: a real confhub server on `127.0.0.1:0`, ready before `start` returns,
+//!   shut down on drop.
+//! - [`GitDaemon`]: `git daemon` on a loopback port, killed on drop.
+//! - [`wait_until`] / [`wait_for`]: poll with a deadline instead of sleeping.
+//!
+//! Every test file compiles this module on its own and uses a different part of it.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::future::Future;
+use std::net::{SocketAddr, TcpListener as StdTcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use confhub_client::wire::ErrorBody;
+use confhub_server::Settings;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// How long a server gets to become ready, and a poll loop gets by default.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+/// Pause between two polls.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
+
+// ---------------------------------------------------------------------------
+// git
+
+/// Run the real `git` binary in `dir`, isolated from the user's and the system's git
+/// configuration. Panics (with git's stderr) on failure; returns trimmed stdout.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GIT_DIR")
+        .env_remove("GIT_WORK_TREE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run git {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "git {args:?} in {} failed ({}):\n{}{}",
+        dir.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A git repository in a fresh temp dir, with a local identity set. Deleted on drop.
+pub struct TestRepo {
+    dir: TempDir,
+}
+
+impl Default for TestRepo {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl TestRepo {
+    /// `git init -b main`.
+    pub fn new() -> Self {
+        Self::with_initial_branch("main")
+    }
+
+    /// `git init -b <branch>` (e.g. `master`, to test the fallback).
+    pub fn with_initial_branch(branch: &str) -> Self {
+        let dir = tempfile::Builder::new()
+            .prefix("confhub-repo-")
+            .tempdir()
+            .expect("temp dir for a repo");
+        let repo = TestRepo { dir };
+        repo.git(&["init", "-q", "-b", branch]);
+        repo.git(&["config", "user.name", "Confhub Tests"]);
+        repo.git(&["config", "user.email", "tests@confhub.invalid"]);
+        repo.git(&["config", "commit.gpgsign", "false"]);
+        repo.git(&["config", "tag.gpgsign", "false"]);
+        repo.git(&["config", "core.autocrlf", "false"]);
+        repo
+    }
+
+    /// The work tree (and, with `.git/`, the repository).
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The path as a string, ready for [`Settings::new`].
+    pub fn path_str(&self) -> String {
+        self.path().to_str().expect("utf-8 temp path").to_string()
+    }
+
+    /// Run git in the work tree; returns trimmed stdout.
+    pub fn git(&self, args: &[&str]) -> String {
+        git(self.path(), args)
+    }
+
+    /// Write a file (creating parent directories), relative to the work tree.
+    pub fn write(&self, rel: &str, contents: &str) -> &Self {
+        let path = self.path().join(rel);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create parent dirs");
+        }
+        std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {rel}: {e}"));
+        self
+    }
+
+    /// Delete a file of the work tree.
+    pub fn remove(&self, rel: &str) -> &Self {
+        std::fs::remove_file(self.path().join(rel)).unwrap_or_else(|e| panic!("remove {rel}: {e}"));
+        self
+    }
+
+    /// `git add -A && git commit -m msg`; returns the new commit's full sha.
+    pub fn commit(&self, msg: &str) -> String {
+        self.git(&["add", "-A"]);
+        self.git(&["commit", "-q", "--allow-empty", "-m", msg]);
+        self.head()
+    }
+
+    /// Lightweight tag at HEAD.
+    pub fn tag(&self, name: &str) {
+        self.git(&["tag", name]);
+    }
+
+    /// Annotated tag at HEAD (a tag object that must be peeled to its commit).
+    pub fn tag_annotated(&self, name: &str, msg: &str) {
+        self.git(&["tag", "-a", name, "-m", msg]);
+    }
+
+    /// New branch at HEAD, without switching to it.
+    pub fn branch(&self, name: &str) {
+        self.git(&["branch", name]);
+    }
+
+    /// Switch the work tree to a branch, tag or commit.
+    pub fn checkout(&self, name: &str) {
+        self.git(&["checkout", "-q", name]);
+    }
+
+    /// Create a branch at HEAD and switch to it.
+    pub fn checkout_new(&self, name: &str) {
+        self.git(&["checkout", "-q", "-b", name]);
+    }
+
+    /// Full sha of HEAD.
+    pub fn head(&self) -> String {
+        self.rev_parse("HEAD")
+    }
+
+    /// Full sha of a revision (peeled to a commit).
+    pub fn rev_parse(&self, rev: &str) -> String {
+        self.git(&["rev-parse", "--verify", &format!("{rev}^{{commit}}")])
+    }
+
+    /// `git clone --bare` this repository into `dest` (which must not exist yet).
+    pub fn clone_bare(&self, dest: &Path) {
+        let dest = dest.to_str().expect("utf-8 path");
+        let src = self.path_str();
+        git(
+            self.path().parent().expect("temp dir has a parent"),
+            &["clone", "-q", "--bare", &src, dest],
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// server
+
+/// Settings for serving `repo`, with a fresh temp `data_dir` filled in by [`TestServer::start`].
+pub fn settings(repo: impl Into<String>) -> Settings {
+    Settings::new(repo)
+}
+
+/// A confhub server running on the test's runtime, on `127.0.0.1:<free port>`.
+///
+/// Dropping it triggers a graceful shutdown; [`TestServer::stop`] also waits for it.
+pub struct TestServer {
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), confhub_server::ServerError>>>,
+    client: reqwest::Client,
+    /// Kept alive as long as the server: its clones and caches live here.
+    _data_dir: Option<TempDir>,
+}
+
+impl TestServer {
+    /// Bind `127.0.0.1:0`, spawn `confhub_server::run`, and wait (at most [`DEADLINE`]) until
+    /// `GET /readyz` answers 200.
+    ///
+    /// Unless the caller chose a `data_dir` of its own, the server gets a fresh temp one,
+    /// deleted with the `TestServer`: no two servers ever share one.
+    pub async fn start(mut settings: Settings) -> TestServer {
+        let data_dir = if settings.data_dir == Settings::new("").data_dir {
+            let dir = tempfile::Builder::new()
+                .prefix("confhub-data-")
+                .tempdir()
+                .expect("temp data dir");
+            settings.data_dir = dir.path().to_path_buf();
+            Some(dir)
+        } else {
+            None
+        };
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind 127.0.0.1:0");
+        let addr = listener.local_addr().expect("local addr");
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(confhub_server::run(listener, settings, async move {
+            let _ = rx.await;
+        }));
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(DEADLINE)
+            .build()
+            .expect("http client");
+        let mut server = TestServer {
+            addr,
+            shutdown: Some(tx),
+            handle: Some(handle),
+            client,
+            _data_dir: data_dir,
+        };
+        server.wait_ready().await;
+        server
+    }
+
+    async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + DEADLINE;
+        let mut last;
+        loop {
+            if self.handle.as_ref().is_some_and(|h| h.is_finished()) {
+                let result = self.handle.take().expect("handle").await;
+                panic!("server stopped before it was ready: {result:?}");
+            }
+            match self.client.get(self.url("/readyz")).send().await {
+                Ok(resp) if resp.status() == reqwest::StatusCode::OK => return,
+                Ok(resp) => {
+                    let status = resp.status();
+                    last = format!("{status}: {}", resp.text().await.unwrap_or_default());
+                }
+                Err(e) => last = e.to_string(),
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server at {} not ready within {DEADLINE:?}; last /readyz: {last}",
+                self.addr
+            );
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Shut down and wait (at most [`DEADLINE`]) for `run` to return; returns its result.
+    pub async fn stop(mut self) -> Result<(), confhub_server::ServerError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let handle = self.handle.take().expect("server handle");
+        tokio::time::timeout(DEADLINE, handle)
+            .await
+            .expect("server did not stop within the deadline")
+            .expect("server task panicked")
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:<port>`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// `http://127.0.0.1:<port><path>`; `path` starts with `/`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base_url())
+    }
+
+    /// `ws://127.0.0.1:<port><path>`.
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// An HTTP client (no proxy, [`DEADLINE`] timeout).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// `GET path`.
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// `GET path` with one extra header.
+    pub async fn get_with(&self, path: &str, header: &str, value: &str) -> reqwest::Response {
+        self.client
+            .get(self.url(path))
+            .header(header, value)
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// `GET path`, assert 200, return the body as text.
+    pub async fn get_text(&self, path: &str) -> String {
+        let resp = self.get(path).await;
+        let status = resp.status();
+        let body = resp.text().await.expect("body");
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+
+    /// `GET path`, assert 200, deserialize the JSON body.
+    pub async fn get_json<T: DeserializeOwned>(&self, path: &str) -> T {
+        let body = self.get_text(path).await;
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("GET {path}: {e}: {body}"))
+    }
+
+    /// `GET path`, assert `status` and a JSON [`ErrorBody`], return it.
+    pub async fn get_error(&self, path: &str, status: u16) -> ErrorBody {
+        let resp = self.get(path).await;
+        expect_error(path, resp, status).await
+    }
+}
+
+/// Assert `resp` has `status` and a JSON [`ErrorBody`]; return the body.
+pub async fn expect_error(what: &str, resp: reqwest::Response, status: u16) -> ErrorBody {
+    let got = resp.status();
+    let content_type = header(&resp, "content-type");
+    let body = resp.text().await.expect("body");
+    assert_eq!(got.as_u16(), status, "{what}: body {body}");
+    assert!(
+        content_type.starts_with("application/json"),
+        "{what}: error content-type {content_type:?}, body {body}"
+    );
+    let err: ErrorBody = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("{what}: not an ErrorBody ({e}): {body}"));
+    assert!(!err.message.is_empty(), "{what}: empty error message");
+    err
+}
+
+/// A response header as a string ("" when absent).
+pub fn header(resp: &reqwest::Response, name: &str) -> String {
+    resp.headers()
+        .get(name)
+        .map(|v| v.to_str().expect("ascii header").to_string())
+        .unwrap_or_default()
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// git daemon
+
+/// `git daemon` serving every repository under `base` at `git://127.0.0.1:<port>/`.
+/// Killed on drop.
+pub struct GitDaemon {
+    child: Child,
+    port: u16,
+}
+
+impl GitDaemon {
+    /// Start the daemon and wait (at most [`DEADLINE`]) until its port accepts connections.
+    pub fn start(base: &Path) -> GitDaemon {
+        let base = base.to_str().expect("utf-8 path");
+        // Run `git-daemon` itself, not `git daemon`: the `git` wrapper would leave its
+        // `git-daemon` child running when killed.
+        let exec_path = PathBuf::from(git(Path::new("/"), &["--exec-path"]));
+        let daemon = exec_path.join("git-daemon");
+        assert!(daemon.exists(), "no git-daemon at {}", daemon.display());
+        let mut failures = Vec::new();
+        // A free port can be taken by someone else between our probe and the daemon's
+        // bind: try a few.
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new(&daemon)
+                .args([
+                    "--export-all",
+                    "--reuseaddr",
+                    "--informative-errors",
+                    "--listen=127.0.0.1",
+                    &format!("--port={port}"),
+                    &format!("--base-path={base}"),
+                    base,
+                ])
+                .env("GIT_CONFIG_NOSYSTEM", "1")
+                .env("GIT_CONFIG_GLOBAL", "/dev/null")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn git daemon");
+            let deadline = Instant::now() + DEADLINE;
+            loop {
+                if let Some(status) = child.try_wait().expect("git daemon status") {
+                    failures.push(format!("port {port}: exited with {status}"));
+                    break;
+                }
+                let addr = SocketAddr::from(([127, 0, 0, 1], port));
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                    return GitDaemon { child, port };
+                }
+                if Instant::now() >= deadline {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    panic!(
+                        "git daemon on port {port} did not accept connections within {DEADLINE:?}"
+                    );
+                }
+                std::thread::sleep(POLL_INTERVAL);
+            }
+        }
+        panic!("git daemon did not start: {failures:?}");
+    }
+
+    /// The daemon's port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// `git://127.0.0.1:<port>/<path>` (path relative to the base path).
+    pub fn url(&self, path: &str) -> String {
+        format!("git://127.0.0.1:{}/{path}", self.port)
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    StdTcpListener::bind("127.0.0.1:0")
+        .expect("bind 127.0.0.1:0")
+        .local_addr()
+        .expect("local addr")
+        .port()
+}
+
+// ---------------------------------------------------------------------------
+// polling
+
+/// Poll `check` every [`POLL_INTERVAL`] until it returns true; panic naming `what` if
+/// `timeout` passes first.
+pub async fn wait_until<F, Fut>(timeout: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    wait_for(timeout, what, || {
+        let fut = check();
+        async move { fut.await.then_some(()) }
+    })
+    .await
+}
+
+/// Poll `check` every [`POLL_INTERVAL`] until it returns `Some(value)`; return the value.
+/// Panic naming `what` if `timeout` passes first.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// values
+
+/// Flatten nested JSON the Spring way: `a.b.c` for maps, `a.b[0]` for lists.
+/// Empty maps and lists produce no key.
+pub fn flatten(value: &Value) -> Map<String, Value> {
+    fn walk(prefix: &str, value: &Value, out: &mut Map<String, Value>) {
+        match value {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+            }
+            Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    walk(&format!("{prefix}[{i}]"), v, out);
+                }
+            }
+            other => {
+                out.insert(prefix.to_string(), other.clone());
+            }
+        }
+    }
+    let mut out = Map::new();
+    walk("", value, &mut out);
+    out
+}
+
+/// A scalar as it appears in a text format: strings bare, numbers and booleans as JSON.
+pub fn scalar_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// True when `s` is 64 lowercase hex digits (a sha256).
+pub fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// True when `s` is 40 lowercase hex digits (a git sha-1).
+pub fn is_sha1_hex(s: &str) -> bool {
+    s.len() == 40
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The workspace root (where `tests/` and `examples/` live).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}

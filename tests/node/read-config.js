@@ -1,0 +1,63 @@
+#!/usr/bin/env node
+// Loads configuration from a Spring Cloud Config compatible server with the third-party
+// npm client `cloud-config-client`, exactly as a Node service would, and prints what the
+// client sees as one JSON object on stdout. Used by tests/spring.rs.
+//
+//   node read-config.js --endpoint http://127.0.0.1:8888 --name orders --profiles prod,eu
+//                       [--label feature/x] [--keys db.pool,db.url]
+//
+// Output: {"name", "profiles", "label", "version", "sources": [property source names],
+//          "properties": {flat merged keys}, "object": config.toObject(),
+//          "keys": {key: config.get(key)} for each --keys entry}
+'use strict'
+
+const client = require('cloud-config-client')
+
+function parseArgs (argv) {
+  const args = {}
+  for (let i = 0; i < argv.length; i += 2) {
+    const flag = argv[i]
+    const value = argv[i + 1]
+    if (!flag.startsWith('--') || value === undefined) {
+      throw new Error('usage: read-config.js --endpoint URL --name NAME --profiles P1,P2 [--label L] [--keys K1,K2]')
+    }
+    args[flag.slice(2)] = value
+  }
+  for (const required of ['endpoint', 'name', 'profiles']) {
+    if (!args[required]) throw new Error('missing --' + required)
+  }
+  return args
+}
+
+async function main () {
+  const args = parseArgs(process.argv.slice(2))
+  const options = {
+    endpoint: args.endpoint,
+    name: args.name,
+    profiles: args.profiles.split(',')
+  }
+  if (args.label) options.label = args.label
+  const config = await client.load(options)
+  const raw = config.raw
+  const keys = {}
+  for (const key of (args.keys ? args.keys.split(',') : [])) {
+    const value = config.get(key)
+    keys[key] = value === undefined ? null : value
+  }
+  const out = {
+    name: raw.name,
+    profiles: raw.profiles,
+    label: raw.label,
+    version: raw.version,
+    sources: raw.propertySources.map((source) => source.name),
+    properties: config.properties,
+    object: config.toObject(),
+    keys
+  }
+  process.stdout.write(JSON.stringify(out) + '\n')
+}
+
+main().catch((err) => {
+  process.stderr.write('read-config: ' + (err && err.stack ? err.stack : String(err)) + '\n')
+  process.exit(1)
+})
