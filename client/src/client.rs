@@ -15,6 +15,7 @@ use crate::cache;
 use crate::config::{Config, Origin};
 use crate::error::Error;
 use crate::retry::{RetryPolicy, MAX_DURATION};
+use crate::trace::{self, TraceHeaders, TraceparentFn};
 use crate::watch::{self, Watched};
 use crate::wire::{ConfigResponse, ErrorBody};
 
@@ -44,6 +45,7 @@ pub struct ClientBuilder {
     fail_fast: bool,
     validator: Option<Validator>,
     poll_interval: Duration,
+    traceparent: Option<TraceparentFn>,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -62,6 +64,7 @@ impl std::fmt::Debug for ClientBuilder {
             .field("fail_fast", &self.fail_fast)
             .field("validator", &self.validator.is_some())
             .field("poll_interval", &self.poll_interval)
+            .field("traceparent_from", &self.traceparent.is_some())
             .finish()
     }
 }
@@ -82,6 +85,7 @@ impl Default for ClientBuilder {
             fail_fast: false,
             validator: None,
             poll_interval: Duration::from_secs(30),
+            traceparent: None,
         }
     }
 }
@@ -217,6 +221,42 @@ impl ClientBuilder {
         self
     }
 
+    /// Send a W3C `traceparent` header (`00-<trace id>-<parent id>-<flags>`) with every
+    /// request: `f` is called once per HTTP request and per WebSocket handshake, on the
+    /// task making it, and returns the value for the current trace, or `None` to send
+    /// none. Invalid values are dropped (and logged at DEBUG). Without this option no
+    /// `traceparent` is sent.
+    ///
+    /// The client cannot find the trace on its own: a `tracing` span id is a
+    /// process-local number, not a trace id, and fields recorded on a span cannot be
+    /// read back. Format it from whatever owns your traces (OpenTelemetry's current
+    /// context, say). For [`Client::fetch`] `f` runs on the caller's task; for the
+    /// reconnections of a [`Watched`] value, on the client's background task.
+    ///
+    /// Independently of this option, every request carries a fresh random
+    /// `x-request-id`, which the server echoes and logs.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), confhub_client::Error> {
+    /// let client = confhub_client::Client::builder()
+    ///     .server("http://127.0.0.1:8888")
+    ///     .service("orders")
+    ///     .env("prod")
+    ///     .traceparent_from(|| {
+    ///         // e.g. from the OpenTelemetry context of the current request
+    ///         Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".to_string())
+    ///     })
+    ///     .build()?;
+    /// # let _ = client; Ok(()) }
+    /// ```
+    pub fn traceparent_from<F>(mut self, f: F) -> Self
+    where
+        F: Fn() -> Option<String> + Send + Sync + 'static,
+    {
+        self.traceparent = Some(Arc::new(f));
+        self
+    }
+
     /// Check the settings and build the client. Does no network I/O.
     pub fn build(self) -> Result<Client, Error> {
         if self.servers.is_empty() {
@@ -282,6 +322,7 @@ impl ClientBuilder {
                 fail_fast: self.fail_fast,
                 validator: self.validator,
                 poll_interval: self.poll_interval,
+                traceparent: self.traceparent,
                 preferred: AtomicUsize::new(0),
                 status: Mutex::new(StatusInner::default()),
             }),
@@ -569,6 +610,7 @@ pub(crate) struct Inner {
     fail_fast: bool,
     validator: Option<Validator>,
     pub(crate) poll_interval: Duration,
+    traceparent: Option<TraceparentFn>,
     preferred: AtomicUsize,
     status: Mutex<StatusInner>,
 }
@@ -600,6 +642,11 @@ impl Inner {
 
     pub(crate) fn token(&self) -> Option<&str> {
         self.token.as_deref()
+    }
+
+    /// A fresh `x-request-id`, and the application's `traceparent` if it gives one.
+    pub(crate) fn trace_headers(&self) -> TraceHeaders {
+        TraceHeaders::new(self.traceparent.as_ref())
     }
 
     pub(crate) fn set_origin(&self, origin: Origin) {
@@ -835,6 +882,12 @@ impl Inner {
                 req = req.header(IF_NONE_MATCH, v);
             }
         }
+        let trace = self.trace_headers();
+        req = req.header(trace::REQUEST_ID, &trace.request_id);
+        if let Some(tp) = &trace.traceparent {
+            req = req.header(trace::TRACEPARENT, tp);
+        }
+        tracing::debug!(server = %server.url, request_id = %trace.request_id, "requesting config");
         // Keep the token out of any Debug output of the request.
         let mut resp = req.send().await.map_err(transport)?;
         let status = resp.status().as_u16();

@@ -71,7 +71,9 @@
 //!   reconnects with backoff and resumes by digest, and stops when the handle is
 //!   dropped.
 //!
-//! Logs go through [`tracing`]; tokens never appear in them.
+//! Logs go through [`tracing`]; tokens never appear in them. Every request carries a
+//! fresh `x-request-id` (logged at DEBUG here, echoed and logged by the server), and a
+//! W3C `traceparent` when [`ClientBuilder::traceparent_from`] provides one.
 //!
 //! # Modules
 //!
@@ -86,6 +88,7 @@ mod config;
 mod error;
 mod path;
 mod retry;
+mod trace;
 mod watch;
 pub mod wire;
 

@@ -330,6 +330,14 @@ where
                     request.headers_mut().insert("authorization", v);
                 }
             }
+            let trace = inner.trace_headers();
+            if let Ok(v) = HeaderValue::from_str(&trace.request_id) {
+                request.headers_mut().insert(crate::trace::REQUEST_ID, v);
+            }
+            if let Some(Ok(v)) = trace.traceparent.as_deref().map(HeaderValue::from_str) {
+                request.headers_mut().insert(crate::trace::TRACEPARENT, v);
+            }
+            tracing::debug!(server = %server.url, request_id = %trace.request_id, "opening the watch stream");
             let handshake = tokio::time::timeout(
                 inner.connect_timeout + inner.request_timeout,
                 tokio_tungstenite::connect_async(request),

@@ -144,6 +144,9 @@ pub enum ServerError {
     /// The repository could not be opened, cloned or read.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// The settings are invalid (tokens, TLS files).
+    #[error("settings: {0}")]
+    Settings(String),
 }
 
 /// Errors of `confhub diff --repo`.

@@ -27,6 +27,7 @@ use futures_util::SinkExt;
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
+use crate::auth::Principal;
 use crate::entry::{Body, PairEntry};
 use crate::http::{ApiError, AppState};
 use crate::names::{check_name, parse_envs};
@@ -320,6 +321,7 @@ impl Drop for Connection {
 /// `GET /v1/watch`: upgrade to a WebSocket and serve subscriptions on it.
 pub(crate) async fn watch_handler(
     State(state): State<Arc<AppState>>,
+    axum::Extension(principal): axum::Extension<Principal>,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let ws = match ws {
@@ -349,7 +351,7 @@ pub(crate) async fn watch_handler(
         .read_buffer_size(1024)
         .write_buffer_size(0)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "WebSocket upgrade failed"))
-        .on_upgrade(move |socket| serve(socket, conn, store))
+        .on_upgrade(move |socket| serve(socket, conn, store, principal))
 }
 
 /// Why a session ends.
@@ -371,9 +373,11 @@ struct Session {
     conn: Connection,
     store: Arc<Store>,
     bad_frames: u32,
+    /// Who opened the connection: each subscription is checked against its scopes.
+    principal: Principal,
 }
 
-async fn serve(socket: WebSocket, conn: Connection, store: Arc<Store>) {
+async fn serve(socket: WebSocket, conn: Connection, store: Arc<Store>, principal: Principal) {
     let hub = conn.hub.clone();
     let settings = hub.settings.clone();
     let mut session = Session {
@@ -381,6 +385,7 @@ async fn serve(socket: WebSocket, conn: Connection, store: Arc<Store>) {
         conn,
         store,
         bad_frames: 0,
+        principal,
     };
     let shutdown = hub.shutdown_signal();
     tokio::pin!(shutdown);
@@ -652,6 +657,12 @@ impl Session {
                 return self.send(msg, settings, peer).await;
             }
         };
+        if !self.principal.can_read(&service, &envs) {
+            let who = self.principal.name.as_deref().unwrap_or("anonymous");
+            let message = format!("token `{who}` has no scope for `{service}/{env}`");
+            let msg = error_frame(Some(&service), Some(&env), "forbidden", message);
+            return self.send(msg, settings, peer).await;
+        }
         let key = (service, env);
         if !self.conn.subs.contains_key(&key)
             && self.conn.subs.len() >= settings.ws_max_subscriptions

@@ -9,7 +9,9 @@
 //!   [`catalog`] (which files make a pair) → [`resolve`] (merge and placeholders);
 //! - `confhub check`: [`check`];
 //! - live updates: [`watch`] (change detection, the refresh loop) → [`hub`]
-//!   (subscriptions, fan-out, the `/v1/watch` WebSocket).
+//!   (subscriptions, fan-out, the `/v1/watch` WebSocket);
+//! - observability: [`http::observe`] (request ids, W3C trace context, the request
+//!   span, HTTP metrics) and [`metrics`] (this server's Prometheus metrics, `GET /metrics`).
 
 pub mod auth;
 pub mod catalog;
@@ -20,12 +22,15 @@ pub mod errors;
 pub mod history;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod names;
 pub mod parse;
 pub mod render;
 pub mod resolve;
 pub mod schema;
+pub mod serve;
 pub mod settings;
+pub mod settings_file;
 pub mod snapshot;
 pub mod source;
 pub mod store;
@@ -53,9 +58,23 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     let hub = Arc::new(hub::Hub::new(settings.live.clone()));
+    let auth =
+        auth::Auth::new(&settings.tokens).map_err(|e| ServerError::Settings(e.to_string()))?;
+    if auth.is_open() {
+        tracing::warn!("no access tokens configured: every client can read every config (add [[tokens]] to the settings file)");
+    }
+    let tls = settings
+        .tls
+        .as_ref()
+        .map(serve::tls_acceptor)
+        .transpose()
+        .map_err(|e| ServerError::Settings(e.to_string()))?;
     let state = Arc::new(AppState {
         hub: hub.clone(),
         webhook_secret: settings.webhook_secret.clone(),
+        auth,
+        limiter: http::guard::Limiter::new(&settings.limits),
+        keyring: settings.keyring.clone(),
         ..AppState::default()
     });
     state.live_status.init(
@@ -66,14 +85,17 @@ pub async fn run(
         tracing::debug!("no webhook secret configured: POST /v1/webhook is disabled");
     }
     let app = http::router(state.clone()).layer((
-        tower_http::trace::TraceLayer::new_for_http(),
+        // Outermost: request id, trace context, span and metrics see every answer.
+        axum::middleware::from_fn_with_state(state.metrics.clone(), http::observe::observe),
         tower_http::timeout::TimeoutLayer::with_status_code(
             axum::http::StatusCode::REQUEST_TIMEOUT,
-            Duration::from_secs(30),
+            settings.limits.request_timeout,
         ),
-        axum::extract::DefaultBodyLimit::max(64 * 1024),
+        axum::extract::DefaultBodyLimit::max(settings.limits.max_body_bytes),
     ));
+    tokio::spawn(state.metrics.clone().run_upkeep(hub.shutdown_signal()));
 
+    let settings_limits = settings.limits.clone();
     let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<ServerError>();
     let loader_state = state.clone();
     let stopping = hub.shutdown_signal();
@@ -103,6 +125,7 @@ pub async fn run(
                     loader_state.trigger.clone(),
                     loader_state.live_status.clone(),
                     settings,
+                    loader_state.metrics.clone(),
                 )
                 .await;
             }
@@ -132,9 +155,22 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "listening");
     }
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await;
+    let limits = settings_limits;
+    if let Some(limiter_state) = state.limiter.as_ref().map(|_| state.clone()) {
+        // Idle callers' buckets are dropped once a minute so the key store stays small.
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        let stopping = hub.shutdown_signal();
+        tokio::spawn(async move {
+            tokio::pin!(stopping);
+            loop {
+                tokio::select! {
+                    () = &mut stopping => break,
+                    _ = tick.tick() => if let Some(l) = &limiter_state.limiter { l.prune() },
+                }
+            }
+        });
+    }
+    let served = serve::serve(listener, app, &limits, tls, stop).await;
     hub.shutdown();
     hub.wait_closed(Duration::from_secs(3)).await;
     // The loop leaves at once on shutdown; only a clone still in progress can hold it.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use confhub_server::Settings;
+use confhub_server::{settings_file, Settings};
 
 #[derive(Parser)]
 #[command(name = "confhub", version, about = "A git-backed configuration server")]
@@ -31,6 +31,22 @@ enum Command {
     Encrypt(EncryptArgs),
     /// Print a fresh random encryption key (base64 of 32 bytes).
     Keygen,
+    /// Access tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a fresh random token and the `[[tokens]]` entry (its hash) for the settings file.
+    New {
+        /// Who will hold the token.
+        #[arg(long)]
+        name: String,
+        /// `service/env` glob to grant read access to (e.g. `orders/*`, `*/staging`), or `admin`; repeatable.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -105,44 +121,97 @@ struct DiffArgs {
     target: Target,
 }
 
+/// `confhub serve`. Every setting comes from the settings file (`--config`), then its
+/// `CONFHUB_*` environment variable, then these flags; flags win.
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Local path or URL (file://, git://, https://, ssh://) of the config repository.
-    #[arg(long, env = "CONFHUB_REPO")]
-    repo: String,
-    /// Branch to track (default: main, falling back to master).
-    #[arg(long, env = "CONFHUB_BRANCH")]
+    /// TOML settings file.
+    #[arg(long, env = "CONFHUB_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective settings (secrets masked) and exit.
+    #[arg(long)]
+    print_settings: bool,
+    /// Local path or URL (file://, git://, https://, ssh://) of the config repository [CONFHUB_REPO].
+    #[arg(long)]
+    repo: Option<String>,
+    /// Branch to track (default: main, falling back to master) [CONFHUB_BRANCH].
+    #[arg(long)]
     branch: Option<String>,
-    /// Address to listen on.
-    #[arg(long, env = "CONFHUB_LISTEN", default_value = "127.0.0.1:8888")]
-    listen: String,
-    /// Folder of the repository holding the config files.
-    #[arg(long, env = "CONFHUB_SEARCH_PATH")]
+    /// Address to listen on (default 127.0.0.1:8888) [CONFHUB_LISTEN].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Folder of the repository holding the config files [CONFHUB_SEARCH_PATH].
+    #[arg(long)]
     search_path: Option<String>,
-    /// Serve a plain directory from the filesystem (version = content hash).
-    #[arg(long, env = "CONFHUB_DEV")]
+    /// Serve a plain directory from the filesystem (version = content hash) [CONFHUB_DEV].
+    #[arg(long)]
     dev: bool,
-    /// Where remote repositories are cloned.
-    #[arg(long, env = "CONFHUB_DATA_DIR", default_value = "./confhub-data")]
-    data_dir: PathBuf,
-    /// How often remote repositories are fetched (e.g. 30s, 5m).
-    #[arg(long, env = "CONFHUB_POLL", default_value = "30s", value_parser = parse_duration)]
-    poll: Duration,
-    /// Token for https:// remotes.
-    #[arg(long, env = "CONFHUB_GIT_TOKEN", hide_env_values = true)]
+    /// Where remote repositories are cloned (default ./confhub-data) [CONFHUB_DATA_DIR].
+    #[arg(long)]
+    data_dir: Option<String>,
+    /// How often remote repositories are fetched, e.g. 30s, 5m (default 30s) [CONFHUB_POLL].
+    #[arg(long)]
+    poll: Option<String>,
+    /// Token for https:// remotes [CONFHUB_GIT_TOKEN].
+    #[arg(long)]
     git_token: Option<String>,
-    /// Private key for ssh:// remotes.
-    #[arg(long, env = "CONFHUB_SSH_KEY")]
-    ssh_key: Option<PathBuf>,
+    /// Private key for ssh:// remotes [CONFHUB_SSH_KEY].
+    #[arg(long)]
+    ssh_key: Option<String>,
     /// Secret for POST /v1/webhook: the HMAC key of GitHub, Gitea and Bitbucket webhooks,
-    /// the token of GitLab ones. Without it the webhook endpoint is disabled.
-    #[arg(long, env = "CONFHUB_WEBHOOK_SECRET", hide_env_values = true)]
+    /// the token of GitLab ones. Without it the webhook endpoint is disabled [CONFHUB_WEBHOOK_SECRET].
+    #[arg(long)]
     webhook_secret: Option<String>,
-    /// Log format.
-    #[arg(long, env = "CONFHUB_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
-    log_format: String,
-    #[command(flatten)]
-    keys: KeyArgs,
+    /// File holding the encryption key for {cipher} values [CONFHUB_ENCRYPT_KEY_FILE; or the key itself in CONFHUB_ENCRYPT_KEY].
+    #[arg(long)]
+    encrypt_key_file: Option<String>,
+    /// Log format: text or json [CONFHUB_LOG_FORMAT].
+    #[arg(long, value_parser = ["text", "json"])]
+    log_format: Option<String>,
+    /// TLS certificate chain, PEM (serve HTTPS/WSS) [CONFHUB_TLS_CERT].
+    #[arg(long)]
+    tls_cert: Option<String>,
+    /// TLS private key, PEM [CONFHUB_TLS_KEY].
+    #[arg(long)]
+    tls_key: Option<String>,
+    /// Any other setting, e.g. `--set limits.max_connections=5000`; repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+impl ServeArgs {
+    /// Flags as (settings key, raw value), in precedence order.
+    fn overrides(&self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        let mut add = |key: &str, v: &Option<String>| {
+            if let Some(v) = v {
+                out.push((key.to_string(), v.clone()));
+            }
+        };
+        add("repo", &self.repo);
+        add("branch", &self.branch);
+        add("listen", &self.listen);
+        add("search_path", &self.search_path);
+        add("data_dir", &self.data_dir);
+        add("poll", &self.poll);
+        add("git_token", &self.git_token);
+        add("ssh_key", &self.ssh_key);
+        add("webhook_secret", &self.webhook_secret);
+        add("encrypt_key_file", &self.encrypt_key_file);
+        add("log_format", &self.log_format);
+        add("tls_cert", &self.tls_cert);
+        add("tls_key", &self.tls_key);
+        if self.dev {
+            out.push(("dev".into(), "true".into()));
+        }
+        for kv in &self.set {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("--set {kv}: expected KEY=VALUE"))?;
+            out.push((k.trim().to_string(), v.to_string()));
+        }
+        Ok(out)
+    }
 }
 
 /// Where the keys for `{cipher}` values come from.
@@ -200,22 +269,6 @@ struct CheckArgs {
     keys: KeyArgs,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration like 30s, 5m or 500ms"))?;
-    Ok(match unit {
-        "" | "s" => Duration::from_secs(n),
-        "ms" => Duration::from_millis(n),
-        "m" => Duration::from_secs(n * 60),
-        "h" => Duration::from_secs(n * 3600),
-        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m or h)")),
-    })
-}
-
 fn init_logging(json: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -251,26 +304,26 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    init_logging(args.log_format == "json");
-    let mut settings = Settings::new(args.repo);
-    settings.branch = args.branch;
-    settings.search_path = args.search_path;
-    settings.dev = args.dev;
-    settings.data_dir = args.data_dir;
-    settings.poll = args.poll;
-    settings.git_token = args.git_token;
-    settings.ssh_key = args.ssh_key;
-    settings.webhook_secret = args
-        .webhook_secret
-        .filter(|s| !s.is_empty())
-        .map(Into::into);
-    settings.keyring = args.keys.keyring()?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    confhub_server::run(listener, settings, shutdown_signal()).await?;
-    Ok(())
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let env: std::collections::BTreeMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("CONFHUB_"))
+        .collect();
+    let file = settings_file::load(args.config.as_deref(), &env, &args.overrides()?)?;
+    if args.print_settings {
+        print!("{}", toml::to_string(&file.masked())?);
+        return Ok(());
+    }
+    init_logging(file.log_format() == "json");
+    let listen = file.listen().to_string();
+    let settings = file.into_settings()?;
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        confhub_server::run(listener, settings, shutdown_signal()).await?;
+        anyhow::Ok(())
+    })
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
@@ -346,11 +399,38 @@ fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => {
-            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(serve(args))?;
+            serve(args)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Check(args) => check(args),
+        Command::Token(TokenCommand::New { name, scopes }) => {
+            let scopes: Vec<String> = scopes
+                .into_iter()
+                .map(|s| {
+                    if s == "admin" || s.starts_with("read:") {
+                        s
+                    } else {
+                        format!("read:{s}")
+                    }
+                })
+                .collect();
+            let token = confhub_server::auth::generate_token();
+            let entry = confhub_server::auth::TokenConfig {
+                name,
+                sha256: confhub_server::auth::token_hash(&token),
+                scopes,
+            };
+            confhub_server::auth::Auth::new(std::slice::from_ref(&entry))?;
+            #[derive(serde::Serialize)]
+            struct Entry<'a> {
+                tokens: [&'a confhub_server::auth::TokenConfig; 1],
+            }
+            eprintln!("token (give it to the client; it is not stored anywhere):");
+            println!("{token}");
+            eprintln!("\nadd to the settings file:");
+            eprint!("{}", toml::to_string(&Entry { tokens: [&entry] })?);
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Keygen => {
             println!("{}", confhub_server::crypto::Key::generate());
             Ok(ExitCode::SUCCESS)

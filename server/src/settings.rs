@@ -33,6 +33,54 @@ pub struct Settings {
     pub live: LiveSettings,
     /// Keys for `{cipher}` values; without them an encrypted value fails its pair.
     pub keyring: Option<crate::crypto::Keyring>,
+    /// Access tokens; none means the server is open (and says so at start).
+    pub tokens: Vec<crate::auth::TokenConfig>,
+    /// HTTP limits.
+    pub limits: HttpLimits,
+    /// Serve HTTPS/WSS with this certificate chain and key (PEM files).
+    pub tls: Option<TlsFiles>,
+}
+
+/// PEM files for TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// Certificate chain.
+    pub cert: PathBuf,
+    /// Private key.
+    pub key: PathBuf,
+}
+
+/// Limits on HTTP requests, sized for production by default.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Largest request body accepted (webhooks have their own, larger limit).
+    pub max_body_bytes: usize,
+    /// Largest total size of request headers.
+    pub max_header_bytes: usize,
+    /// Every request must be answered within this.
+    pub request_timeout: Duration,
+    /// A client must send its complete request headers within this (slow-loris).
+    pub header_read_timeout: Duration,
+    /// Open TCP connections accepted at once.
+    pub max_connections: usize,
+    /// Sustained requests per second per token (or per client address without one); 0 = unlimited.
+    pub rate_per_second: u32,
+    /// Burst allowance on top of the sustained rate.
+    pub rate_burst: u32,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_body_bytes: 64 * 1024,
+            max_header_bytes: 16 * 1024,
+            request_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 20_000,
+            rate_per_second: 200,
+            rate_burst: 400,
+        }
+    }
 }
 
 /// A secret string: its `Debug` never shows the value, so it cannot reach a log line.
@@ -129,6 +177,9 @@ impl Settings {
             webhook_secret: None,
             live: LiveSettings::default(),
             keyring: None,
+            tokens: Vec::new(),
+            limits: HttpLimits::default(),
+            tls: None,
         }
     }
 }

@@ -24,9 +24,11 @@ use notify_debouncer_full::notify::{RecommendedWatcher, RecursiveMode};
 use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::errors::SourceError;
 use crate::hub::Hub;
+use crate::metrics::Metrics;
 use crate::names::parse_envs;
 use crate::settings::Settings;
 use crate::store::{Changes, Source, Store};
@@ -36,6 +38,8 @@ use crate::store::{Changes, Source, Store};
 pub struct Trigger {
     notify: Notify,
     fetch: AtomicBool,
+    /// When the first poke not yet taken by the refresh loop came (push latency).
+    since: Mutex<Option<std::time::Instant>>,
 }
 
 impl Trigger {
@@ -45,7 +49,16 @@ impl Trigger {
         if fetch {
             self.fetch.store(true, Ordering::Release);
         }
+        self.since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(std::time::Instant::now);
         self.notify.notify_one();
+    }
+
+    /// When the oldest poke since the last call came, if any.
+    fn take_since(&self) -> Option<std::time::Instant> {
+        self.since.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
@@ -200,12 +213,17 @@ pub async fn start_watching(
 
 /// Run until `hub.shutdown()`: refresh on every trigger and on the poll timer, fetching
 /// remotes, and push the changed pairs to the hub.
+///
+/// Each round runs in a `refresh{fetch, old, new}` span (`new` once known), and records
+/// fetch and refresh durations and failures, and the push latency (from the oldest poke
+/// that started the round, or the poll timer, until the fan-out is done) in `metrics`.
 pub async fn refresh_loop(
     store: Arc<Store>,
     hub: Arc<Hub>,
     trigger: Arc<Trigger>,
     status: Arc<LiveStatus>,
     settings: Settings,
+    metrics: Arc<Metrics>,
 ) {
     let shutdown = hub.shutdown_signal();
     tokio::pin!(shutdown);
@@ -213,6 +231,10 @@ pub async fn refresh_loop(
     let live = settings.live.clone();
     let remote = matches!(store.source(), Source::Git(g) if g.is_remote());
     status.init(poll, remote);
+    if remote {
+        // Opening the store cloned or fetched it.
+        metrics.fetch_succeeded();
+    }
 
     let mut next_poll = Instant::now() + poll;
     let mut failures: u32 = 0;
@@ -225,10 +247,18 @@ pub async fn refresh_loop(
         };
         let asked = trigger.fetch.swap(false, Ordering::AcqRel);
         let fetch = remote && (polled || asked);
+        let triggered_at = trigger.take_since().unwrap_or_else(std::time::Instant::now);
+        let span = tracing::info_span!(
+            "refresh",
+            fetch,
+            old = %store.snapshot().version,
+            new = tracing::field::Empty,
+        );
 
         let run = {
             let store = store.clone();
-            tokio::task::spawn_blocking(move || run_once(&store, fetch))
+            let span = span.clone();
+            tokio::task::spawn_blocking(move || span.in_scope(|| run_once(&store, fetch)))
         };
         tokio::pin!(run);
         let result = tokio::select! {
@@ -237,7 +267,7 @@ pub async fn refresh_loop(
             r = &mut run => r,
             () = tokio::time::sleep(live.fetch_timeout), if fetch => {
                 let msg = format!("fetch timed out after {:?} (still waiting for it to end)", live.fetch_timeout);
-                tracing::warn!(error = %msg, "fetch failed");
+                span.in_scope(|| tracing::warn!(error = %msg, "fetch failed"));
                 status.with(|s| {
                     s.last_fetch = Some(Outcome { at: SystemTime::now(), error: Some(msg), took: live.fetch_timeout });
                     s.fetch_failures += 1;
@@ -253,7 +283,7 @@ pub async fn refresh_loop(
         let result = match result {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(error = %e, "refresh task failed");
+                span.in_scope(|| tracing::error!(error = %e, "refresh task failed"));
                 status.with(|s| {
                     s.last_refresh = Some(Outcome {
                         at: SystemTime::now(),
@@ -267,6 +297,8 @@ pub async fn refresh_loop(
         };
 
         if let Some((fetched, took)) = &result.fetch {
+            let _in_span = span.enter(); // no await in this block
+            metrics.fetch(*took, fetched.is_ok());
             status.fetches.fetch_add(1, Ordering::Relaxed);
             match fetched {
                 Ok(()) => {
@@ -316,8 +348,10 @@ pub async fn refresh_loop(
             continue;
         };
         status.refreshes.fetch_add(1, Ordering::Relaxed);
+        metrics.refresh(took, refreshed.is_ok());
         match refreshed {
             Ok(changes) => {
+                span.record("new", changes.new_version.as_str());
                 let moved = changes.old_version != changes.new_version;
                 status.with(|s| {
                     s.last_refresh = Some(Outcome {
@@ -330,11 +364,16 @@ pub async fn refresh_loop(
                     }
                 });
                 if moved {
-                    publish(&store, &hub, changes, took).await;
+                    publish(&store, &hub, changes, took)
+                        .instrument(span.clone())
+                        .await;
+                    metrics.pushed(triggered_at.elapsed());
                 }
             }
             Err(e) => {
-                tracing::warn!(error = %e, "refresh failed; serving the previous snapshot");
+                span.in_scope(
+                    || tracing::warn!(error = %e, "refresh failed; serving the previous snapshot"),
+                );
                 status.with(|s| {
                     s.last_refresh = Some(Outcome {
                         at: SystemTime::now(),

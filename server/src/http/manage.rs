@@ -10,16 +10,20 @@ use axum::http::StatusCode;
 use axum::Json;
 use confhub_client::wire::{DiffResponse, HistoryResponse};
 
+use super::guard::require_read;
 use super::{rejection, store, ApiError, AppState};
+use crate::auth::Principal;
 use crate::errors::SourceError;
 use crate::history;
 use crate::names::{check_name, parse_envs, parse_label};
 use crate::store::{LookupError, Source};
+use axum::Extension;
 
 type Params = HashMap<String, String>;
 
 pub(super) async fn history(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<Params>, QueryRejection>,
 ) -> Result<Json<HistoryResponse>, ApiError> {
@@ -27,6 +31,7 @@ pub(super) async fn history(
     let Query(query) = query.map_err(rejection)?;
     check_name("service", &service)?;
     let envs = parse_envs(&env)?;
+    require_read(&principal, &service, &envs)?;
     let limit = match query.get("limit") {
         None => 20,
         Some(l) => l
@@ -75,6 +80,7 @@ pub(super) async fn history(
 
 pub(super) async fn diff(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<Params>, QueryRejection>,
 ) -> Result<Json<DiffResponse>, ApiError> {
@@ -82,6 +88,7 @@ pub(super) async fn diff(
     let Query(query) = query.map_err(rejection)?;
     check_name("service", &service)?;
     let envs = parse_envs(&env)?;
+    require_read(&principal, &service, &envs)?;
     let from = query.get("from").ok_or_else(|| {
         ApiError::new(
             StatusCode::BAD_REQUEST,

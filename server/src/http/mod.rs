@@ -3,8 +3,11 @@
 //! a pre-rendered body of [`crate::entry::PairEntry`]. Live updates: `/v1/watch`
 //! ([`crate::hub`]), `/v1/status` ([`status`]) and `/v1/webhook` ([`webhook`]).
 
+mod admin;
+pub mod guard;
 mod manage;
 mod native;
+pub mod observe;
 mod spring;
 mod status;
 pub mod webhook;
@@ -18,6 +21,7 @@ use axum::Router;
 use bytes::Bytes;
 use confhub_client::wire::{ErrorBody, ReadyResponse};
 
+use crate::auth::Auth;
 use crate::hub::Hub;
 use crate::names::NameError;
 use crate::settings::Secret;
@@ -37,6 +41,14 @@ pub struct AppState {
     pub live_status: Arc<LiveStatus>,
     /// Secret that webhook calls must prove they know.
     pub webhook_secret: Option<Secret>,
+    /// Access tokens (open when none).
+    pub auth: Auth,
+    /// Per-token rate limits.
+    pub limiter: Option<guard::Limiter>,
+    /// Keys for `/encrypt` and `/decrypt`.
+    pub keyring: Option<crate::crypto::Keyring>,
+    /// This server's Prometheus metrics (`GET /metrics`, [`crate::metrics`]).
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// Largest webhook payload read (GitHub sends up to 25 MB; pushes of many commits
@@ -45,25 +57,36 @@ const WEBHOOK_BODY_LIMIT: usize = 8 * 1024 * 1024;
 
 /// The application router.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    // Everything that shows config (or manages it) needs a token once tokens exist.
+    let protected = Router::new()
         .route("/v1/services", get(native::services))
         .route("/v1/config/{service}/{env}", get(native::config))
         .route("/v1/history/{service}/{env}", get(manage::history))
         .route("/v1/diff/{service}/{env}", get(manage::diff))
         .route("/v1/status", get(status::status))
         .route("/v1/watch", get(crate::hub::watch_handler))
-        .route(
-            "/v1/webhook",
-            post(webhook::webhook).layer(axum::extract::DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
-        )
+        .route("/encrypt", post(admin::encrypt))
+        .route("/decrypt", post(admin::decrypt))
         .route("/{file}", get(spring::file))
         .route("/{a}/{b}", get(spring::two_segments))
         .route(
             "/{name}/{profiles}/{label}",
             get(spring::environment_at_label),
         )
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::authenticate,
+        ));
+    // Probes and webhooks (which carry their own HMAC) stay reachable without a token.
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::handler))
+        .route(
+            "/v1/webhook",
+            post(webhook::webhook).layer(axum::extract::DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
+        )
+        .merge(protected)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -74,14 +97,29 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-async fn readyz(axum::extract::State(state): axum::extract::State<Arc<AppState>>) -> Response {
+async fn readyz(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    headers: HeaderMap,
+) -> Response {
     match state.store.get() {
         Some(store) => {
             let snap = store.snapshot();
+            // Probes need no token; error details (file names, messages) only go to a
+            // caller that could read the pair anyway.
+            let principal = state.auth.authenticate(&headers).ok();
+            let errors = snap
+                .errors()
+                .into_iter()
+                .filter(|e| {
+                    principal.as_ref().is_some_and(|p| {
+                        p.is_admin() || p.can_read(&e.service, std::slice::from_ref(&e.env))
+                    })
+                })
+                .collect();
             let body = ReadyResponse {
                 status: "ready".into(),
                 version: Some(snap.version.clone()),
-                errors: snap.errors(),
+                errors,
             };
             axum::Json(body).into_response()
         }

@@ -8,16 +8,35 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use super::guard::require_read;
 use super::{bytes_response, not_modified, rejection, store, ApiError, AppState};
+use crate::auth::Principal;
 use crate::entry::Body;
 use crate::names::{check_name, parse_envs, parse_label};
+use axum::Extension;
+use confhub_client::wire::ServicesResponse;
 
-pub(super) async fn services(State(state): State<Arc<AppState>>) -> Result<Response, ApiError> {
+pub(super) async fn services(
+    State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
+) -> Result<Response, ApiError> {
     let snap = store(&state)?.snapshot();
-    Ok(bytes_response(
-        "application/json",
-        snap.services_body.clone(),
-    ))
+    if principal.is_admin() {
+        return Ok(bytes_response(
+            "application/json",
+            snap.services_body.clone(),
+        ));
+    }
+    // A scoped token sees only the services and envs it may read.
+    let mut listing: ServicesResponse = serde_json::from_slice(&snap.services_body)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    for s in &mut listing.services {
+        let name = s.name.clone();
+        s.envs
+            .retain(|e| principal.can_read(&name, std::slice::from_ref(e)));
+    }
+    listing.services.retain(|s| !s.envs.is_empty());
+    Ok(axum::Json(listing).into_response())
 }
 
 pub(super) async fn config(
@@ -25,11 +44,13 @@ pub(super) async fn config(
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<HashMap<String, String>>, QueryRejection>,
     headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
 ) -> Result<Response, ApiError> {
     let Path((service, env)) = path.map_err(rejection)?;
     let Query(query) = query.map_err(rejection)?;
     check_name("service", &service)?;
     let envs = parse_envs(&env)?;
+    require_read(&principal, &service, &envs)?;
     let label = query.get("label").map(|l| parse_label(l)).transpose()?;
     let (body, content_type) = match query.get("format").map(String::as_str) {
         None | Some("json") => (Body::Json, "application/json"),

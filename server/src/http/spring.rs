@@ -10,27 +10,32 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use confhub_client::wire::SPRING_V2_MEDIA_TYPE;
 
+use super::guard::require_read;
 use super::{bytes_response, rejection, store, ApiError, AppState};
+use crate::auth::Principal;
 use crate::entry::Body;
 use crate::names::{check_name, parse_envs, parse_label};
+use axum::Extension;
 
 type Params = HashMap<String, String>;
 
 /// `/{name}-{profiles}.{ext}`
 pub(super) async fn file(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<Params>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Path(file) = path.map_err(rejection)?;
     let Query(query) = query.map_err(rejection)?;
-    serve_file(&state, None, &file, &query).await
+    serve_file(&state, &principal, None, &file, &query).await
 }
 
 /// `/{name}/{profiles}` or `/{label}/{name}-{profiles}.{ext}`: told apart by the extension,
 /// as Spring does.
 pub(super) async fn two_segments(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
     path: Result<Path<(String, String)>, PathRejection>,
     query: Result<Query<Params>, QueryRejection>,
     headers: HeaderMap,
@@ -38,23 +43,25 @@ pub(super) async fn two_segments(
     let Path((a, b)) = path.map_err(rejection)?;
     let Query(query) = query.map_err(rejection)?;
     if split_file(&b).is_some() {
-        return serve_file(&state, Some(&a), &b, &query).await;
+        return serve_file(&state, &principal, Some(&a), &b, &query).await;
     }
-    environment(&state, &a, &b, None, &headers).await
+    environment(&state, &principal, &a, &b, None, &headers).await
 }
 
 /// `/{name}/{profiles}/{label}`
 pub(super) async fn environment_at_label(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
     path: Result<Path<(String, String, String)>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path((name, profiles, label)) = path.map_err(rejection)?;
-    environment(&state, &name, &profiles, Some(&label), &headers).await
+    environment(&state, &principal, &name, &profiles, Some(&label), &headers).await
 }
 
 async fn environment(
     state: &AppState,
+    principal: &Principal,
     name: &str,
     profiles: &str,
     label: Option<&str>,
@@ -62,6 +69,7 @@ async fn environment(
 ) -> Result<Response, ApiError> {
     check_name("application name", name)?;
     let envs = parse_envs(profiles)?;
+    require_read(principal, name, &envs)?;
     let label = label.map(parse_label).transpose()?;
     // Placeholders are left as written in this form: clients may resolve them from
     // their own environment, so an unresolvable one is not an error here.
@@ -103,6 +111,7 @@ fn split_file(file: &str) -> Option<(&str, &str, Ext)> {
 
 async fn serve_file(
     state: &AppState,
+    principal: &Principal,
     label: Option<&str>,
     file: &str,
     query: &Params,
@@ -119,6 +128,7 @@ async fn serve_file(
     };
     check_name("application name", name)?;
     let envs = parse_envs(profiles)?;
+    require_read(principal, name, &envs)?;
     let label = label.map(parse_label).transpose()?;
     let resolve = match query.get("resolvePlaceholders").map(String::as_str) {
         None | Some("true") => true,

@@ -5,6 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use axum::extract::State;
+use axum::Extension;
+
+use crate::auth::Principal;
 use axum::Json;
 use confhub_client::wire::{
     FetchStatus, RefreshStatus, StatusResponse, SubscriberCount, WebhookCounts,
@@ -15,7 +18,10 @@ use crate::store::Source;
 
 pub(super) async fn status(
     State(state): State<Arc<AppState>>,
+    Extension(principal): Extension<Principal>,
 ) -> Result<Json<StatusResponse>, ApiError> {
+    // Pairs outside the caller's scope are left out, as if they did not exist.
+    let visible = |service: &str, env: &str| principal.can_read(service, &[env.to_string()]);
     let store = store(&state)?;
     let snap = store.snapshot();
     let live = state.live_status.get();
@@ -46,6 +52,7 @@ pub(super) async fn status(
         .hub
         .subscriber_counts()
         .into_iter()
+        .filter(|((service, env), _)| visible(service, env))
         .map(|((service, env), n)| SubscriberCount {
             service,
             env,
@@ -66,7 +73,11 @@ pub(super) async fn status(
         watch_error: live.watch_error.clone(),
         last_refresh,
         last_fetch,
-        errors: snap.errors(),
+        errors: snap
+            .errors()
+            .into_iter()
+            .filter(|e| principal.is_admin() || visible(&e.service, &e.env))
+            .collect(),
         subscribers,
         connections: state.hub.stats().connections,
         webhooks: WebhookCounts {

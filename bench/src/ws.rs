@@ -1,0 +1,275 @@
+//! Many `/v1/watch` WebSocket subscribers, each on its own TCP connection, spread over
+//! several loopback source addresses (127.0.0.2, 127.0.0.3, …: the client socket is
+//! bound before connecting) so that tens of thousands of connections never run out of
+//! ephemeral ports.
+//!
+//! Each subscriber sends one `subscribe` frame, waits for the initial `config` frame,
+//! then reports every later `config` frame as an [`Arrival`] stamped the moment it was
+//! read.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpSocket;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A pushed frame, as seen by one subscriber.
+#[derive(Debug)]
+pub struct Arrival {
+    /// Which subscriber.
+    pub id: usize,
+    /// When its last byte was read.
+    pub at: Instant,
+    /// The commit sha it carries (`"version"`).
+    pub version: String,
+}
+
+/// The `i`-th loopback source address of `count` (127.0.0.2 …).
+pub fn source_addr(i: usize, count: usize) -> IpAddr {
+    let k = (i % count.max(1)) as u32 + 2;
+    IpAddr::V4(Ipv4Addr::from(0x7f00_0000 + k))
+}
+
+/// Value of `"version":"…"` in a frame.
+pub fn version_of(text: &str) -> Option<&str> {
+    let start = text.find("\"version\":\"")? + "\"version\":\"".len();
+    let end = text[start..].find('"')? + start;
+    Some(&text[start..end])
+}
+
+/// Open TCP to `server` from `local`.
+pub async fn connect_from(local: IpAddr, server: SocketAddr) -> Result<tokio::net::TcpStream> {
+    let socket = match server {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    socket.bind(SocketAddr::new(local, 0))?;
+    let stream = socket.connect(server).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// Options of a subscriber fleet.
+#[derive(Debug, Clone)]
+pub struct Fleet {
+    /// Subscribers (one connection each).
+    pub count: usize,
+    /// Loopback source addresses to spread them over.
+    pub source_addrs: usize,
+    /// Pairs to subscribe to, round-robin.
+    pub pairs: Vec<(String, String)>,
+    /// Connections being set up at once.
+    pub concurrency: usize,
+}
+
+/// Running subscribers.
+pub struct Subscribers {
+    /// Frames after the initial one.
+    pub arrivals: mpsc::UnboundedReceiver<Arrival>,
+    /// Bytes of the initial frame of subscriber 0.
+    pub frame_bytes: usize,
+    /// How long connecting and subscribing all of them took.
+    pub setup: Duration,
+    stop: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Subscribers {
+    /// Close every connection (with a close frame) and wait for the tasks.
+    pub async fn close(self) {
+        self.stop.send_replace(true);
+        for t in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), t).await;
+        }
+    }
+}
+
+/// Connect and subscribe every subscriber; returns once each holds its initial config.
+pub async fn open(server: SocketAddr, fleet: &Fleet) -> Result<Subscribers> {
+    let started = Instant::now();
+    let (tx, arrivals) = mpsc::unbounded_channel();
+    let (stop, stop_rx) = watch::channel(false);
+    let gate = Arc::new(Semaphore::new(fleet.concurrency.max(1)));
+    let (ready_tx, mut ready_rx) = mpsc::unbounded_channel::<(usize, Result<usize>)>();
+    let mut tasks = Vec::with_capacity(fleet.count);
+    for id in 0..fleet.count {
+        let (service, env) = fleet.pairs[id % fleet.pairs.len()].clone();
+        let local = source_addr(id, fleet.source_addrs);
+        let permit = gate.clone().acquire_owned().await?;
+        let tx = tx.clone();
+        let ready_tx = ready_tx.clone();
+        let stop_rx = stop_rx.clone();
+        tasks.push(tokio::spawn(async move {
+            subscriber(
+                id, local, server, service, env, permit, ready_tx, tx, stop_rx,
+            )
+            .await;
+        }));
+    }
+    drop(ready_tx);
+    let mut frame_bytes = 0;
+    let mut failed = Vec::new();
+    let mut ok = 0;
+    while let Some((id, r)) = ready_rx.recv().await {
+        match r {
+            Ok(bytes) => {
+                ok += 1;
+                if id == 0 {
+                    frame_bytes = bytes;
+                }
+            }
+            Err(e) => failed.push(format!("subscriber {id}: {e:#}")),
+        }
+        if ok + failed.len() == fleet.count {
+            break;
+        }
+    }
+    if !failed.is_empty() {
+        stop.send_replace(true);
+        bail!(
+            "{} of {} subscribers failed; first: {}",
+            failed.len(),
+            fleet.count,
+            failed[0]
+        );
+    }
+    Ok(Subscribers {
+        arrivals,
+        frame_bytes,
+        setup: started.elapsed(),
+        stop,
+        tasks,
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn subscriber(
+    id: usize,
+    local: IpAddr,
+    server: SocketAddr,
+    service: String,
+    env: String,
+    permit: tokio::sync::OwnedSemaphorePermit,
+    ready: mpsc::UnboundedSender<(usize, Result<usize>)>,
+    tx: mpsc::UnboundedSender<Arrival>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut attempt = 0;
+    let (mut ws, bytes) = loop {
+        attempt += 1;
+        match handshake(local, server, &service, &env).await {
+            Ok(done) => break done,
+            Err(e) if attempt >= 5 => {
+                let _ = ready.send((id, Err(e)));
+                return;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50 * attempt)).await,
+        }
+    };
+    drop(permit);
+    let _ = ready.send((id, Ok(bytes)));
+    loop {
+        tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            msg = ws.next() => match msg {
+                Some(Ok(Message::Text(text))) => {
+                    let at = Instant::now();
+                    if text.as_str().contains("\"op\":\"config\"") {
+                        let version = version_of(text.as_str()).unwrap_or_default().to_string();
+                        let _ = tx.send(Arrival { id, at, version });
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return,
+            }
+        }
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+}
+
+type Ws = tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>;
+
+async fn handshake(
+    local: IpAddr,
+    server: SocketAddr,
+    service: &str,
+    env: &str,
+) -> Result<(Ws, usize)> {
+    let stream = connect_from(local, server).await?;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let url = format!("ws://{server}/v1/watch");
+    let (mut ws, _) = tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio_tungstenite::client_async_with_config(url, stream, Some(config)),
+    )
+    .await
+    .context("WebSocket handshake timed out")??;
+    let subscribe =
+        serde_json::json!({"op": "subscribe", "service": service, "env": env, "digest": null});
+    ws.send(Message::text(subscribe.to_string())).await?;
+    let first = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(msg) = ws.next().await {
+            match msg? {
+                Message::Text(t) if t.as_str().contains("\"op\":\"config\"") => return Ok(t.len()),
+                Message::Text(t) => return Err(anyhow!("unexpected frame: {}", t.as_str())),
+                _ => {}
+            }
+        }
+        Err(anyhow!("closed before the initial config"))
+    })
+    .await
+    .context("no initial config frame within 30 s")??;
+    Ok((ws, first))
+}
+
+/// Collect, for a commit `version` published at `t0`, each subscriber's delay, until
+/// `expected` arrived or `limit` passed. Returns the delays (sorted) and how many are missing.
+pub async fn collect(
+    arrivals: &mut mpsc::UnboundedReceiver<Arrival>,
+    version: &str,
+    t0: Instant,
+    expected: usize,
+    limit: Duration,
+) -> (Vec<Duration>, usize) {
+    let mut seen = vec![false; expected];
+    let mut delays = Vec::with_capacity(expected);
+    let deadline = tokio::time::Instant::from_std(t0 + limit);
+    while delays.len() < expected {
+        match tokio::time::timeout_at(deadline, arrivals.recv()).await {
+            Ok(Some(a)) => {
+                if a.version == version && a.id < expected && !seen[a.id] {
+                    seen[a.id] = true;
+                    delays.push(a.at.saturating_duration_since(t0));
+                }
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    delays.sort();
+    let missing = expected - delays.len();
+    (delays, missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_addresses_start_at_2() {
+        assert_eq!(source_addr(0, 4).to_string(), "127.0.0.2");
+        assert_eq!(source_addr(5, 4).to_string(), "127.0.0.3");
+    }
+
+    #[test]
+    fn finds_the_version() {
+        let f = r#"{"op":"config","service":"a","env":"b","version":"abc123","digest":"d"}"#;
+        assert_eq!(version_of(f), Some("abc123"));
+    }
+}

@@ -1,0 +1,133 @@
+//! Who may call what: authenticates every protected request (401 without or with an
+//! unknown token), rate-limits per token (429 with `Retry-After`), and hands handlers a
+//! [`Principal`] to check scopes against (403 outside them).
+
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use governor::clock::{Clock, DefaultClock};
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota, RateLimiter};
+
+use super::{ApiError, AppState};
+use crate::auth::{AuthError, Principal};
+use crate::settings::HttpLimits;
+
+/// Per-caller token buckets: keyed by token name, or by client address on an open server.
+#[derive(Debug)]
+pub struct Limiter {
+    limiter: RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>,
+}
+
+impl Limiter {
+    /// A limiter for `limits`, or `None` when rate limiting is off.
+    pub fn new(limits: &HttpLimits) -> Option<Limiter> {
+        let rate = NonZeroU32::new(limits.rate_per_second)?;
+        let burst = NonZeroU32::new(limits.rate_burst.max(limits.rate_per_second)).unwrap_or(rate);
+        Some(Limiter {
+            limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
+        })
+    }
+
+    /// `Err(seconds to wait)` when `key` is over its rate.
+    fn check(&self, key: &str) -> Result<(), u64> {
+        self.limiter
+            .check_key(&key.to_string())
+            .map_err(|not_until| {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+            })
+    }
+
+    /// Forget idle callers, so the key store stays bounded.
+    pub fn prune(&self) {
+        self.limiter.retain_recent();
+    }
+}
+
+fn unauthorized(e: AuthError) -> Response {
+    let mut resp =
+        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string()).into_response();
+    // Basic too, so Spring clients configured with a password send it.
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"confhub\", Basic realm=\"confhub\""),
+    );
+    resp
+}
+
+/// Middleware on every protected route.
+pub async fn authenticate(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let principal = match state.auth.authenticate(req.headers()) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::debug!(path = %req.uri().path(), reason = %e, "unauthenticated request");
+            return unauthorized(e);
+        }
+    };
+    if let Some(limiter) = &state.limiter {
+        let key = match &principal.name {
+            Some(name) => format!("token:{name}"),
+            None => crate::serve::peer_of(&req)
+                .map(|p| match p.ip() {
+                    IpAddr::V4(ip) => format!("ip:{ip}"),
+                    // One bucket per /64: a v6 client owns the whole prefix.
+                    IpAddr::V6(ip) => format!("ip:{:x?}", &ip.segments()[..4]),
+                })
+                .unwrap_or_else(|| "ip:unknown".into()),
+        };
+        if let Err(wait) = limiter.check(&key) {
+            let mut resp = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("too many requests; retry in {wait} s"),
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&wait.max(1).to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return resp;
+        }
+    }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
+
+/// 403 unless `principal` may read `service` in every env of `envs`.
+pub fn require_read(principal: &Principal, service: &str, envs: &[String]) -> Result<(), ApiError> {
+    if principal.can_read(service, envs) {
+        Ok(())
+    } else {
+        Err(forbidden(
+            principal,
+            &format!("`{service}/{}`", envs.join(",")),
+        ))
+    }
+}
+
+/// 403 unless `principal` is an admin.
+pub fn require_admin(principal: &Principal) -> Result<(), ApiError> {
+    if principal.is_admin() {
+        Ok(())
+    } else {
+        Err(forbidden(principal, "this endpoint (admin only)"))
+    }
+}
+
+fn forbidden(principal: &Principal, what: &str) -> ApiError {
+    let who = principal.name.as_deref().unwrap_or("anonymous");
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "forbidden",
+        format!("token `{who}` has no scope for {what}"),
+    )
+}

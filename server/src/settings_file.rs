@@ -1,0 +1,560 @@
+//! The settings file (`--config`, TOML) and its overrides: every key can be set in the
+//! file, overridden by a `CONFHUB_*` environment variable, and that by a flag (flags win).
+//! Unknown keys in the file are an error naming the key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::auth::TokenConfig;
+use crate::crypto::{CryptoError, Key, Keyring};
+use crate::settings::{HttpLimits, LiveSettings, Secret, Settings, TlsFiles};
+
+/// Why the settings could not be loaded. Never carries a secret value.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// The file could not be read.
+    #[error("settings file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has an unknown or mistyped key.
+    #[error("settings file {path}: {message}")]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong, naming the key (and line).
+        message: String,
+    },
+    /// An environment variable or flag has a value of the wrong type.
+    #[error("{source_name}: {message}")]
+    Override {
+        /// `CONFHUB_…` or `--flag`.
+        source_name: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A value is invalid.
+    #[error("setting `{key}`: {message}")]
+    Invalid {
+        /// The dotted key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A key file could not be used.
+    #[error("setting `{key}`: {path}: {message}")]
+    KeyFile {
+        /// The dotted key.
+        key: String,
+        /// The key file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The settings file's shape.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    /// Repository path or URL.
+    pub repo: Option<String>,
+    /// Tracked branch.
+    pub branch: Option<String>,
+    /// Listen address.
+    pub listen: Option<String>,
+    /// Folder holding the config files.
+    pub search_path: Option<String>,
+    /// Serve a plain directory.
+    pub dev: Option<bool>,
+    /// Clone directory for remotes.
+    pub data_dir: Option<PathBuf>,
+    /// Fetch interval for remotes (`30s`, `5m`).
+    pub poll: Option<String>,
+    /// Token for https remotes (secret).
+    pub git_token: Option<String>,
+    /// Private key for ssh remotes.
+    pub ssh_key: Option<PathBuf>,
+    /// Webhook secret (secret).
+    pub webhook_secret: Option<String>,
+    /// Encryption key, base64 (secret; prefer `encrypt_key_file`).
+    pub encrypt_key: Option<String>,
+    /// File holding the encryption key.
+    pub encrypt_key_file: Option<PathBuf>,
+    /// Older key files, for decryption only (rotation).
+    pub decrypt_key_files: Option<Vec<PathBuf>>,
+    /// `text` or `json`.
+    pub log_format: Option<String>,
+    /// Resolved results kept for non-tracked labels.
+    pub cache_capacity: Option<usize>,
+    /// TLS certificate chain (PEM).
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// Access tokens.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tokens: Vec<TokenConfig>,
+    /// Limits.
+    #[serde(default)]
+    pub limits: FileLimits,
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLimits {
+    /// Largest request body.
+    pub max_body_bytes: Option<usize>,
+    /// Largest request header block.
+    pub max_header_bytes: Option<usize>,
+    /// Per-request timeout (`30s`).
+    pub request_timeout: Option<String>,
+    /// Time allowed to send request headers (`10s`).
+    pub header_read_timeout: Option<String>,
+    /// Open connections at once.
+    pub max_connections: Option<usize>,
+    /// Requests per second per token.
+    pub rate_per_second: Option<u32>,
+    /// Burst on top of the rate.
+    pub rate_burst: Option<u32>,
+    /// Largest WebSocket message from a client.
+    pub ws_max_message: Option<usize>,
+    /// Subscriptions per WebSocket connection.
+    pub ws_max_subscriptions: Option<usize>,
+    /// Open WebSocket connections at once.
+    pub ws_max_connections: Option<usize>,
+    /// Frames that may queue for a connection beyond one per subscription.
+    pub ws_send_buffer: Option<usize>,
+    /// Ping interval (`20s`).
+    pub ws_ping_interval: Option<String>,
+    /// Idle peers are dropped after this (`60s`).
+    pub ws_idle_timeout: Option<String>,
+    /// Remote fetches slower than this are reported as failed (`60s`).
+    pub fetch_timeout: Option<String>,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Str,
+    Int,
+    Bool,
+    List,
+}
+
+/// Every key that environment variables and `--set` may override, with its type.
+/// `CONFHUB_` + the key upper-cased with `.` → `_` is its environment variable.
+const KEYS: &[(&str, Kind)] = &[
+    ("repo", Kind::Str),
+    ("branch", Kind::Str),
+    ("listen", Kind::Str),
+    ("search_path", Kind::Str),
+    ("dev", Kind::Bool),
+    ("data_dir", Kind::Str),
+    ("poll", Kind::Str),
+    ("git_token", Kind::Str),
+    ("ssh_key", Kind::Str),
+    ("webhook_secret", Kind::Str),
+    ("encrypt_key", Kind::Str),
+    ("encrypt_key_file", Kind::Str),
+    ("decrypt_key_files", Kind::List),
+    ("log_format", Kind::Str),
+    ("cache_capacity", Kind::Int),
+    ("tls_cert", Kind::Str),
+    ("tls_key", Kind::Str),
+    ("limits.max_body_bytes", Kind::Int),
+    ("limits.max_header_bytes", Kind::Int),
+    ("limits.request_timeout", Kind::Str),
+    ("limits.header_read_timeout", Kind::Str),
+    ("limits.max_connections", Kind::Int),
+    ("limits.rate_per_second", Kind::Int),
+    ("limits.rate_burst", Kind::Int),
+    ("limits.ws_max_message", Kind::Int),
+    ("limits.ws_max_subscriptions", Kind::Int),
+    ("limits.ws_max_connections", Kind::Int),
+    ("limits.ws_send_buffer", Kind::Int),
+    ("limits.ws_ping_interval", Kind::Str),
+    ("limits.ws_idle_timeout", Kind::Str),
+    ("limits.fetch_timeout", Kind::Str),
+];
+
+/// The environment variable of a settings key.
+pub fn env_name(key: &str) -> String {
+    format!("CONFHUB_{}", key.to_ascii_uppercase().replace('.', "_"))
+}
+
+/// Every overridable key with its environment variable, for docs and `--help`.
+pub fn overridable_keys() -> impl Iterator<Item = (&'static str, String)> {
+    KEYS.iter().map(|(k, _)| (*k, env_name(k)))
+}
+
+fn typed(kind: Kind, raw: &str) -> Result<toml::Value, String> {
+    Ok(match kind {
+        Kind::Str => toml::Value::String(raw.to_string()),
+        Kind::Int => toml::Value::Integer(
+            raw.trim()
+                .parse()
+                .map_err(|_| format!("`{raw}` is not a whole number"))?,
+        ),
+        Kind::Bool => toml::Value::Boolean(match raw.trim() {
+            "true" | "1" | "yes" => true,
+            "false" | "0" | "no" | "" => false,
+            other => return Err(format!("`{other}` is not true or false")),
+        }),
+        Kind::List => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        ),
+    })
+}
+
+fn set(table: &mut toml::Table, key: &str, value: toml::Value) {
+    match key.split_once('.') {
+        Some((head, rest)) => {
+            let entry = table
+                .entry(head.to_string())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            if !entry.is_table() {
+                *entry = toml::Value::Table(toml::Table::new());
+            }
+            if let toml::Value::Table(t) = entry {
+                set(t, rest, value);
+            }
+        }
+        None => {
+            table.insert(key.to_string(), value);
+        }
+    }
+}
+
+/// Load the effective settings: `file` (if any), then `env` (`CONFHUB_*`), then `flags`
+/// (`(key, raw value)` pairs; later wins).
+pub fn load(
+    file: Option<&Path>,
+    env: &BTreeMap<String, String>,
+    flags: &[(String, String)],
+) -> Result<FileSettings, SettingsError> {
+    let mut table = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+                path: path.display().to_string(),
+                source,
+            })?;
+            // Parsed into the typed struct first so unknown or mistyped keys are reported
+            // against the file, with its line.
+            let _: FileSettings = toml::from_str(&text).map_err(|e| SettingsError::File {
+                path: path.display().to_string(),
+                message: e.to_string().trim().to_string(),
+            })?;
+            toml::from_str::<toml::Table>(&text).map_err(|e| SettingsError::File {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })?
+        }
+        None => toml::Table::new(),
+    };
+    for (key, kind) in KEYS {
+        let name = env_name(key);
+        if let Some(raw) = env.get(&name) {
+            let value = typed(*kind, raw).map_err(|message| SettingsError::Override {
+                source_name: name.clone(),
+                message,
+            })?;
+            set(&mut table, key, value);
+        }
+    }
+    for (key, raw) in flags {
+        let kind = KEYS
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, kind)| *kind)
+            .ok_or_else(|| SettingsError::Override {
+                source_name: format!("--set {key}"),
+                message: format!("unknown setting `{key}`"),
+            })?;
+        let value = typed(kind, raw).map_err(|message| SettingsError::Override {
+            source_name: format!("--{}", key.replace('_', "-")),
+            message,
+        })?;
+        set(&mut table, key, value);
+    }
+    FileSettings::deserialize(toml::Value::Table(table)).map_err(|e| SettingsError::Invalid {
+        key: "(settings)".into(),
+        message: e.to_string(),
+    })
+}
+
+/// `30s`, `5m`, `500ms`, `1h`, or plain seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 30s, 5m or 500ms"))?;
+    Ok(match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use ms, s, m or h)")),
+    })
+}
+
+fn duration(
+    key: &str,
+    value: &Option<String>,
+    default: Duration,
+) -> Result<Duration, SettingsError> {
+    match value {
+        None => Ok(default),
+        Some(v) => parse_duration(v).map_err(|message| SettingsError::Invalid {
+            key: key.to_string(),
+            message,
+        }),
+    }
+}
+
+fn key_file(key: &str, path: &Path) -> Result<Key, SettingsError> {
+    let fail = |message: String| SettingsError::KeyFile {
+        key: key.to_string(),
+        path: path.display().to_string(),
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
+    Key::from_base64(&text).map_err(|e: CryptoError| fail(e.to_string()))
+}
+
+impl FileSettings {
+    /// The listen address (default `127.0.0.1:8888`).
+    pub fn listen(&self) -> &str {
+        self.listen.as_deref().unwrap_or("127.0.0.1:8888")
+    }
+
+    /// The log format (default `text`).
+    pub fn log_format(&self) -> &str {
+        self.log_format.as_deref().unwrap_or("text")
+    }
+
+    /// A copy with every secret replaced by `<redacted>`, for `--print-settings`.
+    pub fn masked(&self) -> FileSettings {
+        let mut m = self.clone();
+        let mask = |v: &mut Option<String>| {
+            if v.is_some() {
+                *v = Some("<redacted>".into());
+            }
+        };
+        mask(&mut m.git_token);
+        mask(&mut m.webhook_secret);
+        mask(&mut m.encrypt_key);
+        m
+    }
+
+    /// Build the server's [`Settings`], checking every value.
+    pub fn into_settings(self) -> Result<Settings, SettingsError> {
+        let repo = self.repo.clone().ok_or_else(|| SettingsError::Invalid {
+            key: "repo".into(),
+            message: "is required (--repo, CONFHUB_REPO or `repo` in the settings file)".into(),
+        })?;
+        let mut s = Settings::new(repo);
+        s.branch = self.branch.clone();
+        s.search_path = self.search_path.clone();
+        s.dev = self.dev.unwrap_or(false);
+        s.data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("./confhub-data"));
+        s.poll = duration("poll", &self.poll, s.poll)?;
+        s.git_token = self.git_token.clone();
+        s.ssh_key = self.ssh_key.clone();
+        s.webhook_secret = self.webhook_secret.clone().map(Secret::new);
+        if let Some(c) = self.cache_capacity {
+            s.cache_capacity = c;
+        }
+        let mut keys = Vec::new();
+        if let Some(k) = &self.encrypt_key {
+            keys.push(Key::from_base64(k).map_err(|e| SettingsError::Invalid {
+                key: "encrypt_key".into(),
+                message: e.to_string(),
+            })?);
+        }
+        if let Some(path) = &self.encrypt_key_file {
+            keys.push(key_file("encrypt_key_file", path)?);
+        }
+        for path in self.decrypt_key_files.iter().flatten() {
+            keys.push(key_file("decrypt_key_files", path)?);
+        }
+        s.keyring = Keyring::new(keys);
+        crate::auth::Auth::new(&self.tokens).map_err(|e| SettingsError::Invalid {
+            key: "tokens".into(),
+            message: e.to_string(),
+        })?;
+        s.tokens = self.tokens.clone();
+        s.tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(SettingsError::Invalid {
+                    key: "tls_cert".into(),
+                    message: "tls_cert and tls_key go together".into(),
+                })
+            }
+        };
+        let l = &self.limits;
+        let d = HttpLimits::default();
+        s.limits = HttpLimits {
+            max_body_bytes: l.max_body_bytes.unwrap_or(d.max_body_bytes),
+            max_header_bytes: l.max_header_bytes.unwrap_or(d.max_header_bytes),
+            request_timeout: duration(
+                "limits.request_timeout",
+                &l.request_timeout,
+                d.request_timeout,
+            )?,
+            header_read_timeout: duration(
+                "limits.header_read_timeout",
+                &l.header_read_timeout,
+                d.header_read_timeout,
+            )?,
+            max_connections: l.max_connections.unwrap_or(d.max_connections),
+            rate_per_second: l.rate_per_second.unwrap_or(d.rate_per_second),
+            rate_burst: l.rate_burst.unwrap_or(d.rate_burst),
+        };
+        let live = LiveSettings::default();
+        s.live = LiveSettings {
+            ws_max_message: l.ws_max_message.unwrap_or(live.ws_max_message),
+            ws_max_subscriptions: l.ws_max_subscriptions.unwrap_or(live.ws_max_subscriptions),
+            ws_max_connections: l.ws_max_connections.unwrap_or(live.ws_max_connections),
+            ws_send_buffer: l.ws_send_buffer.unwrap_or(live.ws_send_buffer),
+            ws_ping_interval: duration(
+                "limits.ws_ping_interval",
+                &l.ws_ping_interval,
+                live.ws_ping_interval,
+            )?,
+            ws_idle_timeout: duration(
+                "limits.ws_idle_timeout",
+                &l.ws_idle_timeout,
+                live.ws_idle_timeout,
+            )?,
+            fetch_timeout: duration("limits.fetch_timeout", &l.fetch_timeout, live.fetch_timeout)?,
+            ..live
+        };
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn every_overridable_key_exists_in_the_file_shape() {
+        for (key, kind) in KEYS {
+            let sample = match kind {
+                Kind::Str => "1s",
+                Kind::Int => "1",
+                Kind::Bool => "true",
+                Kind::List => "a,b",
+            };
+            let got = load(None, &env(&[(&env_name(key), sample)]), &[]);
+            assert!(got.is_ok(), "{key}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn precedence_is_file_then_env_then_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(
+            &path,
+            "repo = \"/file\"\nbranch = \"file\"\npoll = \"1m\"\n[limits]\nmax_connections = 5\n",
+        )
+        .unwrap();
+        let s = load(
+            Some(&path),
+            &env(&[
+                ("CONFHUB_BRANCH", "env"),
+                ("CONFHUB_POLL", "2m"),
+                ("CONFHUB_LIMITS_MAX_CONNECTIONS", "6"),
+            ]),
+            &[("poll".into(), "3m".into())],
+        )
+        .unwrap();
+        assert_eq!(s.repo.as_deref(), Some("/file"));
+        assert_eq!(s.branch.as_deref(), Some("env"));
+        assert_eq!(s.poll.as_deref(), Some("3m"));
+        assert_eq!(s.limits.max_connections, Some(6));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, "repo = \"/x\"\nlisten_addr = \"x\"\n").unwrap();
+        let e = load(Some(&path), &BTreeMap::new(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen_addr"), "{e}");
+        std::fs::write(&path, "[limits]\nmax_conns = 1\n").unwrap();
+        let e = load(Some(&path), &BTreeMap::new(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max_conns"), "{e}");
+        let e = load(
+            None,
+            &env(&[("CONFHUB_LIMITS_MAX_CONNECTIONS", "many")]),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("CONFHUB_LIMITS_MAX_CONNECTIONS") && e.contains("many"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn secrets_are_masked() {
+        let s = load(
+            None,
+            &env(&[
+                ("CONFHUB_WEBHOOK_SECRET", "hush"),
+                ("CONFHUB_GIT_TOKEN", "tok"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        let shown = toml::to_string(&s.masked()).unwrap();
+        assert!(
+            !shown.contains("hush") && !shown.contains("tok\""),
+            "{shown}"
+        );
+        assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("7"), Ok(Duration::from_secs(7)));
+        assert!(parse_duration("5 minutes").is_err());
+    }
+}
