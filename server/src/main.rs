@@ -34,6 +34,12 @@ enum Command {
     /// Access tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Exit 0 if the URL answers 2xx (container health checks without curl).
+    Health {
+        /// URL to probe.
+        #[arg(long, default_value = "http://127.0.0.1:8888/healthz")]
+        url: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -431,6 +437,13 @@ fn main() -> anyhow::Result<ExitCode> {
             eprint!("{}", toml::to_string(&Entry { tokens: [&entry] })?);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Health { url } => Ok(match http_get(&url, None) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e:#}");
+                ExitCode::FAILURE
+            }
+        }),
         Command::Keygen => {
             println!("{}", confhub_server::crypto::Key::generate());
             Ok(ExitCode::SUCCESS)

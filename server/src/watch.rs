@@ -351,7 +351,7 @@ pub async fn refresh_loop(
         metrics.refresh(took, refreshed.is_ok());
         match refreshed {
             Ok(changes) => {
-                span.record("new", changes.new_version.as_str());
+                span.record("new", tracing::field::display(&changes.new_version));
                 let moved = changes.old_version != changes.new_version;
                 status.with(|s| {
                     s.last_refresh = Some(Outcome {

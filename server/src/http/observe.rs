@@ -167,8 +167,8 @@ pub async fn observe(
         parent_id = tracing::field::Empty,
     );
     if let Some(t) = &trace {
-        span.record("trace_id", t.trace_id.as_str());
-        span.record("parent_id", t.parent_id.as_str());
+        span.record("trace_id", tracing::field::display(&t.trace_id));
+        span.record("parent_id", tracing::field::display(&t.parent_id));
     }
 
     let mut resp = next.run(req).instrument(span.clone()).await;
@@ -176,7 +176,7 @@ pub async fn observe(
     let status = resp.status().as_u16();
     metrics.http_request(&method, &route, status, elapsed);
     span.in_scope(|| {
-        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        let latency_ms = elapsed.as_micros() as f64 / 1000.0;
         if status >= 500 && status != 503 {
             tracing::warn!(status, latency_ms, "request failed");
         } else {

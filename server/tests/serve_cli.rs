@@ -1,0 +1,261 @@
+//! `confhub serve` as an operator runs it: settings precedence (file < env < flag),
+//! unknown keys, masked `--print-settings`, and SIGTERM with live WebSocket subscribers.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+fn confhub() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_confhub"));
+    // Only what each test sets: no CONFHUB_* from the machine running the tests.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CONFHUB_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+fn print_settings(file: &Path, env: &[(&str, &str)], flags: &[&str]) -> toml::Table {
+    let out = confhub()
+        .args(["serve", "--print-settings", "--config"])
+        .arg(file)
+        .args(flags)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap()
+}
+
+fn settings_file(dir: &Path, text: &str) -> std::path::PathBuf {
+    let path = dir.join("confhub-server.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn the_file_sets_env_overrides_and_flags_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = settings_file(
+        dir.path(),
+        "repo = \"/from/file\"\nbranch = \"file\"\nlisten = \"127.0.0.1:1\"\npoll = \"1m\"\n[limits]\nmax_connections = 10\nrate_burst = 7\n",
+    );
+    let only_file = print_settings(&file, &[], &[]);
+    assert_eq!(only_file["repo"].as_str(), Some("/from/file"));
+    assert_eq!(only_file["branch"].as_str(), Some("file"));
+    assert_eq!(
+        only_file["limits"]["max_connections"].as_integer(),
+        Some(10)
+    );
+
+    let env = [
+        ("CONFHUB_BRANCH", "env"),
+        ("CONFHUB_POLL", "2m"),
+        ("CONFHUB_LIMITS_MAX_CONNECTIONS", "20"),
+    ];
+    let with_env = print_settings(&file, &env, &[]);
+    assert_eq!(
+        with_env["repo"].as_str(),
+        Some("/from/file"),
+        "the file still sets what env does not"
+    );
+    assert_eq!(with_env["branch"].as_str(), Some("env"));
+    assert_eq!(with_env["poll"].as_str(), Some("2m"));
+    assert_eq!(with_env["limits"]["max_connections"].as_integer(), Some(20));
+    assert_eq!(with_env["limits"]["rate_burst"].as_integer(), Some(7));
+
+    let with_flags = print_settings(
+        &file,
+        &env,
+        &[
+            "--branch",
+            "flag",
+            "--set",
+            "limits.max_connections=30",
+            "--listen",
+            "127.0.0.1:2",
+        ],
+    );
+    assert_eq!(with_flags["branch"].as_str(), Some("flag"));
+    assert_eq!(
+        with_flags["poll"].as_str(),
+        Some("2m"),
+        "env still sets what flags do not"
+    );
+    assert_eq!(
+        with_flags["limits"]["max_connections"].as_integer(),
+        Some(30)
+    );
+    assert_eq!(with_flags["listen"].as_str(), Some("127.0.0.1:2"));
+}
+
+#[test]
+fn unknown_keys_and_bad_values_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = settings_file(dir.path(), "repo = \"/x\"\n[limits]\nmax_conections = 5\n");
+    let out = confhub()
+        .args(["serve", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("max_conections") && err.contains("confhub-server.toml"),
+        "{err}"
+    );
+
+    let file = settings_file(dir.path(), "repo = \"/x\"\n");
+    let out = confhub()
+        .args(["serve", "--print-settings", "--config"])
+        .arg(&file)
+        .env("CONFHUB_LIMITS_RATE_BURST", "lots")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("CONFHUB_LIMITS_RATE_BURST") && err.contains("lots"),
+        "{err}"
+    );
+
+    let out = confhub()
+        .args(["serve", "--config"])
+        .arg(&file)
+        .args(["--set", "limits.nope=1"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("limits.nope"));
+}
+
+#[test]
+fn print_settings_masks_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = settings_file(
+        dir.path(),
+        "repo = \"/x\"\nwebhook_secret = \"file-secret-value\"\n",
+    );
+    let out = confhub()
+        .args(["serve", "--print-settings", "--config"])
+        .arg(&file)
+        .env("CONFHUB_GIT_TOKEN", "env-token-value")
+        .env(
+            "CONFHUB_ENCRYPT_KEY",
+            "c2VjcmV0LWtleS12YWx1ZS0xMjM0NTY3ODkwMTIzNDU2",
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("webhook_secret = \"<redacted>\""), "{text}");
+    for secret in ["file-secret-value", "env-token-value", "c2VjcmV0"] {
+        assert!(!text.contains(secret), "{secret} leaked: {text}");
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let ok = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "git {args:?}");
+}
+
+#[tokio::test]
+async fn sigterm_closes_subscribers_with_1001_and_exits_0() {
+    let repo = tempfile::tempdir().unwrap();
+    git(repo.path(), &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.path().join("orders.yml"), "pool: 1\n").unwrap();
+    git(repo.path(), &["add", "-A"]);
+    git(
+        repo.path(),
+        &[
+            "-c",
+            "user.name=t",
+            "-c",
+            "user.email=t@t",
+            "commit",
+            "-q",
+            "-m",
+            "init",
+        ],
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let data = tempfile::tempdir().unwrap();
+    let mut child = confhub()
+        .args(["serve", "--repo"])
+        .arg(repo.path())
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+        .arg(data.path())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut sockets = Vec::new();
+    while sockets.len() < 3 {
+        assert!(Instant::now() < deadline, "server did not come up");
+        match tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/v1/watch")).await {
+            Ok((mut ws, _)) => {
+                ws.send(Message::text(
+                    r#"{"op":"subscribe","service":"orders","env":"default","digest":null}"#,
+                ))
+                .await
+                .unwrap();
+                let first = tokio::time::timeout(Duration::from_secs(10), ws.next())
+                    .await
+                    .unwrap();
+                if matches!(first, Some(Ok(Message::Text(_)))) {
+                    sockets.push(ws);
+                }
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+
+    let sent = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    for mut ws in sockets {
+        let close = loop {
+            match tokio::time::timeout(Duration::from_secs(10), ws.next())
+                .await
+                .unwrap()
+            {
+                Some(Ok(Message::Close(frame))) => break frame,
+                Some(Ok(_)) => continue,
+                other => panic!("expected a close frame, got {other:?}"),
+            }
+        };
+        let frame = close.expect("close frame with a code");
+        assert_eq!(u16::from(frame.code), 1001, "{frame:?}");
+    }
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            sent.elapsed() < Duration::from_secs(15),
+            "confhub did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit status {status:?}");
+}
