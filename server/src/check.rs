@@ -57,11 +57,17 @@ pub fn check(
     git.set_ciphers(ciphers);
     git.with_repo(|r| {
         let rev = rev.unwrap_or("HEAD");
-        let commit = r
+        let object = r
             .revparse_single(rev)
-            .and_then(|o| o.peel_to_commit())
             .map_err(SourceError::git(format!("resolving `{rev}`")))?;
-        let mut view = git.view(r, commit.id())?;
+        // A tree (`git write-tree` in a pre-commit hook) is checked as it is.
+        let tree = object.peel_to_tree().map_err(SourceError::git(format!(
+            "`{rev}` is not a commit or a tree"
+        )))?;
+        let version = object
+            .peel_to_commit()
+            .map_or_else(|_| tree.id().to_string(), |c| c.id().to_string());
+        let mut view = git.view_tree(r, tree, version)?;
         Ok(check_view(&mut view))
     })
 }

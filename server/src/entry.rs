@@ -73,6 +73,8 @@ pub struct PairEntry {
     pub service_known: bool,
     /// The resolution.
     pub resolved: Resolved,
+    /// `"digest"`, ready for the `ETag` header.
+    pub etag: axum::http::HeaderValue,
     /// Set when placeholders could not be resolved: only the forms that show them as
     /// written (Spring's Environment, `resolvePlaceholders=false`) may be served.
     pub placeholder_error: Option<ConfigError>,
@@ -106,7 +108,9 @@ impl PairEntry {
         if service_known && placeholder_error.is_none() {
             crate::schema::validate(view, catalog, service, &resolved)?;
         }
+        let etag = etag_of(&resolved.digest);
         Ok(PairEntry {
+            etag,
             service: service.to_string(),
             envs: envs.to_vec(),
             label: label.to_string(),
@@ -209,6 +213,12 @@ impl PairEntry {
             property_sources,
         }
     }
+}
+
+fn etag_of(digest: &str) -> axum::http::HeaderValue {
+    // A hex digest in quotes is always a valid header value.
+    axum::http::HeaderValue::from_str(&format!("\"{digest}\""))
+        .unwrap_or_else(|_| axum::http::HeaderValue::from_static("\"\""))
 }
 
 fn json<T: serde::Serialize>(v: &T) -> String {

@@ -63,7 +63,7 @@ pub struct HttpLimits {
     pub header_read_timeout: Duration,
     /// Open TCP connections accepted at once.
     pub max_connections: usize,
-    /// Sustained requests per second per token (or per client address without one); 0 = unlimited.
+    /// Sustained requests per second per token; 0 = unlimited. An open server (no tokens) is not limited.
     pub rate_per_second: u32,
     /// Burst allowance on top of the sustained rate.
     pub rate_burst: u32,

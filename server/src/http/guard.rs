@@ -2,7 +2,6 @@
 //! unknown token), rate-limits per token (429 with `Retry-After`), and hands handlers a
 //! [`Principal`] to check scopes against (403 outside them).
 
-use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
@@ -18,7 +17,7 @@ use super::{ApiError, AppState};
 use crate::auth::{AuthError, Principal};
 use crate::settings::HttpLimits;
 
-/// Per-caller token buckets: keyed by token name, or by client address on an open server.
+/// Per-token buckets, keyed by token name.
 #[derive(Debug)]
 pub struct Limiter {
     limiter: RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock>,
@@ -74,18 +73,10 @@ pub async fn authenticate(
             return unauthorized(e);
         }
     };
-    if let Some(limiter) = &state.limiter {
-        let key = match &principal.name {
-            Some(name) => format!("token:{name}"),
-            None => crate::serve::peer_of(&req)
-                .map(|p| match p.ip() {
-                    IpAddr::V4(ip) => format!("ip:{ip}"),
-                    // One bucket per /64: a v6 client owns the whole prefix.
-                    IpAddr::V6(ip) => format!("ip:{:x?}", &ip.segments()[..4]),
-                })
-                .unwrap_or_else(|| "ip:unknown".into()),
-        };
-        if let Err(wait) = limiter.check(&key) {
+    // Limits are per token: an open server (no tokens) has no identity to limit by, and
+    // many services behind one address must not share a bucket.
+    if let (Some(limiter), Some(name)) = (&state.limiter, &principal.name) {
+        if let Err(wait) = limiter.check(name) {
             let mut resp = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "rate_limited",

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::guard::require_read;
@@ -78,17 +78,12 @@ pub(super) async fn config(
             format!("unknown service `{service}`: no {service}.yml or {service}-{{env}}.yml at label `{}`", entry.label),
         ));
     }
-    let etag = HeaderValue::from_str(&format!("\"{}\"", entry.digest())).ok();
     if not_modified(&headers, entry.digest()) {
         let mut resp = StatusCode::NOT_MODIFIED.into_response();
-        if let Some(etag) = etag {
-            resp.headers_mut().insert(header::ETAG, etag);
-        }
+        resp.headers_mut().insert(header::ETAG, entry.etag.clone());
         return Ok(resp);
     }
     let mut resp = bytes_response(content_type, entry.body(body));
-    if let Some(etag) = etag {
-        resp.headers_mut().insert(header::ETAG, etag);
-    }
+    resp.headers_mut().insert(header::ETAG, entry.etag.clone());
     Ok(resp)
 }

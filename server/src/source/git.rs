@@ -161,6 +161,12 @@ impl GitSource {
         let taken = self.pool.lock().map(|mut p| p.pop()).unwrap_or(None);
         let repo = match taken {
             Some(r) => r,
+            // Inside a git hook the new objects may sit in a quarantine directory that
+            // only the environment (GIT_OBJECT_DIRECTORY, GIT_ALTERNATE_OBJECT_DIRECTORIES) names.
+            None if self.remote.is_none() && std::env::var_os("GIT_QUARANTINE_PATH").is_some() => {
+                Repository::open_from_env()
+                    .map_err(SourceError::git(format!("opening {}", self.path.display())))?
+            }
             None => Repository::open(&self.path)
                 .map_err(SourceError::git(format!("opening {}", self.path.display())))?,
         };
@@ -285,11 +291,23 @@ impl GitSource {
 
     /// The config files at `commit`.
     pub fn view<'r>(&self, repo: &'r Repository, commit: Oid) -> Result<View<'r>, SourceError> {
-        let context = || format!("reading commit {commit}");
         let tree = repo
             .find_commit(commit)
             .and_then(|c| c.tree())
-            .map_err(SourceError::git(context()))?;
+            .map_err(SourceError::git(format!("reading commit {commit}")))?;
+        self.view_tree(repo, tree, commit.to_string())
+    }
+
+    /// The config files of a tree (a commit's, or the index's from `git write-tree`,
+    /// which is how a pre-commit hook checks what is staged).
+    pub fn view_tree<'r>(
+        &self,
+        repo: &'r Repository,
+        tree: git2::Tree<'r>,
+        version: String,
+    ) -> Result<View<'r>, SourceError> {
+        let tree_id = tree.id();
+        let context = || format!("reading tree {tree_id}");
         let mut files = BTreeMap::new();
         let (root, prefix): (Option<git2::Tree<'_>>, String) = match &self.search_path {
             None => (Some(tree), String::new()),
@@ -330,13 +348,7 @@ impl GitSource {
                 }
             }
         }
-        let mut view = View::new(
-            commit.to_string(),
-            prefix,
-            files,
-            Some(repo),
-            Root::Git(root_id),
-        );
+        let mut view = View::new(version, prefix, files, Some(repo), Root::Git(root_id));
         view.ciphers = self.ciphers.clone();
         Ok(view)
     }
