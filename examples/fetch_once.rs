@@ -11,9 +11,11 @@
 //! Flags: `--server URL` (repeatable, tried in order), `--service`, `--env`, `--token`,
 //! `--cache-dir`.
 
+mod common;
+
+use clap::Parser;
 use std::collections::BTreeMap;
 
-use confhub_client::Client;
 use serde::Deserialize;
 
 /// The part of the orders config this program cares about.
@@ -44,17 +46,8 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .init();
-    let args = Args::parse()?;
-    let mut builder = Client::builder()
-        .servers(args.servers)
-        .service(args.service)
-        .env(args.env);
-    if let Some(token) = args.token {
-        builder = builder.token(token);
-    }
-    if let Some(dir) = args.cache_dir {
-        builder = builder.cache_dir(dir);
-    }
+    let args = Args::parse();
+    let builder = args.server.builder();
     let client = builder.build()?;
 
     let config = client.fetch().await?;
@@ -91,50 +84,9 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--server` (repeatable), `--service`, `--env`, `--token`, `--cache-dir`.
+/// Flags: `--server` (repeatable), `--service`, `--env`, `--token`, `--cache-dir`.
+#[derive(Parser, Debug)]
 struct Args {
-    servers: Vec<String>,
-    service: String,
-    env: String,
-    token: Option<String>,
-    cache_dir: Option<String>,
-}
-
-impl Args {
-    fn parse() -> anyhow::Result<Args> {
-        let mut args = Args {
-            servers: Vec::new(),
-            service: "orders".into(),
-            env: "prod".into(),
-            token: std::env::var("CONFHUB_TOKEN").ok(),
-            cache_dir: None,
-        };
-        let mut it = std::env::args().skip(1);
-        while let Some(flag) = it.next() {
-            let (name, inline) = match flag.split_once('=') {
-                Some((n, v)) => (n.to_string(), Some(v.to_string())),
-                None => (flag.clone(), None),
-            };
-            let mut value = || {
-                inline
-                    .clone()
-                    .or_else(|| it.next())
-                    .ok_or_else(|| anyhow::anyhow!("{name} needs a value"))
-            };
-            match name.as_str() {
-                "--server" => args.servers.push(value()?),
-                "--service" => args.service = value()?,
-                "--env" => args.env = value()?,
-                "--token" => args.token = Some(value()?),
-                "--cache-dir" => args.cache_dir = Some(value()?),
-                other => anyhow::bail!(
-                    "unknown flag {other}; use --server URL --service S --env E [--token T] [--cache-dir D]"
-                ),
-            }
-        }
-        if args.servers.is_empty() {
-            args.servers.push("http://127.0.0.1:8888".into());
-        }
-        Ok(args)
-    }
+    #[command(flatten)]
+    server: common::ServerArgs,
 }

@@ -16,6 +16,9 @@
 //! Flags: `--server URL` (repeatable), `--service` (default `orders`), `--env` (default
 //! `prod`), `--token`, `--cache-dir`, `--listen` (default `127.0.0.1:3000`).
 
+mod common;
+
+use clap::Parser;
 use std::collections::HashMap;
 
 use axum::extract::{Query, State};
@@ -23,7 +26,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use confhub_client::{Client, Watched};
+use confhub_client::Watched;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -44,22 +47,15 @@ async fn main() -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let args = Args::parse()?;
-    let mut builder = Client::builder()
-        .servers(args.servers)
-        .service(args.service)
-        .env(args.env)
-        .validator(|config| match config.get::<u32>("orders.max-items") {
-            Ok(0) => Err("orders.max-items must be positive".to_string()),
-            Ok(_) => Ok(()),
-            Err(e) => Err(e.to_string()),
-        });
-    if let Some(token) = args.token {
-        builder = builder.token(token);
-    }
-    if let Some(dir) = args.cache_dir {
-        builder = builder.cache_dir(dir);
-    }
+    let args = Args::parse();
+    let builder =
+        args.server
+            .builder()
+            .validator(|config| match config.get::<u32>("orders.max-items") {
+                Ok(0) => Err("orders.max-items must be positive".to_string()),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e.to_string()),
+            });
     let client = builder.build()?;
 
     // Only `orders` is watched: changes elsewhere in the config do not wake us.
@@ -128,51 +124,12 @@ async fn health(State(limits): State<Watched<Limits>>) -> impl IntoResponse {
     }))
 }
 
-/// `--server` (repeatable), `--service`, `--env`, `--token`, `--cache-dir`, `--listen`.
+/// Flags: the server flags of every example, plus where this app listens.
+#[derive(Parser, Debug)]
 struct Args {
-    servers: Vec<String>,
-    service: String,
-    env: String,
-    token: Option<String>,
-    cache_dir: Option<String>,
+    #[command(flatten)]
+    server: common::ServerArgs,
+    /// Where this demo app listens.
+    #[arg(long, default_value = "127.0.0.1:3000")]
     listen: String,
-}
-
-impl Args {
-    fn parse() -> anyhow::Result<Args> {
-        let mut args = Args {
-            servers: Vec::new(),
-            service: "orders".into(),
-            env: "prod".into(),
-            token: std::env::var("CONFHUB_TOKEN").ok(),
-            cache_dir: None,
-            listen: "127.0.0.1:3000".into(),
-        };
-        let mut it = std::env::args().skip(1);
-        while let Some(flag) = it.next() {
-            let (name, inline) = match flag.split_once('=') {
-                Some((n, v)) => (n.to_string(), Some(v.to_string())),
-                None => (flag.clone(), None),
-            };
-            let mut value = || {
-                inline
-                    .clone()
-                    .or_else(|| it.next())
-                    .ok_or_else(|| anyhow::anyhow!("{name} needs a value"))
-            };
-            match name.as_str() {
-                "--server" => args.servers.push(value()?),
-                "--service" => args.service = value()?,
-                "--env" => args.env = value()?,
-                "--token" => args.token = Some(value()?),
-                "--cache-dir" => args.cache_dir = Some(value()?),
-                "--listen" => args.listen = value()?,
-                other => anyhow::bail!("unknown flag {other}"),
-            }
-        }
-        if args.servers.is_empty() {
-            args.servers.push("http://127.0.0.1:8888".into());
-        }
-        Ok(args)
-    }
 }

@@ -155,27 +155,6 @@ fn fingerprint(
     out
 }
 
-fn rfc3339(secs: i64) -> String {
-    // Civil-from-days (Howard Hinnant), to avoid a date crate for one format.
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 /// Commits of the tracked branch that changed the resolved config of (service, envs),
 /// newest first, at most `limit`. Blocking.
 pub fn history(
@@ -248,7 +227,7 @@ pub fn history(
                     sha: oid.to_string(),
                     author: String::from_utf8_lossy(author.name_bytes()).into_owned(),
                     email: String::from_utf8_lossy(author.email_bytes()).into_owned(),
-                    time: rfc3339(commit.time().seconds()),
+                    time: crate::timefmt::rfc3339(commit.time().seconds()),
                     message: String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default())
                         .into_owned(),
                     changed_keys: keys,
@@ -311,13 +290,6 @@ pub fn diff_repo(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn formats_utc_times() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-    }
 
     #[test]
     fn diffs_flat_keys() {

@@ -34,6 +34,7 @@ pub mod settings_file;
 pub mod snapshot;
 pub mod source;
 pub mod store;
+pub mod timefmt;
 pub mod watch;
 
 use std::future::Future;

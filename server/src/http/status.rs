@@ -2,12 +2,13 @@
 //! fetch and its failures), pairs that fail to resolve, and subscribers per pair.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::Extension;
 
 use crate::auth::Principal;
+use crate::timefmt::rfc3339_of;
 use axum::Json;
 use confhub_client::wire::{
     FetchStatus, RefreshStatus, StatusResponse, SubscriberCount, WebhookCounts,
@@ -31,7 +32,7 @@ pub(super) async fn status(
         Source::Dir(d) => ("dir", d.uri()),
     };
     let last_refresh = live.last_refresh.as_ref().map(|o| RefreshStatus {
-        at: rfc3339(o.at),
+        at: rfc3339_of(o.at),
         ok: o.error.is_none(),
         error: o.error.clone(),
         took_ms: millis(o.took),
@@ -39,13 +40,13 @@ pub(super) async fn status(
         count: live.refreshes,
     });
     let last_fetch = live.remote.then(|| FetchStatus {
-        at: live.last_fetch.as_ref().map(|o| rfc3339(o.at)),
+        at: live.last_fetch.as_ref().map(|o| rfc3339_of(o.at)),
         ok: live.last_fetch.as_ref().is_none_or(|o| o.error.is_none()),
         error: live.last_fetch.as_ref().and_then(|o| o.error.clone()),
         took_ms: live.last_fetch.as_ref().map_or(0, |o| millis(o.took)),
-        last_success: live.last_fetch_ok.map(rfc3339),
+        last_success: live.last_fetch_ok.map(rfc3339_of),
         consecutive_failures: live.fetch_failures,
-        next_at: live.next_fetch.map(rfc3339),
+        next_at: live.next_fetch.map(rfc3339_of),
         count: live.fetches,
     });
     let subscribers = state
@@ -89,44 +90,4 @@ pub(super) async fn status(
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// `2024-05-01T12:00:00Z` (UTC, whole seconds).
-pub(crate) fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let days = (secs / 86_400) as i64;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn formats_utc() {
-        let at = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
-        assert_eq!(rfc3339(at(0)), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(at(951_782_400)), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(at(1_714_564_800 + 3_723)), "2024-05-01T13:02:03Z");
-        assert_eq!(rfc3339(at(4_102_444_799)), "2099-12-31T23:59:59Z");
-    }
 }
