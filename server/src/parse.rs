@@ -34,6 +34,9 @@ impl Format {
     }
 }
 
+/// How deep keys may nest (the YAML and JSON parsers' own recursion limit).
+pub const MAX_DEPTH: usize = 128;
+
 /// Files bigger than this are refused rather than parsed.
 pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -454,6 +457,10 @@ const LIST_MARK: &str = "\u{0}list";
 
 fn insert_flat(root: &mut Value, key: &str, value: Value) -> Result<(), String> {
     let segs = split_key(key).ok_or_else(|| "malformed key".to_string())?;
+    // YAML and JSON stop at 128 levels; a key must not nest deeper than they may.
+    if segs.len() > MAX_DEPTH {
+        return Err(format!("nests deeper than {MAX_DEPTH} levels"));
+    }
     let mut cur = root;
     for (i, seg) in segs.iter().enumerate() {
         let last = i + 1 == segs.len();
@@ -638,6 +645,18 @@ mod tests {
             v,
             json!({"db": {"url": "jdbc:x", "pool": "5"}, "list": ["a", "b"], "long": "one two", "esc": "a=bA"})
         );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_in_every_format() {
+        let deep_key = format!("{}=1\n", vec!["a"; 10_000].join("."));
+        assert!(err("a.properties", &deep_key)
+            .message
+            .contains("deeper than 128"));
+        let deep_yaml = format!("a: {}1{}\n", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(parse_file("a.yml", deep_yaml.as_bytes()).is_err());
+        let deep_json = format!("{{\"a\": {}1{}}}", "[".repeat(10_000), "]".repeat(10_000));
+        assert!(parse_file("a.json", deep_json.as_bytes()).is_err());
     }
 
     #[test]

@@ -180,7 +180,13 @@ struct Resolver<'a> {
     layers: &'a [Arc<ParsedFile>],
     done: HashMap<String, Value>,
     stack: Vec<String>,
+    /// Nesting of placeholder expansions (chains and defaults inside defaults).
+    depth: usize,
 }
+
+/// Placeholders may chain (`a: ${b}`, `b: ${c}`, …) or nest defaults this deep; more is
+/// refused rather than risking the stack of the thread resolving it.
+pub const MAX_PLACEHOLDER_DEPTH: usize = 64;
 
 fn resolve_placeholders(merged: &Value, layers: &[Arc<ParsedFile>]) -> Result<Value, ConfigError> {
     let mut r = Resolver {
@@ -188,6 +194,7 @@ fn resolve_placeholders(merged: &Value, layers: &[Arc<ParsedFile>]) -> Result<Va
         layers,
         done: HashMap::new(),
         stack: Vec::new(),
+        depth: 0,
     };
     r.walk(merged, "")
 }
@@ -241,6 +248,19 @@ impl Resolver<'_> {
 
     /// Expand every placeholder in `raw`, the value of `key`.
     fn expand(&mut self, key: &str, raw: &str) -> Result<Value, ConfigError> {
+        if self.depth >= MAX_PLACEHOLDER_DEPTH {
+            return Err(self.error(
+                key,
+                format!("placeholders nest or chain deeper than {MAX_PLACEHOLDER_DEPTH} levels at key `{key}`"),
+            ));
+        }
+        self.depth += 1;
+        let result = self.expand_parts(key, raw);
+        self.depth -= 1;
+        result
+    }
+
+    fn expand_parts(&mut self, key: &str, raw: &str) -> Result<Value, ConfigError> {
         let parts = split_placeholders(raw).map_err(|m| self.error(key, m))?;
         if let [Part::Placeholder { name, default }] = parts.as_slice() {
             return self.lookup(key, name, default.as_deref(), true);
@@ -493,6 +513,28 @@ mod tests {
         assert_eq!(e.file.as_deref(), Some("orders.yml"));
         assert_eq!(e.line, Some(3));
         assert!(e.message.contains("db.nope"), "{e}");
+    }
+
+    #[test]
+    fn long_chains_and_deep_defaults_are_refused_not_overflowing() {
+        let mut text = String::new();
+        for i in 0..10_000 {
+            text.push_str(&format!("k{i}: ${{k{}}}\n", i + 1));
+        }
+        text.push_str("k10000: end\n");
+        let e = resolve(vec![file("chain.yml", &text)]).unwrap_err();
+        assert!(e.message.contains("deeper than 64"), "{e}");
+        let nested = format!("x: {}end{}\n", "${a:".repeat(5_000), "}".repeat(5_000));
+        let e = resolve(vec![file("nested.yml", &nested)]).unwrap_err();
+        assert!(e.message.contains("deeper than 64"), "{e}");
+        let ok: String = (0..60)
+            .map(|i| format!("k{i}: ${{k{}}}\n", i + 1))
+            .collect::<String>()
+            + "k60: end\n";
+        assert_eq!(
+            resolve(vec![file("ok.yml", &ok)]).unwrap().values["k0"],
+            json!("end")
+        );
     }
 
     #[test]
