@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use report::{ColdStart, Dist, Fanout, Machine, ReadPair, Results};
+use report::{ColdStart, Dist, Fanout, Machine, Phase, ReadPair, Results};
 use server::{Confhub, Flavor};
 
 #[derive(Parser)]
@@ -149,6 +149,10 @@ struct RunArgs {
     /// Skip these scenarios (comma-separated).
     #[arg(long, value_enum, value_delimiter = ',')]
     skip: Vec<Scenario>,
+    /// Exit non-zero when a run went wrong (a subscriber never got the new value, a
+    /// wrk request failed). Always on with --smoke, so CI notices a broken benchmark.
+    #[arg(long)]
+    strict: bool,
 }
 
 /// Settings of one run, defaults filled in.
@@ -347,12 +351,25 @@ async fn run(args: RunArgs) -> Result<()> {
         }
     }
 
+    results.machine.loadavg_end = report::loadavg();
     let json = serde_json::to_string_pretty(&results)?;
     std::fs::write(out.join("results.json"), json)?;
     let md = results.markdown();
     std::fs::write(out.join("results.md"), &md)?;
     println!("{md}");
     eprintln!("results: {}", out.join("results.md").display());
+    let problems = results.problems();
+    if !problems.is_empty() {
+        for p in &problems {
+            eprintln!("problem: {p}");
+        }
+        if smoke || plan.args.strict {
+            bail!(
+                "{} problem(s): the benchmarks no longer measure what they should",
+                problems.len()
+            );
+        }
+    }
     Ok(())
 }
 
@@ -556,11 +573,13 @@ async fn fanout_confhub(
     let mut committer = repo::Committer::open(repo_dir)?;
     let before = server::refreshes_in_log(&log).len();
     let mut rounds = Vec::new();
+    let mut phases = Vec::new();
     let mut all = Vec::new();
     let mut all_missing = 0;
     for r in 0..plan.commit_rounds {
         let content = repo::pair_yml(0, "prod", 0, &format!("{tag}-round-{r}"));
         let oid = committer.prepare("svc000-prod.yml", &content)?;
+        let t0_wall = std::time::SystemTime::now();
         let t0 = Instant::now();
         committer.publish(oid)?;
         let (delays, missing) = ws::collect(
@@ -572,10 +591,20 @@ async fn fanout_confhub(
         )
         .await;
         let d = Dist::of(&delays, missing);
+        // t0 as CLOCK_MONOTONIC, to cut a profile (`perf record -k mono`) to the push.
         eprintln!(
-            "  round {r}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, missing {missing}",
+            "  round {r}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, missing {missing} (t0 {t0:?})",
             d.p50_ms, d.p99_ms, d.max_ms
         );
+        if let Some(p) = server::published_in_log(&log, &oid.to_string()) {
+            let at_ms = p.at.duration_since(t0_wall).map(server::ms).unwrap_or(0.0);
+            phases.push(Phase {
+                detect_ms: at_ms - p.took_ms as f64,
+                rebuild_ms: p.took_ms as f64,
+                push_p50_ms: d.p50_ms - at_ms,
+                push_p99_ms: d.p99_ms - at_ms,
+            });
+        }
         rounds.push(d);
         all.extend(delays);
         all_missing += missing;
@@ -604,6 +633,7 @@ async fn fanout_confhub(
         rounds,
         all: Dist::of(&all, all_missing),
         refresh_ms,
+        phases,
     })
 }
 
@@ -679,6 +709,7 @@ async fn fanout_etcd(plan: &Plan, value_bytes: usize, out: &Path) -> Result<Opti
         rounds,
         all: Dist::of(&all, all_missing),
         refresh_ms: Vec::new(),
+        phases: Vec::new(),
     }))
 }
 

@@ -83,6 +83,10 @@ pub struct Machine {
     pub tools: Vec<String>,
     /// When the run started (UTC).
     pub date: String,
+    /// /proc/loadavg when the run started (other work on the machine shows here).
+    pub loadavg_start: String,
+    /// /proc/loadavg when it ended.
+    pub loadavg_end: String,
 }
 
 fn first_line_of(cmd: &str, args: &[&str]) -> String {
@@ -97,6 +101,16 @@ fn first_line_of(cmd: &str, args: &[&str]) -> String {
         }
         Err(_) => format!("{cmd}: not installed"),
     }
+}
+
+/// The first three fields of /proc/loadavg.
+pub fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Machine {
@@ -138,6 +152,8 @@ impl Machine {
                 first_line_of("git", &["--version"]),
             ],
             date: first_line_of("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]),
+            loadavg_start: loadavg(),
+            loadavg_end: String::new(),
         }
     }
 }
@@ -158,6 +174,18 @@ pub struct ReadPair {
 }
 
 impl ReadPair {
+    /// Median over rounds of (confhub req/s ÷ nginx req/s) of the same round: steadier
+    /// than the ratio of medians when other load on the machine drifts.
+    pub fn paired_ratio(&self) -> f64 {
+        let ratios: Vec<f64> = self
+            .confhub
+            .iter()
+            .zip(&self.nginx)
+            .map(|(c, n)| c.rps / n.rps.max(1.0))
+            .collect();
+        median(&ratios)
+    }
+
     /// Median req/s of confhub.
     pub fn confhub_rps(&self) -> f64 {
         median(&self.confhub.iter().map(|r| r.rps).collect::<Vec<_>>())
@@ -222,6 +250,21 @@ pub struct Fanout {
     pub all: Dist,
     /// Server-side refresh time per round as logged (`took_ms`; confhub only).
     pub refresh_ms: Vec<u64>,
+    /// Where the time of each round went (confhub only).
+    pub phases: Vec<Phase>,
+}
+
+/// One confhub push, split at the server's "new version" log line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Phase {
+    /// Ref update → refresh starts (notify event, debounce, scheduling), ms.
+    pub detect_ms: f64,
+    /// The refresh itself (`took_ms`).
+    pub rebuild_ms: f64,
+    /// Refresh done → median subscriber has the frame, ms.
+    pub push_p50_ms: f64,
+    /// Refresh done → 99th percentile subscriber has the frame, ms.
+    pub push_p99_ms: f64,
 }
 
 /// Cold starts.
@@ -264,6 +307,43 @@ pub struct Results {
     pub skipped: Vec<String>,
 }
 
+impl Results {
+    /// What went wrong in the runs (not slowness: failures that make numbers meaningless).
+    pub fn problems(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for r in &self.reads {
+            for (who, runs) in [("confhub", &r.confhub), ("nginx", &r.nginx)] {
+                let errors: u64 = runs.iter().map(|w| w.errors).sum();
+                if errors > 0 {
+                    out.push(format!("{who} {}: {errors} failed requests", r.endpoint));
+                }
+            }
+        }
+        if let Some(c) = &self.churn {
+            if c.during.errors > 0 {
+                out.push(format!(
+                    "reads during rebuilds: {} failed requests",
+                    c.during.errors
+                ));
+            }
+            if c.rebuild_ms.is_empty() {
+                out.push("reads during rebuilds: the server logged no rebuild".to_string());
+            }
+        }
+        for f in &self.fanout {
+            if f.all.missing > 0 {
+                out.push(format!(
+                    "{}: {} of {} deliveries never arrived",
+                    f.system,
+                    f.all.missing,
+                    f.all.missing + f.all.n
+                ));
+            }
+        }
+        out
+    }
+}
+
 fn f1(v: f64) -> String {
     format!("{v:.1}")
 }
@@ -280,6 +360,11 @@ impl Results {
             m.cores, m.cpu, m.memory_gib, m.os, m.kernel
         );
         let _ = writeln!(s, "- tools: {}", m.tools.join("; "));
+        let _ = writeln!(
+            s,
+            "- load average (1, 5, 15 min) at start: {}; at end: {}",
+            m.loadavg_start, m.loadavg_end
+        );
         let _ = writeln!(s, "- command: `{}`", self.command);
         let _ = writeln!(
             s,
@@ -316,8 +401,8 @@ impl Results {
         }
         if !self.reads.is_empty() {
             let _ = writeln!(s, "\n### Read throughput (wrk, keep-alive, loopback)\n");
-            let _ = writeln!(s, "| endpoint | body | confhub req/s | nginx req/s | ratio | confhub p99 | nginx p99 | runs (confhub / nginx req/s) |");
-            let _ = writeln!(s, "|---|---|---|---|---|---|---|---|");
+            let _ = writeln!(s, "| endpoint | body | confhub req/s | nginx req/s | ratio of medians | median of per-round ratios | confhub p99 | nginx p99 | runs (confhub / nginx req/s) |");
+            let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|");
             for r in &self.reads {
                 let runs = |v: &[WrkResult]| {
                     v.iter()
@@ -327,12 +412,13 @@ impl Results {
                 };
                 let _ = writeln!(
                     s,
-                    "| `{}` | {} B | {:.0} | {:.0} | **{:.2}×** | {:.2} ms | {:.2} ms | {} / {} |",
+                    "| `{}` | {} B | {:.0} | {:.0} | **{:.2}×** | {:.2}× | {:.2} ms | {:.2} ms | {} / {} |",
                     r.endpoint,
                     r.body_bytes,
                     r.confhub_rps(),
                     r.nginx_rps(),
                     r.ratio,
+                    r.paired_ratio(),
                     r.confhub_p99(),
                     r.nginx_p99(),
                     runs(&r.confhub),
@@ -428,6 +514,25 @@ impl Results {
                     .map(|d| format!("{:.1} / {:.1} / {:.1}", d.p50_ms, d.p99_ms, d.max_ms))
                     .collect();
                 let _ = writeln!(s, "- {}: {}", f.system, rounds.join("; "));
+            }
+            let with_phases: Vec<&Fanout> = self
+                .fanout
+                .iter()
+                .filter(|f| !f.phases.is_empty())
+                .collect();
+            if !with_phases.is_empty() {
+                let _ = writeln!(s, "\nWhere confhub's time goes, per round (from the server's `new version` log line: its timestamp and `took_ms`):\n");
+                let _ = writeln!(s, "| system | round | ref update → refresh starts (notify + debounce) | refresh (rebuild snapshot) | refresh done → p50 subscriber | → p99 subscriber |");
+                let _ = writeln!(s, "|---|---|---|---|---|---|");
+                for f in with_phases {
+                    for (i, p) in f.phases.iter().enumerate() {
+                        let _ = writeln!(
+                            s,
+                            "| {} | {i} | {:.1} ms | {:.0} ms | {:.1} ms | {:.1} ms |",
+                            f.system, p.detect_ms, p.rebuild_ms, p.push_p50_ms, p.push_p99_ms
+                        );
+                    }
+                }
             }
             let confhub = self.fanout.iter().find(|f| f.system.starts_with("confhub"));
             let etcd = self.fanout.iter().find(|f| f.system.starts_with("etcd"));

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result};
 
@@ -150,4 +150,66 @@ pub async fn serve_lib(repo: String, listen: String, debounce_ms: u64) -> Result
 /// Time between two instants in milliseconds.
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// The server's "new version" log line for one commit.
+#[derive(Debug, Clone, Copy)]
+pub struct Published {
+    /// The line's timestamp: the refresh finished and the push starts.
+    pub at: SystemTime,
+    /// `took_ms`: the refresh (read the tree, resolve every pair, render, swap).
+    pub took_ms: u64,
+}
+
+/// Find the "new version … to=`version` … took_ms=N" line in the server's log.
+pub fn published_in_log(log: &Path, version: &str) -> Option<Published> {
+    let text = std::fs::read_to_string(log).ok()?;
+    let needle = format!("to={version}");
+    let line = text
+        .lines()
+        .find(|l| l.contains("new version") && l.contains(&needle))?;
+    Some(Published {
+        at: parse_utc(line.split_whitespace().next()?)?,
+        took_ms: field(line, "took_ms")?,
+    })
+}
+
+/// `2026-11-22T02:46:19.447615Z` → SystemTime.
+pub fn parse_utc(ts: &str) -> Option<SystemTime> {
+    let ts = ts.strip_suffix('Z')?;
+    let (date, time) = ts.split_once('T')?;
+    let mut d = date.split('-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
+    let mut t = hms.split(':').map(|p| p.parse::<i64>().ok());
+    let (hh, mm, ss) = (t.next()??, t.next()??, t.next()??);
+    let nanos: u64 = format!("{frac:0<9}").get(..9)?.parse().ok()?;
+    // Days from 1970-01-01 (H. Hinnant's days_from_civil).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + hh * 3600 + mm * 60 + ss;
+    Some(
+        SystemTime::UNIX_EPOCH
+            + Duration::from_secs(u64::try_from(secs).ok()?)
+            + Duration::from_nanos(nanos),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_log_timestamps() {
+        let t = parse_utc("2026-11-22T02:46:19.447615Z").unwrap_or(SystemTime::UNIX_EPOCH);
+        let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        // date -u -d 2026-11-22T02:46:19Z +%s
+        assert_eq!(d.as_secs(), 1_795_315_579);
+        assert_eq!(d.subsec_micros(), 447_615);
+        assert!(parse_utc("2000-02-29T00:00:00Z").is_some());
+    }
 }

@@ -48,6 +48,8 @@ pub async fn connect_from(local: IpAddr, server: SocketAddr) -> Result<tokio::ne
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
         SocketAddr::V6(_) => TcpSocket::new_v6()?,
     };
+    // Ports of earlier runs may still be in TIME_WAIT on this address.
+    socket.set_reuseaddr(true)?;
     socket.bind(SocketAddr::new(local, 0))?;
     let stream = socket.connect(server).await?;
     stream.set_nodelay(true)?;

@@ -72,7 +72,7 @@ pub struct PairEntry {
     /// False when the service has no file of its own (Spring then serves `application*` only; the native API says 404).
     pub service_known: bool,
     /// The resolution.
-    pub resolved: Resolved,
+    pub resolved: Arc<Resolved>,
     /// `"digest"`, ready for the `ETag` header.
     pub etag: axum::http::HeaderValue,
     /// Set when placeholders could not be resolved: only the forms that show them as
@@ -92,6 +92,21 @@ impl PairEntry {
         service: &str,
         envs: &[String],
     ) -> Result<PairEntry, ConfigError> {
+        Self::build_reusing(view, catalog, uri, label, service, envs, None)
+    }
+
+    /// [`PairEntry::build`], reusing `previous`'s resolution when it was made from the
+    /// very same parsed files (and no schema could judge it differently): a commit that
+    /// touches one file re-resolves only the pairs that read it.
+    pub fn build_reusing(
+        view: &mut View<'_>,
+        catalog: &Catalog,
+        uri: &Arc<str>,
+        label: &str,
+        service: &str,
+        envs: &[String],
+        previous: Option<&PairEntry>,
+    ) -> Result<PairEntry, ConfigError> {
         let service_known = service_exists(view, catalog, service, envs);
         let paths = layer_paths(view, service_known.then_some(service), envs);
         let mut layers = Vec::with_capacity(paths.len());
@@ -100,14 +115,35 @@ impl PairEntry {
                 layers.push(parsed?);
             }
         }
-        let (resolved, placeholder_error) = match resolve(layers.clone()) {
-            Ok(r) => (r, None),
-            Err(e) if e.kind == ErrorKind::Placeholder => (merge_only(layers), Some(e)),
-            Err(e) => return Err(e),
+        let has_schema = catalog
+            .manifest
+            .services
+            .get(service)
+            .is_some_and(|s| s.schema.is_some());
+        let reusable = previous.filter(|p| {
+            !has_schema
+                && p.service_known == service_known
+                && p.resolved.layers.len() == layers.len()
+                && p.resolved
+                    .layers
+                    .iter()
+                    .zip(&layers)
+                    .all(|(a, b)| Arc::ptr_eq(a, b))
+        });
+        let (resolved, placeholder_error) = match reusable {
+            Some(p) => (p.resolved.clone(), p.placeholder_error.clone()),
+            None => {
+                let (resolved, placeholder_error) = match resolve(layers.clone()) {
+                    Ok(r) => (r, None),
+                    Err(e) if e.kind == ErrorKind::Placeholder => (merge_only(layers), Some(e)),
+                    Err(e) => return Err(e),
+                };
+                if service_known && placeholder_error.is_none() {
+                    crate::schema::validate(view, catalog, service, &resolved)?;
+                }
+                (Arc::new(resolved), placeholder_error)
+            }
         };
-        if service_known && placeholder_error.is_none() {
-            crate::schema::validate(view, catalog, service, &resolved)?;
-        }
         let etag = etag_of(&resolved.digest);
         Ok(PairEntry {
             etag,

@@ -12,7 +12,6 @@ use crate::errors::{ConfigError, ErrorKind};
 use crate::parse::{deep_merge, locate_properties_key, locate_yaml_key, Format};
 
 /// One parsed config file.
-#[derive(Debug)]
 pub struct ParsedFile {
     /// Repository-relative path, as shown to users.
     pub path: String,
@@ -23,6 +22,16 @@ pub struct ParsedFile {
     /// Plaintexts of the `{cipher}` values decrypted in this file, to mask them wherever
     /// they could leak (diffs, error messages).
     pub secrets: Vec<String>,
+}
+
+impl std::fmt::Debug for ParsedFile {
+    // Values and secrets left out: decrypted plaintext must never reach a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParsedFile")
+            .field("path", &self.path)
+            .field("keys", &self.values.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ParsedFile {
@@ -52,17 +61,29 @@ pub struct Resolved {
 /// Merge `layers` without resolving placeholders (`values` = `merged`), for Spring's
 /// Environment form when placeholders cannot be resolved here.
 pub fn merge_only(layers: Vec<Arc<ParsedFile>>) -> Resolved {
+    let merged = merge(&layers);
+    Resolved {
+        layers,
+        values: merged.clone(),
+        digest: digest_of(&merged),
+        merged,
+    }
+}
+
+fn merge(layers: &[Arc<ParsedFile>]) -> Value {
     let mut merged = Map::new();
     for layer in layers.iter().rev() {
         deep_merge(&mut merged, layer.values.clone());
     }
-    let merged = Value::Object(merged);
-    let digest = digest_of(&merged);
-    Resolved {
-        layers,
-        values: merged.clone(),
-        merged,
-        digest,
+    Value::Object(merged)
+}
+
+fn has_placeholder(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains("${"),
+        Value::Object(m) => m.values().any(has_placeholder),
+        Value::Array(a) => a.iter().any(has_placeholder),
+        _ => false,
     }
 }
 
@@ -86,10 +107,19 @@ impl Resolved {
 
 /// Merge `layers` (highest precedence first) and resolve placeholders.
 pub fn resolve(layers: Vec<Arc<ParsedFile>>) -> Result<Resolved, ConfigError> {
-    let mut r = merge_only(layers);
-    r.values = resolve_placeholders(&r.merged, &r.layers)?;
-    r.digest = digest_of(&r.values);
-    Ok(r)
+    let merged = merge(&layers);
+    // Most configs have no placeholder: skip building the resolver's flat index.
+    let values = if has_placeholder(&merged) {
+        resolve_placeholders(&merged, &layers)?
+    } else {
+        merged.clone()
+    };
+    Ok(Resolved {
+        digest: digest_of(&values),
+        layers,
+        merged,
+        values,
+    })
 }
 
 /// sha256 of the canonical JSON (sorted keys, no whitespace) of `v`, in hex.

@@ -126,6 +126,8 @@ pub struct LiveSettings {
     /// First retry delay after a failed fetch; doubles per failure (with jitter), up to `poll`.
     pub fetch_retry: Duration,
     /// Quiet time after the last file-system event before a refresh (`notify` debounce).
+    /// Short: a commit's ref writes land within a millisecond or two, and the refresh loop
+    /// already folds changes that arrive during a refresh into one more.
     pub debounce: Duration,
     /// Largest WebSocket frame or message accepted from a client, in bytes.
     pub ws_max_message: usize,
@@ -149,7 +151,7 @@ impl Default for LiveSettings {
         LiveSettings {
             fetch_timeout: Duration::from_secs(60),
             fetch_retry: Duration::from_secs(1),
-            debounce: Duration::from_millis(100),
+            debounce: Duration::from_millis(10),
             ws_max_message: 16 * 1024,
             ws_max_subscriptions: 256,
             ws_send_buffer: 32,

@@ -1,7 +1,7 @@
 //! The tracked branch, resolved: every (service, env) of one version with its
 //! pre-rendered responses. Immutable once built; a new version builds a new one.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -10,6 +10,7 @@ use confhub_client::wire::{PairError, ServiceInfo, ServicesResponse};
 use crate::catalog::Catalog;
 use crate::entry::{Body, PairEntry};
 use crate::errors::ConfigError;
+use crate::resolve::ParsedFile;
 use crate::source::View;
 
 /// Why a pair has no fresh config at this version.
@@ -48,6 +49,8 @@ pub struct Snapshot {
     pub pairs: BTreeMap<String, BTreeMap<String, Slot>>,
     /// `GET /v1/services`, rendered.
     pub services_body: Bytes,
+    /// The files parsed for this version, reused by the next one where unchanged.
+    pub(crate) parsed_blobs: HashMap<String, (git2::Oid, Arc<ParsedFile>)>,
 }
 
 impl Snapshot {
@@ -72,13 +75,16 @@ impl Snapshot {
             for env in &catalog.envs {
                 let result = match &global_error {
                     Some(e) => Err(e.clone()),
-                    None => PairEntry::build(
+                    None => PairEntry::build_reusing(
                         view,
                         &catalog,
                         uri,
                         label,
                         service,
                         std::slice::from_ref(env),
+                        previous
+                            .and_then(|p| p.slot(service, env))
+                            .and_then(|s| s.entry.as_deref()),
                     ),
                 };
                 let previous_entry = || {
@@ -138,6 +144,7 @@ impl Snapshot {
             global_error,
             pairs,
             services_body: Bytes::from(serde_json::to_vec(&services).unwrap_or_default()),
+            parsed_blobs: view.parsed_blobs(),
         }
     }
 

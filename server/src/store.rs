@@ -299,6 +299,7 @@ fn build_tracked(
                 }
             }
             let mut view = git.view(repo, oid)?;
+            view.prior = previous.map(|p| p.parsed_blobs.clone()).unwrap_or_default();
             Ok(Some(Snapshot::build(&mut view, &branch, uri, previous)))
         }),
         Source::Dir(dir) => {

@@ -38,6 +38,9 @@ pub struct View<'r> {
     parsed: HashMap<String, Result<Arc<ParsedFile>, ConfigError>>,
     /// What to do with `{cipher}` values.
     pub ciphers: Ciphers,
+    /// Files parsed for an earlier version, by path and blob id: a blob that did not
+    /// change is not read or parsed again.
+    pub prior: HashMap<String, (::git2::Oid, Arc<ParsedFile>)>,
     /// Compiled JSON Schemas by path, so each is compiled once per view.
     pub(crate) schemas: HashMap<String, Result<Arc<jsonschema::Validator>, ConfigError>>,
 }
@@ -89,6 +92,7 @@ impl<'r> View<'r> {
             parsed: HashMap::new(),
             schemas: HashMap::new(),
             ciphers: Ciphers::Refuse,
+            prior: HashMap::new(),
         }
     }
 
@@ -124,6 +128,17 @@ impl<'r> View<'r> {
         format!("{}{rel}", self.prefix)
     }
 
+    /// The parsed git blobs of this view, to seed [`View::prior`] of the next version.
+    pub fn parsed_blobs(&self) -> HashMap<String, (::git2::Oid, Arc<ParsedFile>)> {
+        self.parsed
+            .iter()
+            .filter_map(|(rel, parsed)| match (self.files.get(rel), parsed) {
+                (Some(Blob::Git(oid)), Ok(file)) => Some((rel.clone(), (*oid, file.clone()))),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Raw bytes of a file.
     pub fn read(&self, rel: &str) -> Result<Option<Vec<u8>>, SourceError> {
         let Some(blob) = self.files.get(rel).cloned().or_else(|| self.locate(rel)) else {
@@ -152,6 +167,15 @@ impl<'r> View<'r> {
     pub fn parsed(&mut self, rel: &str) -> Option<Result<Arc<ParsedFile>, ConfigError>> {
         if let Some(done) = self.parsed.get(rel) {
             return Some(done.clone());
+        }
+        if let (Some(Blob::Git(oid)), Some((prior_oid, file))) =
+            (self.files.get(rel), self.prior.get(rel))
+        {
+            if oid == prior_oid {
+                let file = file.clone();
+                self.parsed.insert(rel.to_string(), Ok(file.clone()));
+                return Some(Ok(file));
+            }
         }
         if Format::of(rel).is_none()
             || (!self.files.contains_key(rel) && self.locate(rel).is_none())
