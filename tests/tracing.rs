@@ -231,7 +231,7 @@ async fn no_secret_is_logged() {
     let mut settings = Settings::new(format!("file://{}", bare.display()));
     settings.poll = Duration::from_secs(3600);
     settings.webhook_secret = Some(webhook_secret.as_str().into());
-    settings.git_token = Some(git_token.clone());
+    settings.git_token = Some(git_token.clone().into());
     let server = TestServer::start(settings).await;
 
     let marker = format!("secrets-{}", &unique[16..]);

@@ -17,10 +17,24 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '@' | '-')
 }
 
+/// At most 64 characters of a refused name, escaped: a 10 KB name is not echoed back whole.
+fn shown(name: &str) -> String {
+    let mut out: String = name
+        .chars()
+        .take(64)
+        .collect::<String>()
+        .escape_default()
+        .to_string();
+    if name.chars().nth(64).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 fn check_segment(what: &'static str, whole: &str, seg: &str) -> Result<(), NameError> {
     let err = |reason| NameError {
         what,
-        shown: whole.escape_default().to_string(),
+        shown: shown(whole),
         reason,
     };
     let first = seg.chars().next().ok_or_else(|| err("empty name"))?;
@@ -54,7 +68,7 @@ pub fn parse_label(label: &str) -> Result<String, NameError> {
     if label.len() > 255 {
         return Err(NameError {
             what: "label",
-            shown: label.chars().take(64).collect::<String>() + "…",
+            shown: shown(&label),
             reason: "longer than 255 bytes",
         });
     }
@@ -64,7 +78,7 @@ pub fn parse_label(label: &str) -> Result<String, NameError> {
     if label.ends_with(".lock") {
         return Err(NameError {
             what: "label",
-            shown: label.clone(),
+            shown: shown(&label),
             reason: "cannot end in .lock",
         });
     }

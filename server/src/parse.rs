@@ -75,6 +75,12 @@ pub fn parse_file(file: &str, bytes: &[u8]) -> Result<Map<String, Value>, Config
 type ParseResult = Result<Map<String, Value>, (String, Option<u64>)>;
 
 fn parse_yaml(text: &str) -> ParseResult {
+    if let Some(line) = flow_depth_over(text, 2 * MAX_DEPTH) {
+        return Err((
+            format!("`[` and `{{` nest too deeply (the limit is {MAX_DEPTH} levels)"),
+            Some(line),
+        ));
+    }
     let mut merged = Map::new();
     for doc in serde_yaml::Deserializer::from_str(text) {
         // Deserializing into a mapping (not any value) makes a non-map top level an
@@ -103,6 +109,161 @@ fn parse_yaml(text: &str) -> ParseResult {
         }
     }
     Ok(merged)
+}
+
+/// The line where flow collections (`[`, `{`) first nest deeper than `limit`, as the YAML
+/// scanner tokenizes `text` (brackets in quoted, block and block-context plain scalars
+/// and in comments do not count), or `None`.
+///
+/// The parser refuses anything deeper than [`MAX_DEPTH`] on its own, but only after
+/// scanning the whole document, and its scanner costs O(flow depth) per token: a 2 MB
+/// file of `[` would take the better part of an hour. This linear pre-scan refuses it
+/// first. It follows libyaml's scanner closely, not exactly, hence the margin in `limit`.
+fn flow_depth_over(text: &str, limit: usize) -> Option<u64> {
+    let b = text.as_bytes();
+    let n = b.len();
+    // Past the end reads as a line break.
+    let at = |i: usize| b.get(i).copied().unwrap_or(b'\n');
+    let blank = |c: u8| matches!(c, b' ' | b'\t' | b'\r' | b'\n');
+    let flow_indicator = |c: u8| matches!(c, b',' | b'[' | b']' | b'{' | b'}');
+    // The block indentation a scalar starting after `prefix` (its line so far) belongs
+    // to: the column of the key on the line, else of the last `- `, else of the line.
+    let parent_indent = |prefix: &[u8]| {
+        let mut col = prefix.iter().take_while(|c| **c == b' ').count();
+        let mut parent = col;
+        while prefix.get(col) == Some(&b'-') && prefix.get(col + 1) == Some(&b' ') {
+            parent = col;
+            col += 1;
+            while prefix.get(col) == Some(&b' ') {
+                col += 1;
+            }
+        }
+        if prefix[col..].windows(2).any(|w| w == b": ") {
+            parent = col;
+        }
+        parent
+    };
+    let (mut i, mut depth, mut line, mut line_start) = (0usize, 0usize, 1u64, 0usize);
+    // Each turn starts at a token boundary.
+    while i < n {
+        let c = b[i];
+        let doc_marker = i == line_start
+            && (b[i..].starts_with(b"---") || b[i..].starts_with(b"..."))
+            && blank(at(i + 3));
+        match c {
+            b'\n' => {
+                line += 1;
+                i += 1;
+                line_start = i;
+            }
+            b' ' | b'\t' | b'\r' | b',' => i += 1,
+            _ if doc_marker => i += 3,
+            b'#' | b'%' => {
+                while i < n && b[i] != b'\n' {
+                    i += 1;
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return Some(line);
+                }
+                i += 1;
+            }
+            b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                i += 1;
+            }
+            b'-' | b'?' | b':' if blank(at(i + 1)) || (depth > 0 && c != b'-') => i += 1,
+            b'&' | b'*' | b'!' => {
+                while i < n && !blank(b[i]) && !(depth > 0 && flow_indicator(b[i])) {
+                    i += 1;
+                }
+            }
+            b'\'' | b'"' => {
+                i += 1;
+                while i < n {
+                    match b[i] {
+                        b'\n' => {
+                            line += 1;
+                            i += 1;
+                            line_start = i;
+                        }
+                        b'\\' if c == b'"' && at(i + 1) != b'\n' => i += 2,
+                        q if q == c && c == b'\'' && at(i + 1) == b'\'' => i += 2,
+                        q if q == c => {
+                            i += 1;
+                            break;
+                        }
+                        _ => i += 1,
+                    }
+                }
+            }
+            b'|' | b'>' if depth == 0 => {
+                // A block scalar: the rest of the header line, then every line indented
+                // at least as far as the first (or the explicit indentation indicator).
+                let parent = parent_indent(&b[line_start..i]);
+                let mut content = None;
+                while i < n && b[i] != b'\n' {
+                    if content.is_none() && (b'1'..=b'9').contains(&b[i]) {
+                        content = Some(parent + usize::from(b[i] - b'0'));
+                    }
+                    i += 1;
+                }
+                while i < n {
+                    let next = i + 1;
+                    let indent = b[next.min(n)..].iter().take_while(|c| **c == b' ').count();
+                    let empty = matches!(at(next + indent), b'\n' | b'\r');
+                    if !empty && indent < *content.get_or_insert(indent.max(parent + 1)) {
+                        break;
+                    }
+                    i = next;
+                    line += 1;
+                    line_start = next;
+                    while i < n && b[i] != b'\n' {
+                        i += 1;
+                    }
+                }
+            }
+            _ => {
+                // A plain scalar: runs of non-blanks, across blanks and (in flow context,
+                // or indented past its block) line breaks.
+                let parent = parent_indent(&b[line_start..i]);
+                'plain: loop {
+                    while i < n && !blank(b[i]) {
+                        let ends_at_colon = b[i] == b':'
+                            && (blank(at(i + 1))
+                                || (depth > 0 && (flow_indicator(at(i + 1)) || at(i + 1) == b'?')));
+                        if ends_at_colon || (depth > 0 && flow_indicator(b[i])) {
+                            break 'plain;
+                        }
+                        i += 1;
+                    }
+                    let mut new_line = false;
+                    while i < n && blank(b[i]) {
+                        if b[i] == b'\n' {
+                            line += 1;
+                            line_start = i + 1;
+                            new_line = true;
+                        }
+                        i += 1;
+                    }
+                    if i >= n || b[i] == b'#' {
+                        break;
+                    }
+                    if new_line {
+                        let marker = i == line_start
+                            && (b[i..].starts_with(b"---") || b[i..].starts_with(b"..."))
+                            && blank(at(i + 3));
+                        if marker || (depth == 0 && i - line_start <= parent) {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    None
 }
 
 fn duplicate_key_name(message: &str) -> Option<&str> {
@@ -312,6 +473,8 @@ impl<'de> Deserialize<'de> for NoDupValue {
 /// `\` line continuations and escapes. `a.b=1` nests, `a[0]=x` makes a list.
 fn parse_properties(text: &str) -> ParseResult {
     let mut flat: Vec<(String, String, u64)> = Vec::new();
+    // Line of each key's first definition: finding duplicates must not be quadratic.
+    let mut seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     let mut lines = text.lines().enumerate().peekable();
     while let Some((idx, raw)) = lines.next() {
         let line_no = idx as u64 + 1;
@@ -333,12 +496,13 @@ fn parse_properties(text: &str) -> ParseResult {
         if key.is_empty() {
             return Err(("empty key".into(), Some(line_no)));
         }
-        if let Some(prev) = flat.iter().find(|(k, _, _)| *k == key) {
+        if let Some(first) = seen.get(&key) {
             return Err((
-                format!("duplicate key `{key}` (first set on line {})", prev.2),
+                format!("duplicate key `{key}` (first set on line {first})"),
                 Some(line_no),
             ));
         }
+        seen.insert(key.clone(), line_no);
         flat.push((key, value, line_no));
     }
     let mut root = Value::Object(Map::new());
@@ -657,6 +821,30 @@ mod tests {
         assert!(parse_file("a.yml", deep_yaml.as_bytes()).is_err());
         let deep_json = format!("{{\"a\": {}1{}}}", "[".repeat(10_000), "]".repeat(10_000));
         assert!(parse_file("a.json", deep_json.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn deep_flow_nesting_is_refused_before_the_parser_scans_it() {
+        // Quadratic in libyaml's scanner: this would take the better part of an hour.
+        let bomb = format!("a: {}\n", "[".repeat(2_000_000));
+        let started = std::time::Instant::now();
+        let e = err("a.yml", &bomb);
+        assert!(e.message.contains("nest too deeply"), "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        // Quoted closers do not hide the depth.
+        let e = err("a.yml", &format!("a: {}\n", "[\"]\", ".repeat(1000)));
+        assert!(e.message.contains("nest too deeply"), "{e}");
+        // Brackets that are not flow collections do not count.
+        let fine = format!(
+            "a: x{o}\nb: '{o}'\nc: \"{o}\"\nd: 1 # {o}\ne: |\n  {o}\nf: {d}1{c}\n",
+            o = "[".repeat(1000),
+            d = "[".repeat(100),
+            c = "]".repeat(100)
+        );
+        assert_eq!(
+            ok("a.yml", &fine)["e"],
+            json!(format!("{}\n", "[".repeat(1000)))
+        );
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! `${…}` placeholders resolved against the result. Pure functions over parsed files:
 //! no git and no I/O, so the same code serves snapshots, labels and `confhub check`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -212,6 +212,8 @@ struct Resolver<'a> {
     stack: Vec<String>,
     /// Nesting of placeholder expansions (chains and defaults inside defaults).
     depth: usize,
+    /// Keys that name a map or a list, built on first need.
+    containers: Option<HashSet<String>>,
 }
 
 /// Placeholders may chain (`a: ${b}`, `b: ${c}`, …) or nest defaults this deep; more is
@@ -225,6 +227,7 @@ fn resolve_placeholders(merged: &Value, layers: &[Arc<ParsedFile>]) -> Result<Va
         done: HashMap::new(),
         stack: Vec::new(),
         depth: 0,
+        containers: None,
     };
     r.walk(merged, "")
 }
@@ -350,12 +353,23 @@ impl Resolver<'_> {
         }
     }
 
-    fn is_container(&self, name: &str) -> bool {
-        let dot = format!("{name}.");
-        let idx = format!("{name}[");
-        self.flat
-            .keys()
-            .any(|k| k.starts_with(&dot) || k.starts_with(&idx))
+    fn is_container(&mut self, name: &str) -> bool {
+        // Built once, on the first miss: every proper prefix of a flat key that ends
+        // where a `.` or `[` follows names a map or a list.
+        let flat = &self.flat;
+        self.containers
+            .get_or_insert_with(|| {
+                let mut set = HashSet::new();
+                for key in flat.keys() {
+                    for (i, b) in key.bytes().enumerate() {
+                        if (b == b'.' || b == b'[') && i > 0 {
+                            set.insert(key[..i].to_string());
+                        }
+                    }
+                }
+                set
+            })
+            .contains(name)
     }
 
     fn error(&self, key: &str, message: String) -> ConfigError {
@@ -405,18 +419,20 @@ fn split_placeholders(s: &str) -> Result<Vec<Part>, String> {
     let bytes = s.as_bytes();
     let mut i = 0;
     while i < s.len() {
-        if s[i..].starts_with("\\${") {
+        // Bytes, not str slices: `j` below steps one byte at a time and may sit inside a
+        // multi-byte character; `$`, `{` and `}` never occur inside one.
+        if bytes[i..].starts_with(b"\\${") {
             text.push_str("${");
             i += 3;
             continue;
         }
-        if s[i..].starts_with("${") {
+        if bytes[i..].starts_with(b"${") {
             // Find the matching brace, allowing nested placeholders in the default.
             let mut depth = 0usize;
             let mut end = None;
             let mut j = i;
             while j < s.len() {
-                if s[j..].starts_with("${") {
+                if bytes[j..].starts_with(b"${") {
                     depth += 1;
                     j += 2;
                     continue;
@@ -430,7 +446,10 @@ fn split_placeholders(s: &str) -> Result<Vec<Part>, String> {
                 }
                 j += 1;
             }
-            let end = end.ok_or_else(|| format!("unterminated placeholder in `{s}`"))?;
+            let end = end.ok_or_else(|| {
+                let start: String = s[i..].chars().take(40).collect();
+                format!("unterminated placeholder `{start}…`")
+            })?;
             let inner = &s[i + 2..end];
             let (name, default) = match inner.find(':') {
                 Some(c) => (&inner[..c], Some(inner[c + 1..].to_string())),
@@ -438,7 +457,7 @@ fn split_placeholders(s: &str) -> Result<Vec<Part>, String> {
             };
             let name = name.trim();
             if name.is_empty() {
-                return Err(format!("empty placeholder in `{s}`"));
+                return Err("empty placeholder `${}`".to_string());
             }
             if !text.is_empty() {
                 parts.push(Part::Text(std::mem::take(&mut text)));

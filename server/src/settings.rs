@@ -21,7 +21,7 @@ pub struct Settings {
     /// How often remote repositories are fetched.
     pub poll: Duration,
     /// Token for `https://` remotes (sent as the password of HTTP Basic auth).
-    pub git_token: Option<String>,
+    pub git_token: Option<Secret>,
     /// Private key for `ssh://` remotes.
     pub ssh_key: Option<PathBuf>,
     /// How many resolved (label, service, env) results to keep for non-tracked labels.

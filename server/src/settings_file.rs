@@ -373,7 +373,7 @@ impl FileSettings {
             .clone()
             .unwrap_or_else(|| PathBuf::from("./confhub-data"));
         s.poll = duration("poll", &self.poll, s.poll)?;
-        s.git_token = self.git_token.clone();
+        s.git_token = self.git_token.clone().map(Secret::new);
         s.ssh_key = self.ssh_key.clone();
         s.webhook_secret = self.webhook_secret.clone().map(Secret::new);
         if let Some(c) = self.cache_capacity {

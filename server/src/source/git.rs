@@ -81,7 +81,7 @@ impl GitSource {
             let path = settings.data_dir.join(format!("repo-{digest}.git"));
             let remote = Remote {
                 url: settings.repo.clone(),
-                token: settings.git_token.clone(),
+                token: settings.git_token.as_ref().map(|t| t.expose().to_string()),
                 ssh_key: settings.ssh_key.clone(),
             };
             (path, Some(remote), redact_url(&settings.repo))

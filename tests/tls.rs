@@ -1,0 +1,226 @@
+//! TLS (DESIGN §8): with a certificate and key configured the server speaks HTTPS and
+//! WSS only; a plain HTTP request to the same port fails cleanly and harms nothing.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{TestRepo, DEADLINE, POLL_INTERVAL};
+use confhub_server::settings::TlsFiles;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::Connector;
+
+/// A self-signed certificate for `localhost` and `127.0.0.1`, written as PEM files.
+struct Cert {
+    dir: tempfile::TempDir,
+    pem: String,
+}
+
+impl Cert {
+    fn new() -> Cert {
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        let certified = rcgen::generate_simple_self_signed(names).expect("self-signed cert");
+        let dir = tempfile::tempdir().unwrap();
+        let pem = certified.cert.pem();
+        std::fs::write(dir.path().join("cert.pem"), &pem).unwrap();
+        std::fs::write(
+            dir.path().join("key.pem"),
+            certified.signing_key.serialize_pem(),
+        )
+        .unwrap();
+        Cert { dir, pem }
+    }
+
+    fn files(&self) -> TlsFiles {
+        TlsFiles {
+            cert: self.dir.path().join("cert.pem"),
+            key: self.dir.path().join("key.pem"),
+        }
+    }
+}
+
+/// An HTTPS client that trusts only `cert`, with `localhost` pinned to the server.
+fn https_client(cert: &Cert, addr: SocketAddr) -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .add_root_certificate(reqwest::Certificate::from_pem(cert.pem.as_bytes()).unwrap())
+        .resolve("localhost", addr)
+        .timeout(DEADLINE)
+        .build()
+        .unwrap()
+}
+
+/// A rustls client config that trusts only `cert`.
+fn rustls_config(cert: &Cert) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(cert.pem.as_bytes()).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Arc::new(config)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_and_wss_with_a_self_signed_certificate() {
+    let repo = TestRepo::new();
+    repo.write("application.yml", "greeting: hello\n")
+        .write("orders.yml", "db:\n  pool: 10\n")
+        .write("orders-prod.yml", "db:\n  pool: 20\n");
+    repo.commit("baseline");
+    let cert = Cert::new();
+    let data = tempfile::tempdir().unwrap();
+    let mut settings = common::settings(repo.path_str());
+    settings.data_dir = data.path().to_path_buf();
+    settings.tls = Some(cert.files());
+
+    // `TestServer` speaks plain HTTP; start this one by hand.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(confhub_server::run(listener, settings, async move {
+        let _ = stop_rx.await;
+    }));
+    let https = https_client(&cert, addr);
+    let base = format!("https://localhost:{}", addr.port());
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match https.get(format!("{base}/readyz")).send().await {
+            Ok(r) if r.status() == 200 => break,
+            other => assert!(
+                Instant::now() < deadline,
+                "not ready over HTTPS within {DEADLINE:?}: {other:?}"
+            ),
+        }
+        assert!(!handle.is_finished(), "server stopped");
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+
+    // HTTPS: the config, exactly.
+    let resp = https
+        .get(format!("{base}/v1/config/orders/prod"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["values"],
+        json!({"greeting": "hello", "db": {"pool": 20}})
+    );
+
+    // An HTTPS client that does not trust the certificate is refused by the handshake.
+    let untrusting = reqwest::Client::builder()
+        .no_proxy()
+        .resolve("localhost", addr)
+        .timeout(DEADLINE)
+        .build()
+        .unwrap();
+    assert!(untrusting
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .is_err());
+
+    // WSS: subscribe and get the config frame.
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let url = format!("wss://localhost:{}/v1/watch", addr.port());
+    let (mut ws, _) = tokio_tungstenite::client_async_tls_with_config(
+        url,
+        tcp,
+        None,
+        Some(Connector::Rustls(rustls_config(&cert))),
+    )
+    .await
+    .expect("WSS handshake");
+    let sub = json!({"op": "subscribe", "service": "orders", "env": "prod"});
+    ws.send(Message::text(sub.to_string())).await.unwrap();
+    let frame = loop {
+        match tokio::time::timeout(DEADLINE, ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => {
+                break serde_json::from_str::<Value>(t.as_str()).unwrap()
+            }
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("no config frame over WSS: {other:?}"),
+        }
+    };
+    assert_eq!(frame["op"], "config", "{frame}");
+    assert_eq!(frame["values"]["db"]["pool"], 20);
+    ws.close(None).await.unwrap();
+
+    // Plain HTTP to the TLS port: no HTTP answer, the connection just ends, quickly.
+    let mut plain = TcpStream::connect(addr).await.unwrap();
+    plain
+        .write_all(b"GET /v1/config/orders/prod HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(15), plain.read_to_end(&mut got)).await;
+    assert!(
+        read.is_ok(),
+        "plain HTTP to the TLS port: connection still open"
+    );
+    assert!(
+        !got.starts_with(b"HTTP/"),
+        "plain HTTP answered: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    assert!(http
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .is_err());
+
+    // And HTTPS carries on.
+    let again = https.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(again.status(), 200);
+
+    let _ = stop_tx.send(());
+    tokio::time::timeout(DEADLINE, handle)
+        .await
+        .expect("server stops")
+        .expect("server task")
+        .expect("clean stop");
+}
+
+/// A certificate or key that cannot be used stops the server at start, naming the file.
+#[tokio::test]
+async fn unusable_tls_files_are_refused_at_start() {
+    let repo = TestRepo::new();
+    repo.write("application.yml", "a: 1\n");
+    repo.commit("a");
+    let cert = Cert::new();
+    std::fs::write(cert.dir.path().join("key.pem"), "not a key\n").unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut settings = common::settings(repo.path_str());
+    settings.data_dir = data.path().to_path_buf();
+    settings.tls = Some(cert.files());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let outcome = tokio::time::timeout(
+        DEADLINE,
+        confhub_server::run(listener, settings, std::future::pending()),
+    )
+    .await
+    .expect("refused at once");
+    let message = outcome.unwrap_err().to_string();
+    assert!(message.contains("key.pem"), "{message}");
+}
