@@ -58,38 +58,11 @@ impl TraceHeaders {
     }
 }
 
-/// A random UUID v4 in its usual text form.
-pub(crate) fn new_request_id() -> String {
-    let mut b = rand::random::<[u8; 16]>();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
-}
+pub(crate) use crate::wire::new_request_id;
 
-/// `version-traceid-parentid-flags` with lower-case hex, ids not all zero, version not
-/// `ff`; version `00` has exactly these fields, a later one may append `-…`.
+/// Valid per W3C Trace Context level 1 ([`crate::wire::TraceParent::parse`]).
 pub(crate) fn valid_traceparent(v: &str) -> bool {
-    let Some(head) = v.get(..55) else {
-        return false;
-    };
-    let rest = &v[55..];
-    let parts: Vec<&str> = head.split('-').collect();
-    let hex = |s: &str, len: usize| {
-        s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    };
-    let nonzero = |s: &str| s.bytes().any(|b| b != b'0');
-    matches!(parts.as_slice(), [ver, trace, parent, flags]
-        if hex(ver, 2) && hex(trace, 32) && hex(parent, 16) && hex(flags, 2)
-            && *ver != "ff" && nonzero(trace) && nonzero(parent)
-            && (rest.is_empty() || (*ver != "00" && rest.starts_with('-'))))
+    crate::wire::TraceParent::parse(v).is_some()
 }
 
 fn truncated(v: &str) -> String {

@@ -43,59 +43,8 @@ const MAX_REQUEST_ID: usize = 128;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestId(pub Arc<str>);
 
-/// A parsed W3C `traceparent` header.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TraceParent {
-    /// 2 lower-case hex digits, never `ff`.
-    pub version: String,
-    /// 32 lower-case hex digits, not all zero.
-    pub trace_id: String,
-    /// 16 lower-case hex digits, not all zero: the caller's span.
-    pub parent_id: String,
-    /// Trace flags (bit 0: sampled).
-    pub flags: u8,
-}
-
-impl TraceParent {
-    /// Parse `version-traceid-parentid-flags` per W3C Trace Context level 1: version
-    /// `00` has exactly these four fields; a later version may append `-…` fields, which
-    /// are ignored. `None` for anything invalid.
-    pub fn parse(value: &str) -> Option<TraceParent> {
-        let value = value.trim_matches(|c| c == ' ' || c == '\t');
-        let head = value.get(..55)?;
-        let rest = &value[55..];
-        let mut parts = head.split('-');
-        let (version, trace_id, parent_id, flags) =
-            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
-        if parts.next().is_some()
-            || !is_lower_hex(version, 2)
-            || !is_lower_hex(trace_id, 32)
-            || !is_lower_hex(parent_id, 16)
-            || !is_lower_hex(flags, 2)
-            || version == "ff"
-            || trace_id.bytes().all(|b| b == b'0')
-            || parent_id.bytes().all(|b| b == b'0')
-        {
-            return None;
-        }
-        if version == "00" && !rest.is_empty() {
-            return None;
-        }
-        if !rest.is_empty() && !rest.starts_with('-') {
-            return None;
-        }
-        Some(TraceParent {
-            version: version.to_string(),
-            trace_id: trace_id.to_string(),
-            parent_id: parent_id.to_string(),
-            flags: u8::from_str_radix(flags, 16).ok()?,
-        })
-    }
-}
-
-fn is_lower_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-}
+// Defined once for both ends of the wire: the client sends what the server parses.
+pub use confhub_client::wire::{new_request_id, TraceParent};
 
 /// Is `value` a request id we keep as given?
 fn acceptable_request_id(value: &str) -> bool {
@@ -104,22 +53,6 @@ fn acceptable_request_id(value: &str) -> bool {
         && value
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(&b))
-}
-
-/// A fresh random request id: a UUID v4 in its usual text form.
-pub fn new_request_id() -> String {
-    let mut b = rand::random::<[u8; 16]>();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex::encode(b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
 }
 
 /// The middleware: see the module docs. Install with
