@@ -3,31 +3,13 @@
 //! plaintext to an authorized token and nothing to another.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{confhub, git};
+
 use std::io::Write;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-fn confhub() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_confhub"));
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CONFHUB_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let ok = Command::new("git")
-        .args(["-c", "user.name=t", "-c", "user.email=t@t"])
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(ok.success(), "git {args:?}");
-}
 
 fn get(url: &str, token: &str) -> (u16, String) {
     // The binary's own client (`confhub get`) would hide the status; use a raw request.
@@ -76,6 +58,8 @@ fn keygen_encrypt_commit_check_serve() {
     let repo = dir.path().join("repo");
     std::fs::create_dir(&repo).unwrap();
     git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["config", "user.name", "t"]);
+    git(&repo, &["config", "user.email", "t@t"]);
     std::fs::write(
         repo.join("orders.yml"),
         format!("db:\n  password: {cipher}\n"),

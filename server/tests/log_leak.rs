@@ -4,6 +4,10 @@
 //! hold none of the tokens, the key, the webhook secret or a plaintext.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
+use common::git;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -14,21 +18,6 @@ use confhub_server::crypto::{Key, Keyring};
 use confhub_server::http::webhook::github_signature;
 
 const DEADLINE: Duration = Duration::from_secs(20);
-
-fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The log so far, with ANSI colours stripped.
 fn log_text(path: &Path) -> String {

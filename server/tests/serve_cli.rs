@@ -2,23 +2,16 @@
 //! unknown keys, masked `--print-settings`, and SIGTERM with live WebSocket subscribers.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
+use common::{confhub, git};
+
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
-
-fn confhub() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_confhub"));
-    // Only what each test sets: no CONFHUB_* from the machine running the tests.
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CONFHUB_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd
-}
 
 fn print_settings(file: &Path, env: &[(&str, &str)], flags: &[&str]) -> toml::Table {
     let out = confhub()
@@ -159,16 +152,6 @@ fn print_settings_masks_secrets() {
     for secret in ["file-secret-value", "env-token-value", "c2VjcmV0"] {
         assert!(!text.contains(secret), "{secret} leaked: {text}");
     }
-}
-
-fn git(dir: &Path, args: &[&str]) {
-    let ok = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(ok.success(), "git {args:?}");
 }
 
 #[tokio::test]
