@@ -40,12 +40,7 @@ struct Kafka {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
-        )
-        .init();
+    common::init_logging("warn");
     let args = Args::parse();
     let builder = args.server.builder();
     let client = builder.build()?;

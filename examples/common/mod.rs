@@ -38,3 +38,14 @@ impl ServerArgs {
         builder
     }
 }
+
+/// Logs to stderr (stdout is the examples' output), filtered by `RUST_LOG`, else `default`.
+pub fn init_logging(default: &str) {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default.into()),
+        )
+        .init();
+}
