@@ -49,6 +49,8 @@ pub struct Snapshot {
     pub pairs: BTreeMap<String, BTreeMap<String, Slot>>,
     /// `GET /v1/services`, rendered.
     pub services_body: Bytes,
+    /// The same listing, typed: scoped tokens get a filtered copy of it.
+    pub services: ServicesResponse,
     /// The files parsed for this version, reused by the next one where unchanged.
     pub(crate) parsed_blobs: HashMap<String, (git2::Oid, Arc<ParsedFile>)>,
 }
@@ -144,6 +146,7 @@ impl Snapshot {
             global_error,
             pairs,
             services_body: Bytes::from(serde_json::to_vec(&services).unwrap_or_default()),
+            services,
             parsed_blobs: view.parsed_blobs(),
         }
     }

@@ -205,14 +205,30 @@ impl Store {
         } else {
             None
         };
-        let store = self.clone();
-        let service = service.to_string();
-        let envs = envs.to_vec();
-        let entry = tokio::task::spawn_blocking(move || {
-            store.lookup_blocking(&label, key_version, &service, &envs)
-        })
-        .await
-        .map_err(|e| LookupError::Source(SourceError::Task(e.to_string())))??;
+        let env_key = envs.join(",");
+        // A pair resolved before at this version is served without touching git or
+        // the filesystem, and without a blocking task.
+        let hit = key_version.as_ref().and_then(|v| {
+            self.cached(&(
+                v.clone(),
+                label.clone(),
+                service.to_string(),
+                env_key.clone(),
+            ))
+        });
+        let entry = match hit {
+            Some(hit) => hit.map_err(LookupError::Config)?,
+            None => {
+                let store = self.clone();
+                let service = service.to_string();
+                let envs = envs.to_vec();
+                tokio::task::spawn_blocking(move || {
+                    store.lookup_blocking(&label, key_version, &service, &envs)
+                })
+                .await
+                .map_err(|e| LookupError::Source(SourceError::Task(e.to_string())))??
+            }
+        };
         match &entry.placeholder_error {
             Some(e) if !as_written => Err(LookupError::Config(e.clone())),
             _ => Ok(entry),
@@ -230,35 +246,31 @@ impl Store {
         service: &str,
         envs: &[String],
     ) -> Result<Arc<PairEntry>, LookupError> {
-        let env_key = envs.join(",");
-        let compute = |view: &mut View<'_>| -> Result<Arc<PairEntry>, LookupError> {
-            let key: CacheKey = (
-                view.version.clone(),
+        let key = |version: &str| -> CacheKey {
+            (
+                version.to_string(),
                 label.to_string(),
                 service.to_string(),
-                env_key.clone(),
-            );
-            let result = match self.cached(&key) {
-                Some(hit) => hit,
-                None => {
-                    let result = Catalog::of(view).and_then(|catalog| {
-                        if let Some(env) = envs.iter().find(|e| !catalog.env_known(e)) {
-                            return Ok(Err(env.clone()));
-                        }
-                        PairEntry::build(view, &catalog, &self.uri, label, service, envs)
-                            .map(|e| Ok(Arc::new(e)))
-                    });
-                    let result = match result {
-                        Ok(Err(env)) => return Err(LookupError::UnknownEnv(env)),
-                        Ok(Ok(entry)) => Ok(entry),
-                        Err(e) => Err(e),
-                    };
-                    if let Ok(mut cache) = self.cache.lock() {
-                        cache.put(key, result.clone());
-                    }
-                    result
+                envs.join(","),
+            )
+        };
+        // Resolve in `view` and remember the result (errors too: a version never changes).
+        let build = |view: &mut View<'_>| -> Result<Arc<PairEntry>, LookupError> {
+            let result = Catalog::of(view).and_then(|catalog| {
+                if let Some(env) = envs.iter().find(|e| !catalog.env_known(e)) {
+                    return Ok(Err(env.clone()));
                 }
+                PairEntry::build(view, &catalog, &self.uri, label, service, envs)
+                    .map(|e| Ok(Arc::new(e)))
+            });
+            let result = match result {
+                Ok(Err(env)) => return Err(LookupError::UnknownEnv(env)),
+                Ok(Ok(entry)) => Ok(entry),
+                Err(e) => Err(e),
             };
+            if let Ok(mut cache) = self.cache.lock() {
+                cache.put(key(&view.version), result.clone());
+            }
             result.map_err(LookupError::Config)
         };
         match &self.source {
@@ -270,15 +282,19 @@ impl Store {
                 let Some(oid) = oid else {
                     return Ok(Err(LookupError::UnknownLabel(label.to_string())));
                 };
+                // A label costs a ref lookup; listing the tree waits for a cache miss.
+                if let Some(hit) = self.cached(&key(&oid.to_string())) {
+                    return Ok(hit.map_err(LookupError::Config));
+                }
                 let mut view = git.view(repo, oid)?;
-                Ok(compute(&mut view))
+                Ok(build(&mut view))
             })?,
             Source::Dir(dir) => {
                 if tracked_version.is_none() {
                     return Err(LookupError::UnknownLabel(label.to_string()));
                 }
                 let mut view = dir.view()?;
-                compute(&mut view)
+                build(&mut view)
             }
         }
     }

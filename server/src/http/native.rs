@@ -14,7 +14,6 @@ use crate::auth::Principal;
 use crate::entry::Body;
 use crate::names::{check_name, parse_envs, parse_label};
 use axum::Extension;
-use confhub_client::wire::ServicesResponse;
 
 pub(super) async fn services(
     State(state): State<Arc<AppState>>,
@@ -28,8 +27,7 @@ pub(super) async fn services(
         ));
     }
     // A scoped token sees only the services and envs it may read.
-    let mut listing: ServicesResponse = serde_json::from_slice(&snap.services_body)
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    let mut listing = snap.services.clone();
     for s in &mut listing.services {
         let name = s.name.clone();
         s.envs
