@@ -426,3 +426,109 @@ async fn each_token_has_its_own_rate_limit() {
     // Another token has its own bucket.
     assert_eq!(get("tok-admin").await.status(), 200);
 }
+
+/// A file name is read one way everywhere: `payments-prod.yml` is (`payments`, `prod`)'s
+/// file, whichever pair a request names. Asking for service `payments-prod` in
+/// `staging` (a `read:*/staging` token's own env) or for `orders` in an env that is not
+/// one (`internal`, where `orders-internal.yml` is its own service's file) must not
+/// reach those files on any surface.
+#[tokio::test]
+async fn names_with_dashes_cannot_reach_another_pairs_files() {
+    let repo = TestRepo::new();
+    let keyring = Keyring::new(vec![Key::from_base64(&Key::generate()).unwrap()]).unwrap();
+    let secret = keyring.encrypt("pay-s3cret");
+    repo.write("application.yml", "region: eu\n")
+        .write("application-prod.yml", "tier: prod\n")
+        .write("application-staging.yml", "tier: staging\n")
+        .write("orders.yml", "pool: 1\n")
+        .write("orders-internal.yml", "internal: int-s3cret\n")
+        .write("payments.yml", "currency: EUR\n")
+        .write(
+            "payments-prod.yml",
+            &format!("db:\n  password: '{secret}'\n"),
+        );
+    repo.commit("initial");
+    repo.tag("v1");
+    repo.write(
+        "payments-prod.yml",
+        &format!("db:\n  password: '{secret}'\n  pool: 3\n"),
+    );
+    repo.commit("second");
+    let mut settings = common::settings(repo.path_str());
+    settings.tokens = tokens();
+    settings.keyring = Some(keyring);
+    let server = TestServer::start(settings).await;
+
+    let mut failures = Vec::new();
+    let cases = [
+        ("tok-staging", "payments-prod", "staging", "pay-s3cret"),
+        ("tok-orders", "orders", "internal", "int-s3cret"),
+    ];
+    for (token, s, e, secret) in cases {
+        for path in surfaces(s, e) {
+            let resp = server
+                .client()
+                .get(server.url(&path))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let body = resp.text().await.unwrap();
+            if status != 403 || body.contains(secret) {
+                failures.push(format!("{token} GET {path}: {status} {body}"));
+            }
+        }
+        // The admin reads the same pair as Spring would: the joined names.
+        let body = server
+            .client()
+            .get(server.url(&format!("/{s}/{e}")))
+            .bearer_auth("tok-admin")
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(body.contains(secret), "admin reads {s}/{e}: {body}");
+
+        let mut req = server.ws_url("/v1/watch").into_client_request().unwrap();
+        req.headers_mut()
+            .insert("Authorization", format!("Bearer {token}").parse().unwrap());
+        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        ws.send(Message::text(format!(
+            r#"{{"op":"subscribe","service":"{s}","env":"{e}","digest":null}}"#
+        )))
+        .await
+        .unwrap();
+        let msg = tokio::time::timeout(common::DEADLINE, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let text = msg.to_text().unwrap().to_string();
+        let frame: ServerFrame = serde_json::from_str(&text).unwrap();
+        if !matches!(frame, ServerFrame::Error { ref error, .. } if error == "forbidden")
+            || text.contains(secret)
+        {
+            failures.push(format!("{token} subscribe {s}/{e}: {text}"));
+        }
+    }
+    // What those tokens may read still works.
+    for (token, path) in [
+        ("tok-staging", "/v1/config/payments/staging"),
+        ("tok-orders", "/v1/config/orders/prod"),
+        ("tok-orders", "/orders-prod.yml"),
+    ] {
+        let status = call(&server, path, Some(token), 0).await;
+        if status != 200 {
+            failures.push(format!("{token} GET {path}: {status}, expected 200"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use crate::catalog::Access;
+
 /// A token as written in the settings file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -63,14 +65,16 @@ impl Scope {
 
 /// `*` matches any run of characters, `?` exactly one.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    // Over bytes, without allocating: it runs on every request. Names are ASCII (see
+    // `names`), so a byte is a character wherever a name can match.
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
     let (mut pi, mut ti) = (0, 0);
     let (mut star, mut mark) = (None, 0);
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == t[ti]) {
             pi += 1;
             ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == b'*' {
             star = Some(pi);
             mark = ti;
             pi += 1;
@@ -82,7 +86,7 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|c| *c == '*')
+    p[pi..].iter().all(|c| *c == b'*')
 }
 
 #[derive(Debug, Clone)]
@@ -111,6 +115,11 @@ impl Principal {
         }
     }
 
+    /// The token's name for messages, `anonymous` on an open server.
+    pub fn who(&self) -> &str {
+        self.name.as_deref().unwrap_or("anonymous")
+    }
+
     /// May this principal administer (encrypt, decrypt, see everything)?
     pub fn is_admin(&self) -> bool {
         self.open || self.scopes.contains(&Scope::Admin)
@@ -121,6 +130,44 @@ impl Principal {
         self.is_admin() || envs.iter().all(|env| self.can_read_one(service, env))
     }
 
+    /// May it make this read? The one scope check every surface that serves config goes
+    /// through (the store's lookups, the WebSocket push, history): the asked pair must be
+    /// in scope, and so must the owner of every file the read touches, as the catalog
+    /// reads file names at that version. Asking for (`payments-prod`, `staging`) reads
+    /// `payments-prod.yml`, which is (`payments`, `prod`)'s file: a `read:*/staging`
+    /// token is refused it.
+    pub fn may_read(&self, access: &Access) -> Result<(), Denied> {
+        if self.is_admin() {
+            return Ok(());
+        }
+        if !self.can_read(&access.service, &access.envs) {
+            return Err(Denied {
+                pair: format!("`{}/{}`", access.service, access.envs.join(",")),
+                because: None,
+            });
+        }
+        for (owner, file) in &access.foreign {
+            let allowed = match &owner.env {
+                Some(env) => self.can_read_one(&owner.service, env),
+                None => access
+                    .envs
+                    .iter()
+                    .all(|env| self.can_read_one(&owner.service, env)),
+            };
+            if !allowed {
+                let whose = match &owner.env {
+                    Some(env) => format!("`{}/{env}`", owner.service),
+                    None => format!("service `{}`", owner.service),
+                };
+                return Err(Denied {
+                    pair: format!("`{}/{}`", access.service, access.envs.join(",")),
+                    because: Some(format!("it reads `{file}`, which is {whose}'s")),
+                });
+            }
+        }
+        Ok(())
+    }
+
     fn can_read_one(&self, service: &str, env: &str) -> bool {
         self.scopes.iter().any(|s| match s {
             Scope::Read {
@@ -129,6 +176,28 @@ impl Principal {
             } => glob_match(sg, service) && glob_match(eg, env),
             Scope::Admin => true,
         })
+    }
+}
+
+/// A read outside a token's scopes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denied {
+    /// The pair as asked, quoted.
+    pub pair: String,
+    /// Set when the pair is in scope but a file it reads is not.
+    pub because: Option<String>,
+}
+
+impl Denied {
+    /// The 403 message for token `who`.
+    pub fn message(&self, who: &str) -> String {
+        match &self.because {
+            None => format!("token `{who}` has no scope for {}", self.pair),
+            Some(why) => format!(
+                "token `{who}` may not read {}: {why} (declare environments in confhub.yml if a name is read the wrong way)",
+                self.pair
+            ),
+        }
     }
 }
 

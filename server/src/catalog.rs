@@ -75,10 +75,7 @@ impl Catalog {
         };
         let mut services = BTreeSet::new();
         let mut add = |stem: &str| {
-            let service = match stem.rsplit_once('-') {
-                Some((svc, env)) if envs.contains(env) => svc,
-                _ => stem,
-            };
+            let (service, _) = split_stem(&envs, stem);
             if service != "application" && !service.is_empty() {
                 services.insert(service.to_string());
             }
@@ -106,6 +103,104 @@ impl Catalog {
     /// Is `env` acceptable here? Always, unless the manifest declares the envs.
     pub fn env_known(&self, env: &str) -> bool {
         !self.envs_declared || self.envs.contains(env)
+    }
+
+    /// Whose config the file at `rel` is: the one reading of its name at this version
+    /// (ARCHITECTURE.md, "Who may read what"). `None` for names that are not config files.
+    pub fn owner_of(&self, rel: &str) -> Option<Owner> {
+        let name = rel.rsplit('/').next().unwrap_or(rel);
+        let (service, env) = split_stem(&self.envs, stem(name)?);
+        Some(Owner {
+            service: service.to_string(),
+            env: env.map(str::to_string),
+        })
+    }
+}
+
+/// The one way a file stem is read: split at the last `-` whose suffix is a known
+/// environment (`orders-api-prod` → `orders-api`, `prod`), else the whole stem names a
+/// service. Listing and scope checks both use it, so a name cannot mean one pair to the
+/// catalog and another to a token.
+fn split_stem<'s>(envs: &BTreeSet<String>, stem: &'s str) -> (&'s str, Option<&'s str>) {
+    match stem.rsplit_once('-') {
+        Some((svc, env)) if envs.contains(env) => (svc, Some(env)),
+        _ => (stem, None),
+    }
+}
+
+/// The (service, env) a config file belongs to: `orders-prod.yml` → (`orders`, `prod`),
+/// `orders.yml` → (`orders`, none), `application-prod.yml` → (`application`, `prod`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Owner {
+    /// `application` for the files every service shares.
+    pub service: String,
+    /// `None` for a service's (or `application`'s) env-independent file.
+    pub env: Option<String>,
+}
+
+/// The files a (service, envs) pair reads at one version, and what scopes reading
+/// them takes.
+#[derive(Debug, Clone)]
+pub struct PairFiles {
+    /// False when the service has no file of its own (only `application*` is read).
+    pub service_known: bool,
+    /// The files, highest precedence first.
+    pub paths: Vec<String>,
+    /// Who owns them, for [`crate::auth::Principal::may_read`].
+    pub access: Access,
+}
+
+/// Which owners' files a read touches: checked against a token's scopes in one place,
+/// [`crate::auth::Principal::may_read`], by every surface that serves config.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    /// The pair as asked.
+    pub service: String,
+    /// Its environments as asked.
+    pub envs: Vec<String>,
+    /// Owners of files read that are not the pair itself (nor the shared
+    /// `application*` files), each with the first such file: `orders-prod.yml` read for the asked pair
+    /// (`orders-prod`, `staging`) belongs to (`orders`, `prod`). Empty for every pair
+    /// whose files are all its own, which is every pair the catalog lists.
+    pub foreign: Vec<(Owner, String)>,
+}
+
+impl Access {
+    /// A read of `service` in `envs` that touches only the pair's own files.
+    pub fn own(service: &str, envs: &[String]) -> Access {
+        Access {
+            service: service.to_string(),
+            envs: envs.to_vec(),
+            foreign: Vec::new(),
+        }
+    }
+}
+
+/// The files of `service` in `envs` at `view`'s version, and their owners.
+pub fn pair_files(view: &View<'_>, catalog: &Catalog, service: &str, envs: &[String]) -> PairFiles {
+    let service_known = service_exists(view, catalog, service, envs);
+    let paths = layer_paths(view, service_known.then_some(service), envs);
+    let mut access = Access::own(service, envs);
+    for path in &paths {
+        let name = path.rsplit('/').next().unwrap_or(path);
+        let shared = stem(name).is_some_and(|s| {
+            s == "application"
+                || s.strip_prefix("application-")
+                    .is_some_and(|e| envs.iter().any(|env| env == e))
+        });
+        // `application*` files are every service's defaults, read only for the asked envs.
+        let Some(owner) = catalog.owner_of(path).filter(|_| !shared) else {
+            continue;
+        };
+        let own = owner.service == service && owner.env.as_ref().is_none_or(|e| envs.contains(e));
+        if !own && !access.foreign.iter().any(|(o, _)| *o == owner) {
+            access.foreign.push((owner, view.display(path)));
+        }
+    }
+    PairFiles {
+        service_known,
+        paths,
+        access,
     }
 }
 

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use confhub_client::wire::{ConfigResponse, ServerFrame, SpringEnvironment, SpringPropertySource};
 use serde_json::{Map, Value};
 
-use crate::catalog::{layer_paths, service_exists, Catalog};
+use crate::catalog::{pair_files, Access, Catalog, PairFiles};
 use crate::errors::ConfigError;
 use crate::errors::ErrorKind;
 use crate::render;
@@ -71,6 +71,8 @@ pub struct PairEntry {
     pub version: String,
     /// False when the service has no file of its own (Spring then serves `application*` only; the native API says 404).
     pub service_known: bool,
+    /// Whose files it read: what a token needs to be shown it.
+    pub access: Access,
     /// The resolution.
     pub resolved: Arc<Resolved>,
     /// `"digest"`, ready for the `ETag` header.
@@ -107,8 +109,11 @@ impl PairEntry {
         envs: &[String],
         previous: Option<&PairEntry>,
     ) -> Result<PairEntry, ConfigError> {
-        let service_known = service_exists(view, catalog, service, envs);
-        let paths = layer_paths(view, service_known.then_some(service), envs);
+        let PairFiles {
+            service_known,
+            paths,
+            access,
+        } = pair_files(view, catalog, service, envs);
         let mut layers = Vec::with_capacity(paths.len());
         for path in paths {
             if let Some(parsed) = view.parsed(&path) {
@@ -152,6 +157,7 @@ impl PairEntry {
             label: label.to_string(),
             version: view.version.clone(),
             service_known,
+            access,
             resolved,
             placeholder_error,
             uri: uri.clone(),

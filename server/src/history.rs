@@ -8,6 +8,7 @@ use confhub_client::wire::{DiffResponse, HistoryEntry, ValueChange};
 use git2::{Oid, Sort, Tree};
 use serde_json::{Map, Value};
 
+use crate::auth::Principal;
 use crate::catalog::{Catalog, MANIFEST};
 use crate::entry::PairEntry;
 use crate::errors::SourceError;
@@ -160,6 +161,7 @@ fn fingerprint(
 pub fn history(
     git: &GitSource,
     uri: &Arc<str>,
+    principal: &Principal,
     service: &str,
     envs: &[String],
     limit: usize,
@@ -203,7 +205,9 @@ pub fn history(
             else {
                 continue;
             };
-            if entry.placeholder_error.is_some() {
+            // A commit at which the pair read a file outside the token's scopes is
+            // left out, as if it had not resolved: its keys are not the token's to see.
+            if entry.placeholder_error.is_some() || principal.may_read(&entry.access).is_err() {
                 continue;
             }
             let values = if entry.service_known {

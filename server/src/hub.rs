@@ -28,6 +28,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
 use crate::auth::Principal;
+use crate::catalog::Access;
 use crate::entry::{Body, PairEntry};
 use crate::http::{ApiError, AppState};
 use crate::names::{check_name, parse_envs};
@@ -44,6 +45,8 @@ pub struct Frame {
     pub key: PairKey,
     /// Digest of the values in `text`.
     pub digest: Arc<str>,
+    /// Whose files the config read: each subscriber's token is checked against it.
+    pub access: Access,
     /// `{"op":"config",...}`.
     pub text: Utf8Bytes,
 }
@@ -55,6 +58,7 @@ impl Frame {
         Some(Arc::new(Frame {
             key: (entry.service.clone(), entry.env_string()),
             digest: entry.digest().into(),
+            access: entry.access.clone(),
             text,
         }))
     }
@@ -524,6 +528,16 @@ impl Session {
         if held.as_deref() == Some(&*frame.digest) {
             return Ok(());
         }
+        // The pair itself was checked at `subscribe`; a commit can make it read another
+        // pair's file (ARCHITECTURE.md, "Who may read what"), which this token may not see.
+        if !frame.access.foreign.is_empty() {
+            if let Err(denied) = self.principal.may_read(&frame.access) {
+                let (service, env) = (&frame.key.0, &frame.key.1);
+                let msg = denied.message(self.principal.who());
+                let msg = error_frame(Some(service), Some(env), "forbidden", msg);
+                return self.send(msg, settings, peer).await;
+            }
+        }
         *held = Some(frame.digest.clone());
         self.send(Message::Text(frame.text.clone()), settings, peer)
             .await
@@ -682,7 +696,7 @@ impl Session {
         // and is sent after whatever the lookup finds, so the client ends on the newest.
         self.conn.subscribe(key.clone(), digest.map(Arc::from));
         let (service, env) = (&key.0, &key.1);
-        let reply = match self.store.lookup(None, service, &envs).await {
+        let reply = match self.store.lookup(&self.principal, None, service, &envs).await {
             Ok(entry) if !entry.service_known => error_frame(
                 Some(service),
                 Some(env),
@@ -710,6 +724,9 @@ impl Session {
             Err(LookupError::Config(e)) => {
                 let body = e.to_body();
                 error_frame(Some(service), Some(env), &body.error, body.message)
+            }
+            Err(LookupError::Forbidden(message)) => {
+                error_frame(Some(service), Some(env), "forbidden", message)
             }
             Err(e @ (LookupError::UnknownLabel(_) | LookupError::Source(_))) => {
                 tracing::warn!(%service, %env, error = %e, "lookup for a subscription failed");

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use confhub_client::wire::{PairError, ServiceInfo, ServicesResponse};
 
-use crate::catalog::Catalog;
+use crate::auth::{Denied, Principal};
+use crate::catalog::{pair_files, Access, Catalog};
 use crate::entry::{Body, PairEntry};
 use crate::errors::ConfigError;
 use crate::resolve::ParsedFile;
@@ -29,6 +30,10 @@ pub struct Slot {
     pub entry: Option<Arc<PairEntry>>,
     /// Set when resolution failed at this version.
     pub failure: Option<Failure>,
+    /// Whose files the pair reads at this version (the served `entry` may be an older
+    /// version's, with its own [`PairEntry::access`]): both are checked before either
+    /// the entry or the failure is shown.
+    pub access: Access,
     /// The config at this version with placeholders as written, when only placeholders
     /// failed: Spring's Environment form serves it (clients resolve those themselves).
     pub as_written: Option<Arc<PairEntry>>,
@@ -89,6 +94,13 @@ impl Snapshot {
                             .and_then(|s| s.entry.as_deref()),
                     ),
                 };
+                let access = match &result {
+                    Ok(entry) => entry.access.clone(),
+                    Err(_) if global_error.is_some() => {
+                        Access::own(service, std::slice::from_ref(env))
+                    }
+                    Err(_) => pair_files(view, &catalog, service, std::slice::from_ref(env)).access,
+                };
                 let previous_entry = || {
                     previous
                         .and_then(|p| p.slot(service, env))
@@ -102,6 +114,7 @@ impl Snapshot {
                             version: view.version.clone(),
                         }),
                         as_written: Some(Arc::new(entry)),
+                        access,
                     },
                     Ok(entry) => {
                         let entry = Arc::new(entry);
@@ -112,6 +125,7 @@ impl Snapshot {
                             entry: Some(entry),
                             failure: None,
                             as_written: None,
+                            access,
                         }
                     }
                     Err(error) => Slot {
@@ -121,6 +135,7 @@ impl Snapshot {
                             version: view.version.clone(),
                         }),
                         as_written: None,
+                        access,
                     },
                 };
                 envs.insert(env.clone(), slot);
@@ -154,6 +169,20 @@ impl Snapshot {
     /// The slot of a pair, if the snapshot has it.
     pub fn slot(&self, service: &str, env: &str) -> Option<&Slot> {
         self.pairs.get(service)?.get(env)
+    }
+
+    /// May `principal` see this pair of the snapshot (its config, its errors)?
+    pub fn may_read(&self, principal: &Principal, service: &str, env: &str) -> Result<(), Denied> {
+        match self.slot(service, env) {
+            Some(slot) => {
+                principal.may_read(&slot.access)?;
+                match &slot.entry {
+                    Some(entry) => principal.may_read(&entry.access),
+                    None => Ok(()),
+                }
+            }
+            None => principal.may_read(&Access::own(service, &[env.to_string()])),
+        }
     }
 
     /// Every pair that failed at this version.

@@ -8,7 +8,8 @@ use std::sync::{Arc, Mutex};
 use arc_swap::ArcSwap;
 use lru::LruCache;
 
-use crate::catalog::Catalog;
+use crate::auth::Principal;
+use crate::catalog::{pair_files, Access, Catalog};
 use crate::entry::PairEntry;
 use crate::errors::{ConfigError, SourceError};
 use crate::settings::Settings;
@@ -44,9 +45,27 @@ pub enum LookupError {
     /// Reading the repository failed.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// The asker's token may not read this (the message says why).
+    #[error("{0}")]
+    Forbidden(String),
 }
 
 type CacheKey = (String, String, String, String);
+
+/// A pair resolved at some label, success or failure, with whose files it read.
+#[derive(Debug)]
+struct Resolution {
+    access: Access,
+    result: Result<Arc<PairEntry>, ConfigError>,
+}
+
+/// The store's one scope check: nothing it resolved leaves it (config, or an error
+/// that could quote a file) unless `principal` may read every file it touched.
+fn allow(principal: &Principal, access: &Access) -> Result<(), LookupError> {
+    principal
+        .may_read(access)
+        .map_err(|d| LookupError::Forbidden(d.message(principal.who())))
+}
 
 /// Source + snapshot + cache.
 #[derive(Debug)]
@@ -54,7 +73,7 @@ pub struct Store {
     source: Source,
     uri: Arc<str>,
     snapshot: ArcSwap<Snapshot>,
-    cache: Mutex<LruCache<CacheKey, Result<Arc<PairEntry>, ConfigError>>>,
+    cache: Mutex<LruCache<CacheKey, Arc<Resolution>>>,
 }
 
 /// Pairs whose served config changed in a refresh.
@@ -148,14 +167,16 @@ impl Store {
         Ok(changes)
     }
 
-    /// The config of `service` for `envs` at `label` (the tracked branch when `None`).
+    /// The config of `service` for `envs` at `label` (the tracked branch when `None`),
+    /// if `principal` may read it.
     pub async fn lookup(
         self: &Arc<Self>,
+        principal: &Principal,
         label: Option<&str>,
         service: &str,
         envs: &[String],
     ) -> Result<Arc<PairEntry>, LookupError> {
-        self.lookup_in(label, service, envs, false).await
+        self.lookup_in(principal, label, service, envs, false).await
     }
 
     /// Like [`Store::lookup`], but a config whose placeholders cannot be resolved is still
@@ -163,15 +184,17 @@ impl Store {
     /// placeholders as written.
     pub async fn lookup_as_written(
         self: &Arc<Self>,
+        principal: &Principal,
         label: Option<&str>,
         service: &str,
         envs: &[String],
     ) -> Result<Arc<PairEntry>, LookupError> {
-        self.lookup_in(label, service, envs, true).await
+        self.lookup_in(principal, label, service, envs, true).await
     }
 
     async fn lookup_in(
         self: &Arc<Self>,
+        principal: &Principal,
         label: Option<&str>,
         service: &str,
         envs: &[String],
@@ -182,14 +205,18 @@ impl Store {
         if tracked {
             if let [env] = envs {
                 if let Some(slot) = snap.slot(service, env) {
-                    if let (true, Some(entry)) = (as_written, &slot.as_written) {
-                        return Ok(entry.clone());
-                    }
-                    return match (&slot.entry, &slot.failure) {
-                        (Some(entry), _) => Ok(entry.clone()),
-                        (None, Some(f)) => Err(LookupError::Config(f.error.clone())),
-                        (None, None) => Err(LookupError::UnknownLabel(snap.label.clone())),
+                    allow(principal, &slot.access)?;
+                    let served = match (as_written, &slot.as_written, &slot.entry) {
+                        (true, Some(entry), _) | (_, _, Some(entry)) => entry,
+                        (_, _, None) => {
+                            return Err(match &slot.failure {
+                                Some(f) => LookupError::Config(f.error.clone()),
+                                None => LookupError::UnknownLabel(snap.label.clone()),
+                            })
+                        }
                     };
+                    allow(principal, &served.access)?;
+                    return Ok(served.clone());
                 }
             }
             if let Some(e) = &snap.global_error {
@@ -216,8 +243,8 @@ impl Store {
                 env_key.clone(),
             ))
         });
-        let entry = match hit {
-            Some(hit) => hit.map_err(LookupError::Config)?,
+        let resolution = match hit {
+            Some(hit) => hit,
             None => {
                 let store = self.clone();
                 let service = service.to_string();
@@ -229,13 +256,15 @@ impl Store {
                 .map_err(|e| LookupError::Source(SourceError::Task(e.to_string())))??
             }
         };
+        allow(principal, &resolution.access)?;
+        let entry = resolution.result.clone().map_err(LookupError::Config)?;
         match &entry.placeholder_error {
             Some(e) if !as_written => Err(LookupError::Config(e.clone())),
             _ => Ok(entry),
         }
     }
 
-    fn cached(&self, key: &CacheKey) -> Option<Result<Arc<PairEntry>, ConfigError>> {
+    fn cached(&self, key: &CacheKey) -> Option<Arc<Resolution>> {
         self.cache.lock().ok()?.get(key).cloned()
     }
 
@@ -245,7 +274,7 @@ impl Store {
         tracked_version: Option<String>,
         service: &str,
         envs: &[String],
-    ) -> Result<Arc<PairEntry>, LookupError> {
+    ) -> Result<Arc<Resolution>, LookupError> {
         let key = |version: &str| -> CacheKey {
             (
                 version.to_string(),
@@ -255,23 +284,35 @@ impl Store {
             )
         };
         // Resolve in `view` and remember the result (errors too: a version never changes).
-        let build = |view: &mut View<'_>| -> Result<Arc<PairEntry>, LookupError> {
-            let result = Catalog::of(view).and_then(|catalog| {
-                if let Some(env) = envs.iter().find(|e| !catalog.env_known(e)) {
-                    return Ok(Err(env.clone()));
+        let build = |view: &mut View<'_>| -> Result<Arc<Resolution>, LookupError> {
+            let catalog = match Catalog::of(view) {
+                Ok(catalog) => catalog,
+                Err(e) => {
+                    return Ok(Arc::new(Resolution {
+                        access: Access::own(service, envs),
+                        result: Err(e),
+                    }))
                 }
-                PairEntry::build(view, &catalog, &self.uri, label, service, envs)
-                    .map(|e| Ok(Arc::new(e)))
-            });
-            let result = match result {
-                Ok(Err(env)) => return Err(LookupError::UnknownEnv(env)),
-                Ok(Ok(entry)) => Ok(entry),
-                Err(e) => Err(e),
             };
-            if let Ok(mut cache) = self.cache.lock() {
-                cache.put(key(&view.version), result.clone());
+            if let Some(env) = envs.iter().find(|e| !catalog.env_known(e)) {
+                return Err(LookupError::UnknownEnv(env.clone()));
             }
-            result.map_err(LookupError::Config)
+            let resolution = Arc::new(
+                match PairEntry::build(view, &catalog, &self.uri, label, service, envs) {
+                    Ok(entry) => Resolution {
+                        access: entry.access.clone(),
+                        result: Ok(Arc::new(entry)),
+                    },
+                    Err(e) => Resolution {
+                        access: pair_files(view, &catalog, service, envs).access,
+                        result: Err(e),
+                    },
+                },
+            );
+            if let Ok(mut cache) = self.cache.lock() {
+                cache.put(key(&view.version), resolution.clone());
+            }
+            Ok(resolution)
         };
         match &self.source {
             Source::Git(git) => git.with_repo(|repo| {
@@ -284,7 +325,7 @@ impl Store {
                 };
                 // A label costs a ref lookup; listing the tree waits for a cache miss.
                 if let Some(hit) = self.cached(&key(&oid.to_string())) {
-                    return Ok(hit.map_err(LookupError::Config));
+                    return Ok(Ok(hit));
                 }
                 let mut view = git.view(repo, oid)?;
                 Ok(build(&mut view))

@@ -26,6 +26,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::auth::Principal;
 use crate::errors::SourceError;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -443,7 +444,11 @@ async fn publish(store: &Arc<Store>, hub: &Hub, changes: Changes, took: Duration
             continue;
         }
         let Ok(envs) = parse_envs(&env) else { continue };
-        match store.lookup(None, &service, &envs).await {
+        // The hub checks each subscriber's scopes against the entry's files as it sends.
+        match store
+            .lookup(&Principal::open(), None, &service, &envs)
+            .await
+        {
             Ok(entry) if entry.service_known => hub.publish_if_new(&entry),
             Ok(_) => {}
             Err(e) => {

@@ -48,7 +48,7 @@ pub(super) async fn history(
     };
     let store = store(&state)?.clone();
     // The pair must exist at the tracked branch: a typo is a 404, not an empty history.
-    let entry = store.lookup(None, &service, &envs).await?;
+    let entry = store.lookup(&principal, None, &service, &envs).await?;
     if !entry.service_known {
         return Err(unknown_service(&service));
     }
@@ -56,7 +56,7 @@ pub(super) async fn history(
     let (svc, envs2) = (service.clone(), envs.clone());
     let (label, entries) = tokio::task::spawn_blocking(move || match blocking_store.source() {
         Source::Git(git) => {
-            history::history(git, blocking_store.uri(), &svc, &envs2, limit).map(Some)
+            history::history(git, blocking_store.uri(), &principal, &svc, &envs2, limit).map(Some)
         }
         Source::Dir(_) => Ok(None),
     })
@@ -99,8 +99,12 @@ pub(super) async fn diff(
     let from = parse_label(from)?;
     let to = query.get("to").map(|t| parse_label(t)).transpose()?;
     let store = store(&state)?;
-    let old = store.lookup(Some(&from), &service, &envs).await?;
-    let new = store.lookup(to.as_deref(), &service, &envs).await?;
+    let old = store
+        .lookup(&principal, Some(&from), &service, &envs)
+        .await?;
+    let new = store
+        .lookup(&principal, to.as_deref(), &service, &envs)
+        .await?;
     if !old.service_known && !new.service_known {
         return Err(unknown_service(&service));
     }

@@ -111,9 +111,9 @@ async fn readyz(
                 .errors()
                 .into_iter()
                 .filter(|e| {
-                    principal.as_ref().is_some_and(|p| {
-                        p.is_admin() || p.can_read(&e.service, std::slice::from_ref(&e.env))
-                    })
+                    principal
+                        .as_ref()
+                        .is_some_and(|p| snap.may_read(p, &e.service, &e.env).is_ok())
                 })
                 .collect();
             let body = ReadyResponse {
@@ -184,6 +184,9 @@ impl From<LookupError> for ApiError {
                 status: StatusCode::UNPROCESSABLE_ENTITY,
                 body: c.to_body(),
             },
+            LookupError::Forbidden(message) => {
+                ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+            }
             LookupError::Source(s) => {
                 tracing::error!(error = %s, "reading the repository failed");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "source", s.to_string())

@@ -31,7 +31,7 @@ pub(super) async fn services(
     for s in &mut listing.services {
         let name = s.name.clone();
         s.envs
-            .retain(|e| principal.can_read(&name, std::slice::from_ref(e)));
+            .retain(|e| snap.may_read(&principal, &name, e).is_ok());
     }
     listing.services.retain(|s| !s.envs.is_empty());
     Ok(axum::Json(listing).into_response())
@@ -67,7 +67,7 @@ pub(super) async fn config(
         }
     };
     let entry = store(&state)?
-        .lookup(label.as_deref(), &service, &envs)
+        .lookup(&principal, label.as_deref(), &service, &envs)
         .await?;
     if !entry.service_known {
         return Err(ApiError::new(

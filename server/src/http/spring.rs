@@ -74,7 +74,7 @@ async fn environment(
     // Placeholders are left as written in this form: clients may resolve them from
     // their own environment, so an unresolvable one is not an error here.
     let entry = store(state)?
-        .lookup_as_written(label.as_deref(), name, &envs)
+        .lookup_as_written(principal, label.as_deref(), name, &envs)
         .await?;
     let v2 = headers
         .get_all(header::ACCEPT)
@@ -146,10 +146,12 @@ async fn serve_file(
     };
     let store = store(state)?;
     let entry = if resolve {
-        store.lookup(label.as_deref(), name, &envs).await?
+        store
+            .lookup(principal, label.as_deref(), name, &envs)
+            .await?
     } else {
         store
-            .lookup_as_written(label.as_deref(), name, &envs)
+            .lookup_as_written(principal, label.as_deref(), name, &envs)
             .await?
     };
     Ok(match ext {

@@ -22,9 +22,9 @@ pub(super) async fn status(
     Extension(principal): Extension<Principal>,
 ) -> Result<Json<StatusResponse>, ApiError> {
     // Pairs outside the caller's scope are left out, as if they did not exist.
-    let visible = |service: &str, env: &str| principal.can_read(service, &[env.to_string()]);
     let store = store(&state)?;
     let snap = store.snapshot();
+    let visible = |service: &str, env: &str| snap.may_read(&principal, service, env).is_ok();
     let live = state.live_status.get();
     let (source, uri) = match store.source() {
         Source::Git(g) if g.is_remote() => ("git-remote", g.uri().to_string()),
