@@ -783,7 +783,8 @@ async fn slow_consumer_is_dropped_without_slowing_others() {
     })
     .await
     .expect("slow connection still open");
-    assert!(matches!(ended, None | Some(1013)), "{ended:?}");
+    // Told why, not cut off: the close goes out right after the frames already sent.
+    assert_eq!(ended, Some(1013));
     server.stop().await.expect("clean stop");
 }
 
@@ -1148,9 +1149,14 @@ async fn a_slow_consumer_reads_close_1013() {
 /// not even when its commit comes while they are still being resolved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pairs_outside_the_snapshot_do_not_delay_snapshot_pairs() {
-    const CONNECTIONS: usize = 3;
+    const CONNECTIONS: usize = 4;
     const PER_CONNECTION: usize = 1000;
     let repo = base_repo();
+    // A repository of some size: resolving a pair reads its listing.
+    for i in 0..200 {
+        repo.write(&format!("svc{i}.yml"), &format!("name: svc{i}\n"));
+    }
+    repo.commit("more services");
     let mut settings = fast_settings(repo.path_str());
     settings.live.ws_max_subscriptions = PER_CONNECTION;
     settings.live.ws_max_extra_pairs = CONNECTIONS * PER_CONNECTION;
@@ -1194,7 +1200,7 @@ async fn pairs_outside_the_snapshot_do_not_delay_snapshot_pairs() {
         CONNECTIONS * PER_CONNECTION
     );
     assert!(
-        took < Duration::from_millis(2500),
+        took < Duration::from_secs(2),
         "a snapshot pair waited {took:?} for pairs outside the snapshot"
     );
     // The pairs outside the snapshot got the new greeting all the same.

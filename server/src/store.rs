@@ -300,6 +300,84 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Resolve several pairs of the tracked branch in one pass, in the order given: one
+    /// listing of the files and one catalog for all of them, each file parsed at most
+    /// once (and files unchanged since the snapshot not at all). For pairs outside the
+    /// snapshot (several envs, undeclared envs, unknown services), whose lookups one by
+    /// one would each list and parse everything again. Results are cached as
+    /// [`Store::lookup`]'s are. Blocking.
+    pub fn lookup_tracked_many(
+        &self,
+        pairs: &[(String, Vec<String>)],
+    ) -> Result<Vec<Result<Arc<PairEntry>, LookupError>>, SourceError> {
+        let snap = self.snapshot();
+        if let Some(e) = &snap.global_error {
+            return Ok(pairs
+                .iter()
+                .map(|_| Err(LookupError::Config(e.clone())))
+                .collect());
+        }
+        let served = |built: Result<Arc<PairEntry>, ConfigError>| match built {
+            Ok(entry) => match &entry.placeholder_error {
+                Some(e) => Err(LookupError::Config(e.clone())),
+                None => Ok(entry),
+            },
+            Err(e) => Err(LookupError::Config(e)),
+        };
+        let resolve_all = |view: &mut View<'_>| -> Vec<Result<Arc<PairEntry>, LookupError>> {
+            if view.version == snap.version {
+                view.prior = snap.parsed_blobs.clone();
+            }
+            let catalog = match Catalog::of(view) {
+                Ok(c) => c,
+                Err(e) => {
+                    return pairs
+                        .iter()
+                        .map(|_| Err(LookupError::Config(e.clone())))
+                        .collect()
+                }
+            };
+            pairs
+                .iter()
+                .map(|(service, envs)| {
+                    let key: CacheKey = (
+                        view.version.clone(),
+                        snap.label.clone(),
+                        service.clone(),
+                        envs.join(","),
+                    );
+                    if let Some(hit) = self.cached(&key) {
+                        return served(hit);
+                    }
+                    if let Some(env) = envs.iter().find(|e| !catalog.env_known(e)) {
+                        return Err(LookupError::UnknownEnv(env.clone()));
+                    }
+                    let built =
+                        PairEntry::build(view, &catalog, &self.uri, &snap.label, service, envs)
+                            .map(Arc::new);
+                    if let Ok(mut cache) = self.cache.lock() {
+                        cache.put(key, built.clone());
+                    }
+                    served(built)
+                })
+                .collect()
+        };
+        match &self.source {
+            Source::Git(git) => git.with_repo(|repo| {
+                let oid = git2::Oid::from_str(&snap.version)
+                    .map_err(SourceError::git("reading the tracked version"))?;
+                let mut view = git.view(repo, oid)?;
+                Ok(resolve_all(&mut view))
+            }),
+            Source::Dir(dir) => {
+                let mut view = dir.view()?;
+                Ok(resolve_all(&mut view))
+            }
+        }
+    }
+}
+
 /// A snapshot of the tracked branch, or `None` when it is still at `previous`'s version.
 fn build_tracked(
     source: &Source,
