@@ -1254,3 +1254,169 @@ fn frame(service: &str, env: &str, version: &str, digest: &str, values: Value) -
     })
     .unwrap()
 }
+
+// ---------------------------------------------------------------------------
+// A stalled server
+
+/// A TCP proxy to a real server that can freeze: frozen, it stops forwarding in both
+/// directions and takes new connections without answering, closing nothing. Seen
+/// from the client, a server (or network path) that stalled.
+struct StallingProxy {
+    addr: SocketAddr,
+    frozen: tokio::sync::watch::Sender<bool>,
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl StallingProxy {
+    async fn start(target: SocketAddr) -> StallingProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (frozen, _) = tokio::sync::watch::channel(false);
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (count, freeze) = (accepted.clone(), frozen.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                count.fetch_add(1, Ordering::SeqCst);
+                let frozen = freeze.subscribe();
+                tokio::spawn(async move {
+                    if *frozen.borrow() {
+                        // Held open, never answered.
+                        let _held = &client;
+                        std::future::pending::<()>().await;
+                        return;
+                    }
+                    let Ok(server) = tokio::net::TcpStream::connect(target).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    tokio::join!(
+                        Self::pump(cr, sw, frozen.clone()),
+                        Self::pump(sr, cw, frozen)
+                    );
+                });
+            }
+        });
+        StallingProxy {
+            addr,
+            frozen,
+            accepted,
+            task,
+        }
+    }
+
+    async fn pump(
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+        mut frozen: tokio::sync::watch::Receiver<bool>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let read = tokio::select! {
+                read = from.read(&mut buf) => read,
+                _ = frozen.wait_for(|f| *f) => break,
+            };
+            let n = match read {
+                Ok(0) | Err(_) => {
+                    let _ = to.shutdown().await;
+                    return;
+                }
+                Ok(n) => n,
+            };
+            if *frozen.borrow() || to.write_all(&buf[..n]).await.is_err() {
+                break;
+            }
+        }
+        if *frozen.borrow() {
+            // Stalled: keep both ends open, forward nothing.
+            let _ends = (from, to);
+            std::future::pending::<()>().await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn freeze(&self) {
+        self.frozen.send_replace(true);
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for StallingProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A watch stream that stalls (the server behind it freezes, the TCP connection
+/// stays) is noticed within the silence timeout, counted against that server's
+/// breaker, and the client moves on to the next server — without trying the stalled
+/// one first — where it gets the newest value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_watch_fails_over_to_the_next_server() {
+    let repo = repo();
+    let a = TestServer::start(settings(repo.path_str())).await;
+    let b = TestServer::start(settings(repo.path_str())).await;
+    let proxy = StallingProxy::start(a.addr()).await;
+    let silence = Duration::from_secs(1);
+    let client = builder(&[&proxy.url(), &b.base_url()])
+        .watch_ping_interval(Duration::from_millis(200))
+        .watch_silence_timeout(silence)
+        .build()
+        .unwrap();
+    let mut app = client.watch::<App>().await.unwrap();
+    // Through the proxy: a commit arrives from it.
+    set_pool(&repo, "70");
+    assert_eq!(changed(&mut app, "pool 70").await.db.pool, 70);
+    assert_eq!(
+        app.origin(),
+        Origin::Server { url: proxy.url() },
+        "{:?}",
+        client.status()
+    );
+    let st: StatusResponse = a.get_json("/v1/status").await;
+    assert_eq!(st.connections, 1, "{st:?}");
+    // A quiet but healthy stream is not taken for a stalled one: its pings get pongs.
+    // (A measurement window three silence timeouts long, not a wait for something.)
+    let before = proxy.accepted();
+    tokio::time::sleep(silence * 3).await;
+    set_pool(&repo, "75");
+    assert_eq!(changed(&mut app, "pool 75").await.db.pool, 75);
+    assert_eq!(app.origin(), Origin::Server { url: proxy.url() });
+    assert_eq!(proxy.accepted(), before, "a healthy stream was dropped");
+
+    proxy.freeze();
+    let frozen_at = Instant::now();
+    let accepted = proxy.accepted();
+    let sha = set_pool(&repo, "80");
+    let new = changed(&mut app, "pool 80 after the stall").await;
+    let took = frozen_at.elapsed();
+    eprintln!("stall → newest value from the next server: {took:?}");
+    assert_eq!(new.db.pool, 80);
+    assert_eq!(app.version(), sha);
+    assert_eq!(app.origin(), Origin::Server { url: b.base_url() });
+    assert!(
+        took < silence + Duration::from_secs(5),
+        "the stall took {took:?} to notice and fail over"
+    );
+    assert_eq!(
+        proxy.accepted(),
+        accepted,
+        "the stalled server was tried again before the next one"
+    );
+    let status = client.status();
+    assert!(
+        status.servers[0].consecutive_failures >= 1,
+        "the stall did not count against the stalled server: {status:?}"
+    );
+}

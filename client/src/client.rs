@@ -29,7 +29,8 @@ pub(crate) type Validator = Arc<dyn Fn(&Config) -> Result<(), String> + Send + S
 /// Required: at least one server, a service and an environment. Everything else has a
 /// default: 2 s connect timeout, 5 s request timeout, [`RetryPolicy::default`],
 /// [`BreakerPolicy::default`], no cache, start from the cache when every server is down
-/// (if a cache directory is set), no validator.
+/// (if a cache directory is set), no validator, a watch stream pinged every 10 s and
+/// given up after 25 s of silence.
 #[must_use]
 pub struct ClientBuilder {
     servers: Vec<String>,
@@ -46,6 +47,8 @@ pub struct ClientBuilder {
     validator: Option<Validator>,
     poll_interval: Duration,
     traceparent: Option<TraceparentFn>,
+    watch_ping_interval: Duration,
+    watch_silence_timeout: Duration,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -65,6 +68,8 @@ impl std::fmt::Debug for ClientBuilder {
             .field("validator", &self.validator.is_some())
             .field("poll_interval", &self.poll_interval)
             .field("traceparent_from", &self.traceparent.is_some())
+            .field("watch_ping_interval", &self.watch_ping_interval)
+            .field("watch_silence_timeout", &self.watch_silence_timeout)
             .finish()
     }
 }
@@ -86,6 +91,8 @@ impl Default for ClientBuilder {
             validator: None,
             poll_interval: Duration::from_secs(30),
             traceparent: None,
+            watch_ping_interval: Duration::from_secs(10),
+            watch_silence_timeout: Duration::from_secs(25),
         }
     }
 }
@@ -221,6 +228,24 @@ impl ClientBuilder {
         self
     }
 
+    /// How often a [`Watched`] value pings its server over the WebSocket, so a healthy
+    /// stream is never silent for long. Default 10 s.
+    pub fn watch_ping_interval(mut self, d: Duration) -> Self {
+        self.watch_ping_interval = d.min(MAX_DURATION);
+        self
+    }
+
+    /// A watch stream that brings nothing (no frame, ping or pong) for this long is
+    /// taken for stalled — a frozen server, a dead network path that still holds the
+    /// TCP connection: it is dropped, counted as a failure of that server (its
+    /// circuit breaker), and the reconnection starts with the next server in failover
+    /// order. Must be longer than the [ping interval](Self::watch_ping_interval).
+    /// Default 25 s.
+    pub fn watch_silence_timeout(mut self, d: Duration) -> Self {
+        self.watch_silence_timeout = d.min(MAX_DURATION);
+        self
+    }
+
     /// Send a W3C `traceparent` header (`00-<trace id>-<parent id>-<flags>`) with every
     /// request: `f` is called once per HTTP request and per WebSocket handshake, on the
     /// task making it, and returns the value for the current trace, or `None` to send
@@ -284,6 +309,17 @@ impl ClientBuilder {
         if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(Error::Builder("timeouts must not be zero".into()));
         }
+        if self.watch_ping_interval.is_zero() {
+            return Err(Error::Builder(
+                "the watch ping interval must not be zero".into(),
+            ));
+        }
+        if self.watch_silence_timeout <= self.watch_ping_interval {
+            return Err(Error::Builder(format!(
+                "the watch silence timeout ({:?}) must be longer than the watch ping interval ({:?}): a pong needs time to come back",
+                self.watch_silence_timeout, self.watch_ping_interval
+            )));
+        }
         if let Some(token) = &self.token {
             HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| Error::Builder("the token is not a valid header value".into()))?;
@@ -323,6 +359,8 @@ impl ClientBuilder {
                 validator: self.validator,
                 poll_interval: self.poll_interval,
                 traceparent: self.traceparent,
+                watch_ping_interval: self.watch_ping_interval,
+                watch_silence_timeout: self.watch_silence_timeout,
                 preferred: AtomicUsize::new(0),
                 status: Mutex::new(StatusInner::default()),
             }),
@@ -573,9 +611,13 @@ impl Permit<'_> {
 
     pub(crate) fn failure(mut self) {
         self.done = true;
-        if lock(&self.server.breaker).failure(Instant::now()) {
-            tracing::warn!(server = %self.server.url, "circuit breaker opened: skipping this server until its cool-down ends");
-        }
+        server_failed(self.server);
+    }
+}
+
+fn server_failed(server: &Server) {
+    if lock(&server.breaker).failure(Instant::now()) {
+        tracing::warn!(server = %server.url, "circuit breaker opened: skipping this server until its cool-down ends");
     }
 }
 
@@ -611,6 +653,8 @@ pub(crate) struct Inner {
     validator: Option<Validator>,
     pub(crate) poll_interval: Duration,
     traceparent: Option<TraceparentFn>,
+    pub(crate) watch_ping_interval: Duration,
+    pub(crate) watch_silence_timeout: Duration,
     preferred: AtomicUsize,
     status: Mutex<StatusInner>,
 }
@@ -625,6 +669,13 @@ impl Inner {
 
     pub(crate) fn set_preferred(&self, i: usize) {
         self.preferred.store(i, Ordering::Relaxed);
+    }
+
+    /// Server `i` failed after it had been let through (a watch stream that stalled):
+    /// count it against its breaker, and make the next server the first to try.
+    pub(crate) fn server_stalled(&self, i: usize) {
+        server_failed(&self.servers[i]);
+        self.set_preferred((i + 1) % self.servers.len());
     }
 
     /// Ask server `i`'s breaker for a permit.
@@ -985,6 +1036,10 @@ mod tests {
             builder().token("bad\ntoken"),
             builder().poll_interval(Duration::ZERO),
             builder().request_timeout(Duration::ZERO),
+            builder().watch_ping_interval(Duration::ZERO),
+            builder()
+                .watch_ping_interval(Duration::from_secs(10))
+                .watch_silence_timeout(Duration::from_secs(10)),
         ] {
             let e = b.build().unwrap_err();
             assert!(matches!(e, Error::Builder(_)), "{e}");

@@ -69,7 +69,9 @@
 //!   [validator](ClientBuilder::validator) and deserializes into its type; a bad update
 //!   leaves the old value in place and sets [`Watched::last_error`]. Its background task
 //!   reconnects with backoff and resumes by digest, and stops when the handle is
-//!   dropped.
+//!   dropped. It pings the server ([`ClientBuilder::watch_ping_interval`], 10 s); a
+//!   stream silent for [`ClientBuilder::watch_silence_timeout`] (25 s) is stalled:
+//!   that server's breaker counts a failure and the next server is tried first.
 //!
 //! Logs go through [`tracing`]; tokens never appear in them. Every request carries a
 //! fresh `x-request-id` (logged at DEBUG here, echoed and logged by the server), and a

@@ -4,13 +4,15 @@
 //! The task connects to the servers in failover order (respecting their circuit
 //! breakers), subscribes with the digest of the value it holds, and applies every
 //! `config` frame: validator, then deserialization into `T`, then an atomic swap. On any
-//! failure of the connection (closed, malformed stream, 60 s without a frame or ping) it
-//! reconnects with backoff and jitter and resubscribes with its digest, so it never
-//! misses the latest config. A labelled client polls over HTTP instead.
+//! failure of the connection (closed, malformed stream) it reconnects with backoff and
+//! jitter and resubscribes with its digest, so it never misses the latest config. It
+//! pings the server every `watch_ping_interval`; a stream silent (no frame, ping or
+//! pong) for `watch_silence_timeout` is stalled: it counts as a failure of that server
+//! and the reconnection starts with the next one. A labelled client polls over HTTP
+//! instead.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use futures_util::{SinkExt, StreamExt};
@@ -27,9 +29,6 @@ use crate::config::{Config, Origin};
 use crate::error::Error;
 use crate::retry::RetryPolicy;
 use crate::wire::{ClientFrame, ConfigResponse, ServerFrame};
-
-/// The server pings every 20 s (DESIGN §6); a connection silent for this long is dead.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 type Callback<T> = Arc<dyn Fn(&T, &T) + Send + Sync>;
 
@@ -271,11 +270,20 @@ fn deserialize<T: DeserializeOwned>(raw: &Value, path: Option<&str>) -> Result<T
 }
 
 /// How a WebSocket session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum SessionEnd {
     /// The server spoke the protocol for a while: reconnect soon.
     Healthy,
     /// No server could be reached, or the one reached misbehaved: back off.
     Failed,
+}
+
+/// How one stream ended.
+struct StreamEnd {
+    /// Whether the server spoke the protocol.
+    healthy: bool,
+    /// Nothing came for the silence timeout: the server, or the path to it, is stuck.
+    stalled: bool,
 }
 
 struct Task<T> {
@@ -387,7 +395,17 @@ where
             permit.success();
             inner.set_preferred(i);
             tracing::info!(server = %server.url, service = %inner.service, env = %inner.env, "watching for config changes");
-            return self.stream(ws, &server.url).await;
+            let end = self.stream(ws, &server.url).await;
+            if end.stalled {
+                // Reconnecting to it first would cost a connect and handshake timeout
+                // for a server that just proved unresponsive.
+                inner.server_stalled(i);
+            }
+            return if end.healthy {
+                SessionEnd::Healthy
+            } else {
+                SessionEnd::Failed
+            };
         }
         SessionEnd::Failed
     }
@@ -396,10 +414,15 @@ where
         &mut self,
         mut ws: tokio_tungstenite::WebSocketStream<S>,
         server: &str,
-    ) -> SessionEnd
+    ) -> StreamEnd
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
+        let failed = StreamEnd {
+            healthy: false,
+            stalled: false,
+        };
+        let silence = self.inner.watch_silence_timeout;
         let digest = self.shared.current.load().digest.clone();
         let subscribe = ClientFrame::Subscribe {
             service: self.inner.service.clone(),
@@ -410,25 +433,60 @@ where
             Ok(t) => t,
             Err(e) => {
                 tracing::error!(error = %e, "cannot serialize the subscribe frame");
-                return SessionEnd::Failed;
+                return failed;
             }
         };
-        if let Err(e) = ws.send(Message::text(text)).await {
-            tracing::warn!(server, error = %e, "sending the subscription failed");
-            return SessionEnd::Failed;
+        match tokio::time::timeout(silence, ws.send(Message::text(text))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(server, error = %e, "sending the subscription failed");
+                return failed;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    server,
+                    "sending the subscription stalled for {silence:?}: reconnecting"
+                );
+                return StreamEnd {
+                    healthy: false,
+                    stalled: true,
+                };
+            }
         }
+        let ping_every = self.inner.watch_ping_interval;
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heard = tokio::time::Instant::now();
         let mut healthy = false;
+        let mut stalled = false;
         loop {
-            let next = match tokio::time::timeout(IDLE_TIMEOUT, ws.next()).await {
-                Ok(next) => next,
-                Err(_) => {
-                    tracing::warn!(
-                        server,
-                        "no frame or ping for {IDLE_TIMEOUT:?}: reconnecting"
-                    );
+            let deadline = heard + silence;
+            let next = tokio::select! {
+                next = ws.next() => next,
+                _ = ping.tick() => {
+                    // A write can block too, on a peer that stopped reading.
+                    let pinged = tokio::time::timeout_at(deadline, ws.send(Message::Ping(Default::default()))).await;
+                    match pinged {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(e)) => {
+                            tracing::warn!(server, error = %e, "pinging the server failed");
+                            break;
+                        }
+                        Err(_) => {
+                            tracing::warn!(server, "the watch stream stalled: a ping could not be written for {silence:?}; trying the next server");
+                            stalled = true;
+                            break;
+                        }
+                    }
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    tracing::warn!(server, "nothing from the server for {silence:?} (not even a pong): the watch stream stalled; trying the next server");
+                    stalled = true;
                     break;
                 }
             };
+            heard = tokio::time::Instant::now();
             match next {
                 None => {
                     tracing::info!(server, "watch stream closed by the server");
@@ -452,11 +510,7 @@ where
                 Some(Ok(Message::Frame(_))) => {}
             }
         }
-        if healthy {
-            SessionEnd::Healthy
-        } else {
-            SessionEnd::Failed
-        }
+        StreamEnd { healthy, stalled }
     }
 
     /// Handle one frame; true if it was a well-formed frame.

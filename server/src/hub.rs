@@ -6,7 +6,14 @@
 //! pre-rendered `config` frame as [`Utf8Bytes`], serialized once per change) and
 //! `try_send`s an `Arc` of it into the bounded queue of every subscribed connection.
 //! Publishing never waits for a connection: a connection whose queue is full is told
-//! to close as a slow consumer (it resumes by digest when it reconnects).
+//! to close as a slow consumer (it resumes by digest when it reconnects). Its close
+//! frame goes ahead of whatever is still queued, and the closing handshake gets
+//! `ws_write_timeout` to reach a peer that is behind in reading.
+//!
+//! Watched pairs that are not pairs of the snapshot (several envs, undeclared envs,
+//! unknown services) are resolved again after every version by
+//! [`crate::watch`]; the hub counts them, once each however many connections watch
+//! them, and refuses new ones past `ws_max_extra_pairs`.
 //!
 //! Each connection is one task ([`serve`]) that owns its socket, its queue and its
 //! subscriptions (pair → last digest the client holds, used to send only what
@@ -77,12 +84,46 @@ struct Topic {
     subscribers: HashMap<u64, Arc<Peer>>,
     /// Digest last published for this pair (used for pairs recomputed by lookup).
     published: Option<Arc<str>>,
+    /// Not a pair of the snapshot (several envs, an undeclared env, an unknown
+    /// service): it is resolved again after every new version, so it counts against
+    /// `ws_max_extra_pairs`.
+    extra: bool,
 }
+
+/// Every topic, and how many of them are extra pairs.
+#[derive(Debug, Default)]
+struct Topics {
+    map: HashMap<PairKey, Topic>,
+    extra: usize,
+}
+
+impl Topics {
+    /// `id` leaves `key`; the topic goes with its last subscriber.
+    fn leave(&mut self, key: &PairKey, id: u64) {
+        let Some(topic) = self.map.get_mut(key) else {
+            return;
+        };
+        topic.subscribers.remove(&id);
+        if topic.subscribers.is_empty() {
+            self.remove(key);
+        }
+    }
+
+    fn remove(&mut self, key: &PairKey) {
+        if self.map.remove(key).is_some_and(|t| t.extra) {
+            self.extra = self.extra.saturating_sub(1);
+        }
+    }
+}
+
+/// Why a subscription was not registered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TooManyExtraPairs;
 
 /// Subscriptions of every connection, by pair.
 #[derive(Debug)]
 pub struct Hub {
-    topics: Mutex<HashMap<PairKey, Topic>>,
+    topics: Mutex<Topics>,
     next_id: AtomicU64,
     connections: AtomicUsize,
     idle: Notify,
@@ -113,7 +154,7 @@ impl Hub {
     /// An empty hub with these limits.
     pub fn new(settings: LiveSettings) -> Hub {
         Hub {
-            topics: Mutex::new(HashMap::new()),
+            topics: Mutex::new(Topics::default()),
             next_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -129,7 +170,7 @@ impl Hub {
         &self.settings
     }
 
-    fn topics(&self) -> MutexGuard<'_, HashMap<PairKey, Topic>> {
+    fn topics(&self) -> MutexGuard<'_, Topics> {
         // Nothing panics while holding the lock; recover rather than propagate if it ever did.
         self.topics.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -179,7 +220,7 @@ impl Hub {
     fn fan_out(&self, entry: &PairEntry, only_if_new: bool) {
         let key = (entry.service.clone(), entry.env_string());
         let mut topics = self.topics();
-        let Some(topic) = topics.get_mut(&key) else {
+        let Some(topic) = topics.map.get_mut(&key) else {
             return;
         };
         if only_if_new && topic.published.as_deref() == Some(entry.digest()) {
@@ -212,15 +253,29 @@ impl Hub {
         }
     }
 
-    /// Pairs that have subscribers.
-    pub fn subscribed_pairs(&self) -> Vec<PairKey> {
-        self.topics().keys().cloned().collect()
+    /// Watched pairs that `in_snapshot` says are not pairs of the current snapshot,
+    /// each once however many connections watch it. Pairs that moved into or out of
+    /// the snapshot since they were first watched are counted again accordingly.
+    pub fn extra_pairs(&self, in_snapshot: impl Fn(&str, &str) -> bool) -> Vec<PairKey> {
+        let mut topics = self.topics();
+        let mut out = Vec::new();
+        let mut count = 0;
+        for (key, topic) in &mut topics.map {
+            topic.extra = !in_snapshot(&key.0, &key.1);
+            if topic.extra {
+                count += 1;
+                out.push(key.clone());
+            }
+        }
+        topics.extra = count;
+        out
     }
 
     /// Subscriber count per pair, sorted.
     pub fn subscriber_counts(&self) -> Vec<(PairKey, usize)> {
         let mut out: Vec<_> = self
             .topics()
+            .map
             .iter()
             .map(|(k, t)| (k.clone(), t.subscribers.len()))
             .collect();
@@ -279,43 +334,58 @@ struct Connection {
 }
 
 impl Connection {
-    fn subscribe(&mut self, key: PairKey, digest: Option<Arc<str>>) {
-        self.hub
-            .topics()
-            .entry(key.clone())
-            .or_default()
-            .subscribers
-            .insert(self.id, self.peer.clone());
+    /// Register for `key`. `extra`: it is not a pair of the current snapshot; a new
+    /// topic of that kind is refused once the hub follows `ws_max_extra_pairs` of them
+    /// (joining one already followed is free).
+    fn subscribe(
+        &mut self,
+        key: PairKey,
+        digest: Option<Arc<str>>,
+        extra: bool,
+    ) -> Result<(), TooManyExtraPairs> {
+        let mut topics = self.hub.topics();
+        if !topics.map.contains_key(&key) {
+            if extra {
+                if topics.extra >= self.hub.settings.ws_max_extra_pairs {
+                    return Err(TooManyExtraPairs);
+                }
+                topics.extra += 1;
+            }
+            topics.map.insert(
+                key.clone(),
+                Topic {
+                    extra,
+                    ..Topic::default()
+                },
+            );
+        }
+        if let Some(topic) = topics.map.get_mut(&key) {
+            topic.subscribers.insert(self.id, self.peer.clone());
+        }
+        drop(topics);
         self.subs.insert(key, digest);
+        Ok(())
     }
 
     fn unsubscribe(&mut self, key: &PairKey) {
         if self.subs.remove(key).is_none() {
             return;
         }
+        self.hub.topics().leave(key, self.id);
+    }
+
+    /// Leave every topic (the connection is closing: nothing more is queued for it).
+    fn leave_all(&mut self) {
         let mut topics = self.hub.topics();
-        if let Some(topic) = topics.get_mut(key) {
-            topic.subscribers.remove(&self.id);
-            if topic.subscribers.is_empty() {
-                topics.remove(key);
-            }
+        for (key, _) in self.subs.drain() {
+            topics.leave(&key, self.id);
         }
     }
 }
 
 impl Drop for Connection {
     fn drop(&mut self) {
-        {
-            let mut topics = self.hub.topics();
-            for key in self.subs.keys() {
-                if let Some(topic) = topics.get_mut(key) {
-                    topic.subscribers.remove(&self.id);
-                    if topic.subscribers.is_empty() {
-                        topics.remove(key);
-                    }
-                }
-            }
-        }
+        self.leave_all();
         if self.hub.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.hub.idle.notify_waiters();
         }
@@ -372,6 +442,10 @@ enum End {
 /// Largest number of malformed frames tolerated on one connection.
 const MAX_BAD_FRAMES: u32 = 64;
 
+/// How long the close frame (and the peer's answer) may take when the server stops:
+/// shutdown waits for every connection, and must stay prompt.
+const SHUTDOWN_CLOSE: Duration = Duration::from_secs(1);
+
 struct Session {
     socket: WebSocket,
     conn: Connection,
@@ -379,6 +453,9 @@ struct Session {
     bad_frames: u32,
     /// Who opened the connection: each subscription is checked against its scopes.
     principal: Principal,
+    /// Set when the server stops: a write blocked on a peer that does not read gives
+    /// way to the 1001 close at once instead of holding shutdown for `ws_write_timeout`.
+    stopping: watch::Receiver<bool>,
 }
 
 async fn serve(socket: WebSocket, conn: Connection, store: Arc<Store>, principal: Principal) {
@@ -390,6 +467,7 @@ async fn serve(socket: WebSocket, conn: Connection, store: Arc<Store>, principal
         store,
         bad_frames: 0,
         principal,
+        stopping: hub.shutdown.subscribe(),
     };
     let shutdown = hub.shutdown_signal();
     tokio::pin!(shutdown);
@@ -416,7 +494,7 @@ async fn serve(socket: WebSocket, conn: Connection, store: Arc<Store>, principal
             }
             _ = ping.tick() => {
                 if last_heard.elapsed() >= settings.ws_idle_timeout {
-                    Err(End::Close(close_code::AWAY, "idle timeout"))
+                    Err(End::Close(close_code::AWAY, IDLE_TIMEOUT))
                 } else {
                     session.send(Message::Ping(bytes::Bytes::new()), &settings, &peer).await
                 }
@@ -427,39 +505,45 @@ async fn serve(socket: WebSocket, conn: Connection, store: Arc<Store>, principal
         }
     };
 
-    match end {
-        End::Gone => {}
+    let (code, reason) = match end {
+        End::Gone => return,
         End::Slow => {
             tracing::info!(
                 subscriptions = session.conn.subs.len(),
                 "closing a slow WebSocket consumer"
             );
-            let frame = close_frame(close_code::AGAIN, "slow consumer");
-            let _ =
-                tokio::time::timeout(Duration::from_millis(100), session.socket.send(frame)).await;
+            (close_code::AGAIN, "slow consumer")
         }
         End::Close(code, reason) => {
             tracing::debug!(code, reason, "closing WebSocket");
-            let sent = tokio::time::timeout(
-                Duration::from_secs(1),
-                session.socket.send(close_frame(code, reason)),
-            )
-            .await;
-            if matches!(sent, Ok(Ok(()))) {
-                // Let the peer answer the close before the TCP connection goes, so
-                // unread input does not turn our close frame into a reset.
-                let _ = tokio::time::timeout(Duration::from_millis(250), async {
-                    while let Some(Ok(msg)) = session.socket.recv().await {
-                        if matches!(msg, Message::Close(_)) {
-                            break;
-                        }
-                    }
-                })
-                .await;
-            }
+            (code, reason)
+        }
+    };
+    session.conn.leave_all();
+    // Frames still in the queue are never written: the close goes next, right after
+    // the bytes already handed to the socket. A peer that stopped reading sees it once
+    // it reads those, so it gets a whole write timeout to do so (not when the server
+    // stops, nor for a peer that already went silent).
+    let stopping = *session.stopping.borrow();
+    let within = if stopping || reason == IDLE_TIMEOUT {
+        SHUTDOWN_CLOSE
+    } else {
+        settings.ws_write_timeout
+    };
+    if stopping {
+        session.close(code, reason, within).await;
+    } else {
+        tokio::select! {
+            () = session.close(code, reason, within) => {}
+            // The server is stopping: it waits for this connection, which already
+            // said why it ends.
+            () = &mut shutdown => {}
         }
     }
 }
+
+/// Reason of the close for a peer that answered nothing for `ws_idle_timeout`.
+const IDLE_TIMEOUT: &str = "idle timeout";
 
 fn close_frame(code: u16, reason: &'static str) -> Message {
     Message::Close(Some(CloseFrame {
@@ -498,13 +582,15 @@ fn shown(s: &str, max: usize) -> String {
 }
 
 impl Session {
-    /// Write one message, giving up if the peer is too slow or the hub drops it.
+    /// Write one message, giving up if the peer is too slow, the hub drops it or the
+    /// server stops.
     async fn send(
         &mut self,
         msg: Message,
         settings: &LiveSettings,
         peer: &Peer,
     ) -> Result<(), End> {
+        let stopping = &mut self.stopping;
         tokio::select! {
             sent = tokio::time::timeout(settings.ws_write_timeout, self.socket.send(msg)) => match sent {
                 Ok(Ok(())) => Ok(()),
@@ -512,7 +598,27 @@ impl Session {
                 Err(_) => Err(End::Slow),
             },
             () = peer.slow.notified() => Err(End::Slow),
+            _ = stopping.wait_for(|stop| *stop) => Err(End::Close(close_code::AWAY, "going away")),
         }
+    }
+
+    /// The closing handshake, all of it within `within`: send the close frame, then
+    /// read (and drop) whatever the peer still sends until it answers with its own
+    /// close. Closing the TCP connection while its input is unread would turn it into
+    /// a reset, which can destroy the close frame before the peer reads it.
+    async fn close(&mut self, code: u16, reason: &'static str, within: Duration) {
+        let socket = &mut self.socket;
+        let _ = tokio::time::timeout(within, async {
+            if socket.send(close_frame(code, reason)).await.is_err() {
+                return;
+            }
+            while let Some(Ok(msg)) = socket.recv().await {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
     }
 
     /// A frame from the hub: send it unless the client already holds that digest.
@@ -694,7 +800,24 @@ impl Session {
         }
         // Register before looking up: a change published meanwhile reaches the queue,
         // and is sent after whatever the lookup finds, so the client ends on the newest.
-        self.conn.subscribe(key.clone(), digest.map(Arc::from));
+        let extra = self.store.snapshot().slot(&key.0, &key.1).is_none();
+        if self
+            .conn
+            .subscribe(key.clone(), digest.map(Arc::from), extra)
+            .is_err()
+        {
+            let max = settings.ws_max_extra_pairs;
+            let msg = error_frame(
+                Some(&key.0),
+                Some(&key.1),
+                "too_many_watched_pairs",
+                format!(
+                    "`{}/{}` is not a (service, env) pair of the tracked version (several envs, an undeclared env or an unknown service), and the server already follows {max} such pairs for all connections together (limits.ws_max_extra_pairs); watch single declared envs, or retry once others unsubscribe",
+                    key.0, key.1
+                ),
+            );
+            return self.send(msg, settings, peer).await;
+        }
         let (service, env) = (&key.0, &key.1);
         let reply = match self.store.lookup(&self.principal, None, service, &envs).await {
             Ok(entry) if !entry.service_known => error_frame(
@@ -773,11 +896,12 @@ mod tests {
         let key: PairKey = ("orders".into(), "prod".into());
         let mut conns: Vec<Connection> = (0..3).map(|_| hub.connect().expect("conn")).collect();
         for c in &mut conns {
-            c.subscribe(key.clone(), None);
+            c.subscribe(key.clone(), None, false).expect("subscribed");
         }
         let other = {
             let mut c = hub.connect().expect("conn");
-            c.subscribe(("billing".into(), "prod".into()), None);
+            c.subscribe(("billing".into(), "prod".into()), None, false)
+                .expect("subscribed");
             c
         };
         hub.publish(&entry(dir.path(), 1));
@@ -812,9 +936,11 @@ mod tests {
         let hub = Arc::new(Hub::new(settings));
         let key: PairKey = ("orders".into(), "prod".into());
         let mut slow = hub.connect().expect("conn");
-        slow.subscribe(key.clone(), None);
+        slow.subscribe(key.clone(), None, false)
+            .expect("subscribed");
         let mut fast = hub.connect().expect("conn");
-        fast.subscribe(key.clone(), None);
+        fast.subscribe(key.clone(), None, false)
+            .expect("subscribed");
         for pool in 0..3 {
             hub.publish(&entry(dir.path(), pool));
             fast.rx.try_recv().expect("fast keeps up");
@@ -828,6 +954,44 @@ mod tests {
     }
 
     #[test]
+    fn extra_pairs_are_counted_once_and_bounded() {
+        let settings = LiveSettings {
+            ws_max_extra_pairs: 2,
+            ..LiveSettings::default()
+        };
+        let hub = Arc::new(Hub::new(settings));
+        let pair = |env: &str| -> PairKey { ("orders".into(), env.into()) };
+        let mut a = hub.connect().expect("conn");
+        let mut b = hub.connect().expect("conn");
+        a.subscribe(pair("prod,eu"), None, true).expect("first");
+        // The same pair from another connection is one pair.
+        b.subscribe(pair("prod,eu"), None, true).expect("shared");
+        a.subscribe(pair("prod,us"), None, true).expect("second");
+        assert_eq!(
+            b.subscribe(pair("prod,ap"), None, true),
+            Err(TooManyExtraPairs)
+        );
+        assert!(!b.subs.contains_key(&pair("prod,ap")), "not registered");
+        // Snapshot pairs are not limited by it.
+        b.subscribe(pair("prod"), None, false)
+            .expect("snapshot pair");
+        let mut extra = hub.extra_pairs(|_, env| env == "prod");
+        extra.sort();
+        assert_eq!(extra, vec![pair("prod,eu"), pair("prod,us")]);
+        // Leaving frees the slot once the last subscriber of the pair is gone.
+        a.unsubscribe(&pair("prod,us"));
+        b.subscribe(pair("prod,ap"), None, true).expect("freed");
+        a.unsubscribe(&pair("prod,eu"));
+        assert_eq!(
+            a.subscribe(pair("prod,sa"), None, true),
+            Err(TooManyExtraPairs),
+            "prod,eu is still watched by b"
+        );
+        drop(b);
+        a.subscribe(pair("prod,sa"), None, true).expect("b is gone");
+    }
+
+    #[test]
     fn connection_limit_and_cleanup() {
         let settings = LiveSettings {
             ws_max_connections: 2,
@@ -837,7 +1001,8 @@ mod tests {
         let mut a = hub.connect().expect("first");
         let b = hub.connect().expect("second");
         assert!(hub.connect().is_none());
-        a.subscribe(("orders".into(), "prod".into()), None);
+        a.subscribe(("orders".into(), "prod".into()), None, false)
+            .expect("subscribed");
         assert_eq!(hub.subscriber_counts().len(), 1);
         drop(a);
         assert!(hub.subscriber_counts().is_empty());

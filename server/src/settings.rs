@@ -144,6 +144,10 @@ pub struct LiveSettings {
     pub ws_idle_timeout: Duration,
     /// Open WebSocket connections accepted at once.
     pub ws_max_connections: usize,
+    /// Distinct watched pairs outside the snapshot (several envs, undeclared envs,
+    /// unknown services), for all connections together: each is resolved again after
+    /// every new version. Subscriptions to more are refused.
+    pub ws_max_extra_pairs: usize,
 }
 
 impl Default for LiveSettings {
@@ -159,6 +163,7 @@ impl Default for LiveSettings {
             ws_ping_interval: Duration::from_secs(20),
             ws_idle_timeout: Duration::from_secs(60),
             ws_max_connections: 10_000,
+            ws_max_extra_pairs: 1024,
         }
     }
 }

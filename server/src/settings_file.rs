@@ -131,6 +131,8 @@ pub struct FileLimits {
     pub ws_max_connections: Option<usize>,
     /// Frames that may queue for a connection beyond one per subscription.
     pub ws_send_buffer: Option<usize>,
+    /// Distinct watched pairs outside the snapshot, for all connections.
+    pub ws_max_extra_pairs: Option<usize>,
     /// Ping interval (`20s`).
     pub ws_ping_interval: Option<String>,
     /// Idle peers are dropped after this (`60s`).
@@ -178,6 +180,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("limits.ws_max_subscriptions", Kind::Int),
     ("limits.ws_max_connections", Kind::Int),
     ("limits.ws_send_buffer", Kind::Int),
+    ("limits.ws_max_extra_pairs", Kind::Int),
     ("limits.ws_ping_interval", Kind::Str),
     ("limits.ws_idle_timeout", Kind::Str),
     ("limits.fetch_timeout", Kind::Str),
@@ -436,6 +439,7 @@ impl FileSettings {
             ws_max_subscriptions: l.ws_max_subscriptions.unwrap_or(live.ws_max_subscriptions),
             ws_max_connections: l.ws_max_connections.unwrap_or(live.ws_max_connections),
             ws_send_buffer: l.ws_send_buffer.unwrap_or(live.ws_send_buffer),
+            ws_max_extra_pairs: l.ws_max_extra_pairs.unwrap_or(live.ws_max_extra_pairs),
             ws_ping_interval: duration(
                 "limits.ws_ping_interval",
                 &l.ws_ping_interval,

@@ -268,6 +268,35 @@ impl Store {
         self.cache.lock().ok()?.get(key).cloned()
     }
 
+    /// Resolve a pair in `view` and remember the result under `key` (errors too: a
+    /// version never changes).
+    fn resolve_and_cache(
+        &self,
+        view: &mut View<'_>,
+        catalog: &Catalog,
+        key: CacheKey,
+        service: &str,
+        envs: &[String],
+    ) -> Arc<Resolution> {
+        let label = &key.1;
+        let resolution = Arc::new(
+            match PairEntry::build(view, catalog, &self.uri, label, service, envs) {
+                Ok(entry) => Resolution {
+                    access: entry.access.clone(),
+                    result: Ok(Arc::new(entry)),
+                },
+                Err(e) => Resolution {
+                    access: pair_files(view, catalog, service, envs).access,
+                    result: Err(e),
+                },
+            },
+        );
+        if let Ok(mut cache) = self.cache.lock() {
+            cache.put(key, resolution.clone());
+        }
+        resolution
+    }
+
     fn lookup_blocking(
         &self,
         label: &str,
@@ -297,22 +326,7 @@ impl Store {
             if let Some(env) = envs.iter().find(|e| !catalog.env_known(e)) {
                 return Err(LookupError::UnknownEnv(env.clone()));
             }
-            let resolution = Arc::new(
-                match PairEntry::build(view, &catalog, &self.uri, label, service, envs) {
-                    Ok(entry) => Resolution {
-                        access: entry.access.clone(),
-                        result: Ok(Arc::new(entry)),
-                    },
-                    Err(e) => Resolution {
-                        access: pair_files(view, &catalog, service, envs).access,
-                        result: Err(e),
-                    },
-                },
-            );
-            if let Ok(mut cache) = self.cache.lock() {
-                cache.put(key(&view.version), resolution.clone());
-            }
-            Ok(resolution)
+            Ok(self.resolve_and_cache(view, &catalog, key(&view.version), service, envs))
         };
         match &self.source {
             Source::Git(git) => git.with_repo(|repo| {
@@ -336,6 +350,80 @@ impl Store {
                 }
                 let mut view = dir.view()?;
                 build(&mut view)
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Resolve several pairs of the tracked branch in one pass, in the order given: one
+    /// listing of the files and one catalog for all of them, each file parsed at most
+    /// once (and files unchanged since the snapshot not at all). For pairs outside the
+    /// snapshot (several envs, undeclared envs, unknown services), whose lookups one by
+    /// one would each list and parse everything again. Results are cached as
+    /// [`Store::lookup`]'s are. Blocking.
+    pub fn lookup_tracked_many(
+        &self,
+        pairs: &[(String, Vec<String>)],
+    ) -> Result<Vec<Result<Arc<PairEntry>, LookupError>>, SourceError> {
+        let snap = self.snapshot();
+        if let Some(e) = &snap.global_error {
+            return Ok(pairs
+                .iter()
+                .map(|_| Err(LookupError::Config(e.clone())))
+                .collect());
+        }
+        // No token here: the hub checks each subscriber's scopes against the entry's
+        // files as it sends.
+        let served = |built: Arc<Resolution>| match &built.result {
+            Ok(entry) => match &entry.placeholder_error {
+                Some(e) => Err(LookupError::Config(e.clone())),
+                None => Ok(entry.clone()),
+            },
+            Err(e) => Err(LookupError::Config(e.clone())),
+        };
+        let resolve_all = |view: &mut View<'_>| -> Vec<Result<Arc<PairEntry>, LookupError>> {
+            if view.version == snap.version {
+                view.prior = snap.parsed_blobs.clone();
+            }
+            let catalog = match Catalog::of(view) {
+                Ok(c) => c,
+                Err(e) => {
+                    return pairs
+                        .iter()
+                        .map(|_| Err(LookupError::Config(e.clone())))
+                        .collect()
+                }
+            };
+            pairs
+                .iter()
+                .map(|(service, envs)| {
+                    let key: CacheKey = (
+                        view.version.clone(),
+                        snap.label.clone(),
+                        service.clone(),
+                        envs.join(","),
+                    );
+                    if let Some(hit) = self.cached(&key) {
+                        return served(hit);
+                    }
+                    if let Some(env) = envs.iter().find(|e| !catalog.env_known(e)) {
+                        return Err(LookupError::UnknownEnv(env.clone()));
+                    }
+                    served(self.resolve_and_cache(view, &catalog, key, service, envs))
+                })
+                .collect()
+        };
+        match &self.source {
+            Source::Git(git) => git.with_repo(|repo| {
+                let oid = git2::Oid::from_str(&snap.version)
+                    .map_err(SourceError::git("reading the tracked version"))?;
+                let mut view = git.view(repo, oid)?;
+                Ok(resolve_all(&mut view))
+            }),
+            Source::Dir(dir) => {
+                let mut view = dir.view()?;
+                Ok(resolve_all(&mut view))
             }
         }
     }

@@ -20,13 +20,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use notify_debouncer_full::notify::{RecommendedWatcher, RecursiveMode};
+use notify_debouncer_full::notify::event::{AccessKind, AccessMode, ModifyKind};
+use notify_debouncer_full::notify::{EventKind, RecommendedWatcher, RecursiveMode};
 use notify_debouncer_full::{new_debouncer, DebounceEventResult, Debouncer, RecommendedCache};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use crate::auth::Principal;
 use crate::errors::SourceError;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -237,6 +237,12 @@ pub async fn refresh_loop(
         metrics.fetch_succeeded();
     }
 
+    let extra_pairs = Arc::new(Notify::new());
+    tokio::spawn(
+        follow_extra_pairs(store.clone(), hub.clone(), extra_pairs.clone())
+            .instrument(tracing::info_span!("extra_pairs")),
+    );
+
     let mut next_poll = Instant::now() + poll;
     let mut failures: u32 = 0;
     loop {
@@ -365,10 +371,9 @@ pub async fn refresh_loop(
                     }
                 });
                 if moved {
-                    publish(&store, &hub, changes, took)
-                        .instrument(span.clone())
-                        .await;
+                    span.in_scope(|| publish(&store, &hub, changes, took));
                     metrics.pushed(triggered_at.elapsed());
+                    extra_pairs.notify_one();
                 }
             }
             Err(e) => {
@@ -412,7 +417,7 @@ fn run_once(store: &Store, fetch: bool) -> RunResult {
 }
 
 /// Push what changed, log what broke.
-async fn publish(store: &Arc<Store>, hub: &Hub, changes: Changes, took: Duration) {
+fn publish(store: &Store, hub: &Hub, changes: Changes, took: Duration) {
     let snapshot = store.snapshot();
     let errors = snapshot.errors();
     tracing::info!(
@@ -437,24 +442,72 @@ async fn publish(store: &Arc<Store>, hub: &Hub, changes: Changes, took: Duration
     for entry in &changes.changed {
         hub.publish(entry);
     }
-    // Pairs outside the snapshot (several envs, undeclared envs, unknown services)
-    // that someone watches: resolve them at the new version.
-    for (service, env) in hub.subscribed_pairs() {
-        if snapshot.slot(&service, &env).is_some() {
+}
+
+/// Keep watched pairs outside the snapshot (several envs, undeclared envs, unknown
+/// services) up to date: after each new version (`wake`), resolve each of them once,
+/// all in one pass, and push those whose digest changed. Runs beside the refresh
+/// loop, so snapshot pairs are pushed without waiting for these, and the next
+/// version's refresh does not wait either; versions arriving during a pass collapse
+/// into one more pass, at the newest. The hub bounds how many such pairs there are
+/// (`ws_max_extra_pairs`).
+async fn follow_extra_pairs(store: Arc<Store>, hub: Arc<Hub>, wake: Arc<Notify>) {
+    let shutdown = hub.shutdown_signal();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            () = wake.notified() => {}
+        }
+        let snapshot = store.snapshot();
+        let keys = hub.extra_pairs(|service, env| snapshot.slot(service, env).is_some());
+        drop(snapshot);
+        // Subscriptions are checked when made; a pair that fails to parse here has no
+        // config to push.
+        let (keys, pairs): (Vec<_>, Vec<_>) = keys
+            .into_iter()
+            .filter_map(|key| {
+                let envs = parse_envs(&key.1).ok()?;
+                let pair = (key.0.clone(), envs);
+                Some((key, pair))
+            })
+            .unzip();
+        if pairs.is_empty() {
             continue;
         }
-        let Ok(envs) = parse_envs(&env) else { continue };
-        // The hub checks each subscriber's scopes against the entry's files as it sends.
-        match store
-            .lookup(&Principal::open(), None, &service, &envs)
-            .await
-        {
-            Ok(entry) if entry.service_known => hub.publish_if_new(&entry),
-            Ok(_) => {}
-            Err(e) => {
-                tracing::debug!(%service, %env, error = %e, "watched pair does not resolve at the new version")
+        let started = std::time::Instant::now();
+        let resolving = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.lookup_tracked_many(&pairs))
+        };
+        let resolved = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            r = resolving => r,
+        };
+        match resolved {
+            Ok(Ok(results)) => {
+                for ((service, env), result) in keys.iter().zip(results) {
+                    match result {
+                        Ok(entry) if entry.service_known => hub.publish_if_new(&entry),
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::debug!(%service, %env, error = %e, "watched pair does not resolve at the new version")
+                        }
+                    }
+                }
             }
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, pairs = keys.len(), "cannot resolve the watched pairs outside the snapshot")
+            }
+            Err(e) => tracing::error!(error = %e, "resolving task failed"),
         }
+        tracing::debug!(
+            pairs = keys.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "watched pairs outside the snapshot resolved"
+        );
     }
 }
 
@@ -514,7 +567,7 @@ fn start_watcher(
         Ok(events) => {
             if events
                 .iter()
-                .any(|e| e.paths.iter().any(|p| filter.relevant(p)))
+                .any(|e| changes_content(&e.kind) && e.paths.iter().any(|p| filter.relevant(p)))
             {
                 tracing::debug!(events = events.len(), "change detected");
                 trigger.poke(false);
@@ -543,6 +596,25 @@ fn start_watcher(
         watching.push(path);
     }
     Ok((Some(debouncer), watching))
+}
+
+/// Whether an event of this kind can mean new content. Reading a file raises
+/// open and close-without-write events too, and the refresh itself reads `HEAD`, the
+/// refs and (for `--dev`) every file: counting those would make each refresh trigger
+/// the next one, forever. Metadata-only changes (`chmod`, `touch`) change no content
+/// either. Kinds the backend cannot name are kept: a missed change costs more than a
+/// spare refresh.
+fn changes_content(kind: &EventKind) -> bool {
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Access(_) => false,
+        EventKind::Modify(ModifyKind::Metadata(_)) => false,
+        EventKind::Create(_)
+        | EventKind::Modify(_)
+        | EventKind::Remove(_)
+        | EventKind::Any
+        | EventKind::Other => true,
+    }
 }
 
 /// Which file events may mean a new version.
@@ -599,6 +671,31 @@ mod tests {
         assert!(!f.relevant(Path::new("/r/.git/index")));
         assert!(!f.relevant(Path::new("/r/.git/objects/ab/cdef")));
         assert!(!f.relevant(Path::new("/r/orders.yml")));
+    }
+
+    #[test]
+    fn reads_and_metadata_changes_are_not_changes() {
+        use notify_debouncer_full::notify::event::{
+            CreateKind, DataChange, MetadataKind, RemoveKind, RenameMode,
+        };
+        for kind in [
+            EventKind::Access(AccessKind::Open(AccessMode::Any)),
+            EventKind::Access(AccessKind::Read),
+            EventKind::Access(AccessKind::Close(AccessMode::Read)),
+            EventKind::Modify(ModifyKind::Metadata(MetadataKind::Any)),
+        ] {
+            assert!(!changes_content(&kind), "{kind:?}");
+        }
+        for kind in [
+            EventKind::Create(CreateKind::File),
+            EventKind::Modify(ModifyKind::Data(DataChange::Any)),
+            EventKind::Modify(ModifyKind::Name(RenameMode::To)),
+            EventKind::Remove(RemoveKind::File),
+            EventKind::Access(AccessKind::Close(AccessMode::Write)),
+            EventKind::Other,
+        ] {
+            assert!(changes_content(&kind), "{kind:?}");
+        }
     }
 
     #[test]
