@@ -18,7 +18,7 @@ use confhub_server::settings::Secret;
 use confhub_server::Settings;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -55,7 +55,7 @@ impl Raw {
 }
 
 /// Read until the peer closes (or resets); panics if that takes longer than [`ANSWER`].
-async fn read_until_closed(stream: &mut TcpStream, what: &str) -> Vec<u8> {
+async fn read_until_closed(stream: &mut (impl AsyncRead + Unpin), what: &str) -> Vec<u8> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let deadline = Instant::now() + ANSWER;
@@ -529,8 +529,9 @@ async fn oversized_requests_are_refused_early(server: &TestServer) {
     assert_good_pair(server, "after oversized requests").await;
 }
 
-/// Nothing, half a preface, half a request line or half the headers, then silence:
-/// closed after `header_read_timeout` (1 s here), while everyone else is served.
+/// Nothing, half a preface, half a request line or half the headers, then silence; an
+/// idle HTTP/1 keep-alive connection; an HTTP/2 connection with PINGs only: closed after
+/// `header_read_timeout` (1 s here), while everyone else is served.
 async fn slow_loris_is_cut_off_while_others_are_served(server: &TestServer) {
     let addr = server.addr();
     let stall = |partial: &'static [u8]| async move {
@@ -540,11 +541,6 @@ async fn slow_loris_is_cut_off_while_others_are_served(server: &TestServer) {
         let rest = read_until_closed(&mut s, "slow loris").await;
         (started.elapsed(), parse_raw(&rest))
     };
-    // An HTTP/2 client (prior knowledge) that sent its preface is past that deadline.
-    let mut h2 = TcpStream::connect(addr).await.unwrap();
-    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .await
-        .unwrap();
     // A kept-alive connection gone quiet after its answer is closed the same way.
     let idle = tokio::spawn(async move {
         let mut s = TcpStream::connect(addr).await.unwrap();
@@ -553,8 +549,35 @@ async fn slow_loris_is_cut_off_while_others_are_served(server: &TestServer) {
         let rest = read_until_closed(&mut s, "idle keep-alive").await;
         (started.elapsed(), parse_raw(&rest))
     });
+    // An HTTP/2 client (prior knowledge) past the preface that only sends PINGs (and never
+    // acknowledges the server's, so its GOAWAY cannot complete): closed too. This used to
+    // be asserted to stay open, which let PING-answering clients hold every slot.
+    let h2_idle = tokio::spawn(async move {
+        let s = TcpStream::connect(addr).await.unwrap();
+        let (mut rd, mut wr) = s.into_split();
+        wr.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let pinger = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if wr
+                    .write_all(b"\0\0\x08\x06\0\0\0\0\0pingpong")
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let rest = read_until_closed(&mut rd, "idle HTTP/2 with PINGs").await;
+        pinger.abort();
+        (started.elapsed(), parse_raw(&rest))
+    });
     let lorises = futures_util::future::join_all([
         idle,
+        h2_idle,
         // Nothing at all, and half an HTTP/2 preface: no request line to time yet.
         tokio::spawn(stall(b"")),
         tokio::spawn(stall(b"PRI * HTTP/2.0\r\n")),
@@ -589,26 +612,6 @@ async fn slow_loris_is_cut_off_while_others_are_served(server: &TestServer) {
         // Closed silently, or told 408.
         assert!(matches!(answer.status(), None | Some(408)), "{answer:?}");
     }
-    // The HTTP/2 connection, idle as long as the slow ones, still answers a PING.
-    h2.write_all(b"\0\0\x08\x06\0\0\0\0\0pingpong")
-        .await
-        .unwrap();
-    let ack = tokio::time::timeout(ANSWER, async {
-        loop {
-            let mut head = [0u8; 9];
-            h2.read_exact(&mut head).await?;
-            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
-            let mut payload = vec![0u8; len];
-            h2.read_exact(&mut payload).await?;
-            if head[3] == 6 && head[4] & 1 == 1 {
-                return std::io::Result::Ok(payload);
-            }
-        }
-    })
-    .await
-    .expect("a PING ack within the deadline")
-    .expect("the HTTP/2 connection is open");
-    assert_eq!(ack, b"pingpong");
     assert_good_pair(server, "after slow clients").await;
 }
 
@@ -952,4 +955,74 @@ async fn keep_alive_get(s: &mut TcpStream, path: &str) -> u16 {
         }
     };
     tokio::time::timeout(ANSWER, read).await.expect("an answer")
+}
+
+// ===========================================================================
+// Hardening (idle HTTP/2 connections, webhook bodies, empty secrets).
+// Everything from here to the matching end marker belongs to that block.
+
+/// A small repository and a server whose idle timeout (`header_read_timeout`) is 1 s.
+async fn quick_idle_server() -> (TestRepo, TestServer) {
+    let key = Key::generate();
+    let ring = Keyring::new(vec![Key::from_base64(&key).unwrap()]).unwrap();
+    let repo = TestRepo::new();
+    repo.write("application.yml", "greeting: hello\n");
+    repo.commit("small");
+    let mut settings = common::settings(repo.path_str());
+    settings.keyring = Some(ring);
+    settings.webhook_secret = Some(Secret::new(WEBHOOK_SECRET));
+    settings.limits.header_read_timeout = Duration::from_secs(1);
+    let server = TestServer::start(settings).await;
+    (repo, server)
+}
+
+/// An h2c connection that has served a request and then only answers and sends PINGs is
+/// idle: it is closed after the idle timeout, however faithfully it PINGs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_h2c_connection_is_closed_even_while_it_pings() {
+    let (_repo, server) = quick_idle_server().await;
+    let mut h2 = common::h2_connect(TcpStream::connect(server.addr()).await.unwrap()).await;
+    let (status, body) = h2.request("GET", "/healthz", &[], Duration::ZERO).await;
+    assert_eq!((status, body.as_slice()), (200, b"ok".as_slice()));
+    let (pongs, lived) = h2
+        .ping_until_closed(Duration::from_millis(200), Duration::from_secs(20))
+        .await;
+    assert!(pongs >= 2, "only {pongs} PINGs answered: closed too early?");
+    assert!(
+        lived >= Duration::from_millis(500),
+        "closed after {lived:?}, before the 1 s idle timeout"
+    );
+    server.stop().await.expect("clean stop");
+}
+
+/// A request whose body trickles in over several idle timeouts keeps its h2c connection
+/// (an open stream is not idle); once it is answered, the connection idles out as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_connection_with_a_slow_request_is_kept() {
+    let (_repo, server) = quick_idle_server().await;
+    let mut h2 = common::h2_connect(TcpStream::connect(server.addr()).await.unwrap()).await;
+    let chunks: [&[u8]; 6] = [b"s", b"l", b"o", b"w", b"l", b"y"];
+    let started = Instant::now();
+    let (status, body) = h2
+        .request("POST", "/encrypt", &chunks, Duration::from_millis(600))
+        .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the body took {:?}: not longer than the idle timeout",
+        started.elapsed()
+    );
+    let body = String::from_utf8_lossy(&body).to_string();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("{cipher}"), "{body}");
+    // And a second request on the same connection still works before it idles out.
+    let (status, _) = h2.request("GET", "/healthz", &[], Duration::ZERO).await;
+    assert_eq!(status, 200);
+    let (_, lived) = h2
+        .ping_until_closed(Duration::from_millis(200), Duration::from_secs(20))
+        .await;
+    assert!(
+        lived >= Duration::from_millis(500),
+        "closed after {lived:?}"
+    );
+    server.stop().await.expect("clean stop");
 }
