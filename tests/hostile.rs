@@ -497,11 +497,12 @@ async fn oversized_requests_are_refused_early(server: &TestServer) {
         assert_eq!(resp.status(), 413);
     } // else: the server closed the connection while the upload was still going.
 
-    // Webhooks have a larger limit (8 MB), but a limit: 20 MB announced, the answer comes
-    // once 8 MB are in.
+    // Webhooks have their own limit (1 MiB by default): 20 MB announced with a well-formed
+    // signature is a 413 before any of it is read.
     let mut req = format!(
-        "POST /v1/webhook HTTP/1.1\r\nHost: confhub\r\nContent-Length: {}\r\nX-Hub-Signature-256: sha256=00\r\nConnection: close\r\n\r\n",
-        20 << 20
+        "POST /v1/webhook HTTP/1.1\r\nHost: confhub\r\nContent-Length: {}\r\nX-Hub-Signature-256: sha256={}\r\nConnection: close\r\n\r\n",
+        20 << 20,
+        "0".repeat(64)
     )
     .into_bytes();
     req.extend(std::iter::repeat_n(b'w', (8 << 20) + 256 * 1024));
@@ -1024,5 +1025,225 @@ async fn h2c_connection_with_a_slow_request_is_kept() {
         lived >= Duration::from_millis(500),
         "closed after {lived:?}"
     );
+    server.stop().await.expect("clean stop");
+}
+
+/// Read one whole HTTP/1.1 response (head and `Content-Length` body) from `stream`, without
+/// waiting for the connection to close; `None` if it closes first. Panics after [`ANSWER`].
+async fn one_response(stream: &mut TcpStream, what: &str) -> Option<(u16, String)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let read = async {
+        loop {
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .and_then(|v| v.trim().parse().ok())
+                    })
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    let status = head.get(9..12)?.parse().ok()?;
+                    return Some((status, text));
+                }
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(ANSWER, read)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {ANSWER:?}"))
+}
+
+/// The head of a webhook call announcing `length` bytes of body, with `proof` headers.
+fn webhook_head(length: usize, proof: &str) -> String {
+    format!(
+        "POST /v1/webhook HTTP/1.1\r\nHost: confhub\r\nContent-Type: application/json\r\nX-GitHub-Event: push\r\nContent-Length: {length}\r\n{proof}\r\n"
+    )
+}
+
+/// 100 callers each announce an 8 MiB webhook body and send only the headers: a missing
+/// proof, a malformed one, a wrong GitLab token, a body over the limit are all answered at
+/// once (the server never waited for the bodies, so it never buffered them); so is every
+/// call to a server without a webhook secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_webhook_bodies_are_refused_before_they_are_read() {
+    let (_repo, server) = quick_idle_server().await;
+    let proofs = [
+        ("", 401),
+        ("X-Hub-Signature-256: sha256=zz\r\n", 401),
+        ("X-Hub-Signature-256: sha256=00\r\n", 401),
+        ("X-Hub-Signature: sha1=00\r\n", 401),
+        ("X-Gitea-Signature: 0123\r\n", 401),
+        ("X-Gitlab-Token: not the secret\r\n", 401),
+        ("X-Gitlab-Token: \r\n", 401),
+        // Well-formed: the HMAC needs the body, but 8 MiB is over the 1 MiB limit.
+        (
+            "X-Hub-Signature-256: sha256=0000000000000000000000000000000000000000000000000000000000000000\r\n",
+            413,
+        ),
+    ];
+    let rss_before = rss_bytes();
+    let mut callers = Vec::new();
+    for i in 0..100 {
+        let (proof, want) = proofs[i % proofs.len()];
+        let addr = server.addr();
+        callers.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(webhook_head(8 << 20, proof).as_bytes())
+                .await
+                .unwrap();
+            let got = one_response(&mut s, proof).await;
+            // Kept open (body unsent) until every caller has its answer.
+            (s, proof, want, got)
+        }));
+    }
+    let mut held = Vec::new();
+    for caller in callers {
+        let (s, proof, want, got) = caller.await.unwrap();
+        let (status, text) = got.unwrap_or_else(|| panic!("{proof:?}: closed without an answer"));
+        assert_eq!(status, want, "{proof:?}: {text}");
+        held.push(s);
+    }
+    let growth = rss_bytes().saturating_sub(rss_before);
+    assert!(
+        growth < 64 << 20,
+        "resident memory grew by {} MiB for 100 refused webhooks",
+        growth >> 20
+    );
+    drop(held);
+
+    // A server without a webhook secret refuses before reading, too.
+    let repo = TestRepo::new();
+    repo.write("application.yml", "a: 1\n");
+    repo.commit("a");
+    let open = TestServer::start(common::settings(repo.path_str())).await;
+    let mut s = TcpStream::connect(open.addr()).await.unwrap();
+    let proof = "X-Hub-Signature-256: sha256=0000000000000000000000000000000000000000000000000000000000000000\r\n";
+    s.write_all(webhook_head(512 * 1024, proof).as_bytes())
+        .await
+        .unwrap();
+    let (status, text) = one_response(&mut s, "webhooks disabled").await.unwrap();
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("webhook_disabled"), "{text}");
+
+    // A valid GitHub signature still triggers a fetch.
+    let body = br#"{"ref":"refs/heads/main"}"#;
+    let resp = server
+        .client()
+        .post(server.url("/v1/webhook"))
+        .header(
+            "X-Hub-Signature-256",
+            github_signature(WEBHOOK_SECRET, body),
+        )
+        .header("X-GitHub-Event", "push")
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    server.stop().await.expect("clean stop");
+    open.stop().await.expect("clean stop");
+}
+
+/// Signed-looking bodies are read only within `limits.webhook_body_budget_bytes`: once
+/// slow senders hold it all, the next one is a 503 with `Retry-After` at once; a GitLab
+/// call (proved by its header) still goes through; when the budget frees up, signed
+/// webhooks are accepted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_body_budget_is_bounded() {
+    let repo = TestRepo::new();
+    repo.write("application.yml", "greeting: hello\n");
+    repo.commit("small");
+    let mut settings = common::settings(repo.path_str());
+    settings.webhook_secret = Some(Secret::new(WEBHOOK_SECRET));
+    settings.limits.webhook_max_body_bytes = 64 * 1024;
+    settings.limits.webhook_body_budget_bytes = 128 * 1024;
+    let server = TestServer::start(settings).await;
+    let addr = server.addr();
+    let forged =
+        "X-Hub-Signature-256: sha256=1111111111111111111111111111111111111111111111111111111111111111\r\n";
+
+    // Two senders announce 64 KiB each, send a little, and stall: the budget is theirs.
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut req = webhook_head(64 * 1024, forged).into_bytes();
+        req.extend_from_slice(&[b'{'; 100]);
+        s.write_all(&req).await.unwrap();
+        stalled.push(s);
+    }
+    // The next signed body is refused at once (probes send their whole body, so one that
+    // finds room is answered 401 and frees it).
+    let probe = |length: usize| async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut req = webhook_head(length, forged).into_bytes();
+        req.extend(std::iter::repeat_n(b' ', length));
+        let _ = s.write_all(&req).await;
+        one_response(&mut s, "budget probe").await
+    };
+    let (status, text) = common::wait_for(common::DEADLINE, "the budget to be spent", || async {
+        probe(1024).await.filter(|(status, _)| *status == 503)
+    })
+    .await;
+    assert_eq!(status, 503);
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: "),
+        "{text}"
+    );
+    assert!(text.contains("webhook_body_budget_bytes"), "{text}");
+
+    // GitLab proves itself in the headers: no budget needed.
+    let body = br#"{"ref":"refs/heads/main"}"#;
+    let gitlab = server
+        .client()
+        .post(server.url("/v1/webhook"))
+        .header("X-Gitlab-Token", WEBHOOK_SECRET)
+        .header("X-Gitlab-Event", "Push Hook")
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gitlab.status(), 202);
+
+    // The stalled senders leave: a signed webhook is accepted again.
+    drop(stalled);
+    common::wait_until(common::DEADLINE, "the budget to come back", || async {
+        server
+            .client()
+            .post(server.url("/v1/webhook"))
+            .header(
+                "X-Hub-Signature-256",
+                github_signature(WEBHOOK_SECRET, body),
+            )
+            .header("X-GitHub-Event", "push")
+            .body(body.to_vec())
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 202)
+    })
+    .await;
+    // A body over the 64 KiB limit sent without a length (chunked) stops at the limit.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "POST /v1/webhook HTTP/1.1\r\nHost: confhub\r\nTransfer-Encoding: chunked\r\n{forged}\r\n"
+    )
+    .into_bytes();
+    for _ in 0..16 {
+        req.extend_from_slice(format!("{:x}\r\n", 8192).as_bytes());
+        req.extend(std::iter::repeat_n(b'c', 8192));
+        req.extend_from_slice(b"\r\n");
+    }
+    let _ = s.write_all(&req).await;
+    let (status, text) = one_response(&mut s, "chunked over the limit")
+        .await
+        .unwrap();
+    assert_eq!(status, 413, "{text}");
     server.stop().await.expect("clean stop");
 }

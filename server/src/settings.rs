@@ -53,8 +53,12 @@ pub struct TlsFiles {
 /// Limits on HTTP requests, sized for production by default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpLimits {
-    /// Largest request body accepted (webhooks have their own, larger limit).
+    /// Largest request body accepted (webhooks have their own limit).
     pub max_body_bytes: usize,
+    /// Largest webhook payload read.
+    pub webhook_max_body_bytes: usize,
+    /// Bytes that webhook payloads whose signature is not checked yet may hold together.
+    pub webhook_body_budget_bytes: usize,
     /// Largest total size of request headers.
     pub max_header_bytes: usize,
     /// Every request must be answered within this.
@@ -73,6 +77,10 @@ impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
             max_body_bytes: 64 * 1024,
+            // Push payloads are a few KiB (GitLab details 20 commits, GitHub lists the
+            // pushed commits with their changed paths); 1 MiB holds hundreds of commits.
+            webhook_max_body_bytes: 1024 * 1024,
+            webhook_body_budget_bytes: 16 * 1024 * 1024,
             max_header_bytes: 16 * 1024,
             request_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),

@@ -111,6 +111,10 @@ pub struct FileSettings {
 pub struct FileLimits {
     /// Largest request body.
     pub max_body_bytes: Option<usize>,
+    /// Largest webhook payload.
+    pub webhook_max_body_bytes: Option<usize>,
+    /// Bytes of not yet authenticated webhook payloads held at once.
+    pub webhook_body_budget_bytes: Option<usize>,
     /// Largest request header block.
     pub max_header_bytes: Option<usize>,
     /// Per-request timeout (`30s`).
@@ -168,6 +172,8 @@ const KEYS: &[(&str, Kind)] = &[
     ("tls_cert", Kind::Str),
     ("tls_key", Kind::Str),
     ("limits.max_body_bytes", Kind::Int),
+    ("limits.webhook_max_body_bytes", Kind::Int),
+    ("limits.webhook_body_budget_bytes", Kind::Int),
     ("limits.max_header_bytes", Kind::Int),
     ("limits.request_timeout", Kind::Str),
     ("limits.header_read_timeout", Kind::Str),
@@ -415,6 +421,10 @@ impl FileSettings {
         let d = HttpLimits::default();
         s.limits = HttpLimits {
             max_body_bytes: l.max_body_bytes.unwrap_or(d.max_body_bytes),
+            webhook_max_body_bytes: l.webhook_max_body_bytes.unwrap_or(d.webhook_max_body_bytes),
+            webhook_body_budget_bytes: l
+                .webhook_body_budget_bytes
+                .unwrap_or(d.webhook_body_budget_bytes),
             max_header_bytes: l.max_header_bytes.unwrap_or(d.max_header_bytes),
             request_timeout: duration(
                 "limits.request_timeout",
