@@ -1247,3 +1247,71 @@ async fn webhook_body_budget_is_bounded() {
     assert_eq!(status, 413, "{text}");
     server.stop().await.expect("clean stop");
 }
+
+/// An empty presented token never authenticates (`Authorization: Bearer ` with nothing,
+/// an empty `X-Config-Token`, Basic with an empty password), and a server is never
+/// started with a token entry that an empty header would match, or an empty webhook secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_tokens_and_secrets_never_authenticate() {
+    let repo = TestRepo::new();
+    repo.write("orders.yml", "db:\n  pool: 10\n");
+    repo.commit("small");
+    let mut settings = common::settings(repo.path_str());
+    settings.tokens = vec![confhub_server::auth::TokenConfig {
+        name: "reader".into(),
+        sha256: confhub_server::auth::token_hash("real-token"),
+        scopes: vec!["read:*/*".into()],
+    }];
+    let server = TestServer::start(settings).await;
+    let path = "/v1/config/orders/default";
+    for header in [
+        "Authorization: Bearer \r\n",
+        "Authorization: Bearer\r\n",
+        "Authorization: Bearer    \r\n",
+        "X-Config-Token: \r\n",
+        // base64("user:")
+        "Authorization: Basic dXNlcjo=\r\n",
+    ] {
+        let req =
+            format!("GET {path} HTTP/1.1\r\nHost: confhub\r\n{header}Connection: close\r\n\r\n");
+        let got = raw(server.addr(), req.as_bytes()).await;
+        assert_eq!(got.status(), Some(401), "{header:?}: {got:?}");
+    }
+    let ok = server
+        .client()
+        .get(server.url(path))
+        .bearer_auth("real-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    server.stop().await.expect("clean stop");
+
+    // The library refuses the same settings as the binary, naming them.
+    let start = |settings: Settings| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        tokio::time::timeout(
+            ANSWER,
+            confhub_server::run(listener, settings, std::future::pending()),
+        )
+        .await
+        .expect("refused at once, not served")
+        .unwrap_err()
+        .to_string()
+    };
+    let mut empty_hash = common::settings(repo.path_str());
+    empty_hash.tokens = vec![confhub_server::auth::TokenConfig {
+        name: "nobody".into(),
+        sha256: confhub_server::auth::token_hash(""),
+        scopes: vec!["admin".into()],
+    }];
+    let e = start(empty_hash).await;
+    assert!(e.contains("nobody") && e.contains("empty token"), "{e}");
+    let mut empty_secret = common::settings(repo.path_str());
+    empty_secret.webhook_secret = Some(Secret::new(""));
+    let e = start(empty_secret).await;
+    assert!(e.contains("webhook_secret") && e.contains("empty"), "{e}");
+}
+
+// End of the hardening block (idle HTTP/2 connections, webhook bodies, empty secrets).
+// ===========================================================================

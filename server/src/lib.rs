@@ -58,6 +58,9 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    settings
+        .refuse_empty()
+        .map_err(|e| ServerError::Settings(e.to_string()))?;
     let hub = Arc::new(hub::Hub::new(settings.live.clone()));
     let auth =
         auth::Auth::new(&settings.tokens).map_err(|e| ServerError::Settings(e.to_string()))?;
