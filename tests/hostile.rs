@@ -18,7 +18,7 @@ use confhub_server::settings::Secret;
 use confhub_server::Settings;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -55,7 +55,7 @@ impl Raw {
 }
 
 /// Read until the peer closes (or resets); panics if that takes longer than [`ANSWER`].
-async fn read_until_closed(stream: &mut TcpStream, what: &str) -> Vec<u8> {
+async fn read_until_closed(stream: &mut (impl AsyncRead + Unpin), what: &str) -> Vec<u8> {
     let mut out = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     let deadline = Instant::now() + ANSWER;
@@ -497,11 +497,12 @@ async fn oversized_requests_are_refused_early(server: &TestServer) {
         assert_eq!(resp.status(), 413);
     } // else: the server closed the connection while the upload was still going.
 
-    // Webhooks have a larger limit (8 MB), but a limit: 20 MB announced, the answer comes
-    // once 8 MB are in.
+    // Webhooks have their own limit (1 MiB by default): 20 MB announced with a well-formed
+    // signature is a 413 before any of it is read.
     let mut req = format!(
-        "POST /v1/webhook HTTP/1.1\r\nHost: confhub\r\nContent-Length: {}\r\nX-Hub-Signature-256: sha256=00\r\nConnection: close\r\n\r\n",
-        20 << 20
+        "POST /v1/webhook HTTP/1.1\r\nHost: confhub\r\nContent-Length: {}\r\nX-Hub-Signature-256: sha256={}\r\nConnection: close\r\n\r\n",
+        20 << 20,
+        "0".repeat(64)
     )
     .into_bytes();
     req.extend(std::iter::repeat_n(b'w', (8 << 20) + 256 * 1024));
@@ -529,8 +530,9 @@ async fn oversized_requests_are_refused_early(server: &TestServer) {
     assert_good_pair(server, "after oversized requests").await;
 }
 
-/// Nothing, half a preface, half a request line or half the headers, then silence:
-/// closed after `header_read_timeout` (1 s here), while everyone else is served.
+/// Nothing, half a preface, half a request line or half the headers, then silence; an
+/// idle HTTP/1 keep-alive connection; an HTTP/2 connection with PINGs only: closed after
+/// `header_read_timeout` (1 s here), while everyone else is served.
 async fn slow_loris_is_cut_off_while_others_are_served(server: &TestServer) {
     let addr = server.addr();
     let stall = |partial: &'static [u8]| async move {
@@ -540,11 +542,6 @@ async fn slow_loris_is_cut_off_while_others_are_served(server: &TestServer) {
         let rest = read_until_closed(&mut s, "slow loris").await;
         (started.elapsed(), parse_raw(&rest))
     };
-    // An HTTP/2 client (prior knowledge) that sent its preface is past that deadline.
-    let mut h2 = TcpStream::connect(addr).await.unwrap();
-    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .await
-        .unwrap();
     // A kept-alive connection gone quiet after its answer is closed the same way.
     let idle = tokio::spawn(async move {
         let mut s = TcpStream::connect(addr).await.unwrap();
@@ -553,8 +550,35 @@ async fn slow_loris_is_cut_off_while_others_are_served(server: &TestServer) {
         let rest = read_until_closed(&mut s, "idle keep-alive").await;
         (started.elapsed(), parse_raw(&rest))
     });
+    // An HTTP/2 client (prior knowledge) past the preface that only sends PINGs (and never
+    // acknowledges the server's, so its GOAWAY cannot complete): closed too. This used to
+    // be asserted to stay open, which let PING-answering clients hold every slot.
+    let h2_idle = tokio::spawn(async move {
+        let s = TcpStream::connect(addr).await.unwrap();
+        let (mut rd, mut wr) = s.into_split();
+        wr.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let pinger = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                if wr
+                    .write_all(b"\0\0\x08\x06\0\0\0\0\0pingpong")
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let rest = read_until_closed(&mut rd, "idle HTTP/2 with PINGs").await;
+        pinger.abort();
+        (started.elapsed(), parse_raw(&rest))
+    });
     let lorises = futures_util::future::join_all([
         idle,
+        h2_idle,
         // Nothing at all, and half an HTTP/2 preface: no request line to time yet.
         tokio::spawn(stall(b"")),
         tokio::spawn(stall(b"PRI * HTTP/2.0\r\n")),
@@ -589,26 +613,6 @@ async fn slow_loris_is_cut_off_while_others_are_served(server: &TestServer) {
         // Closed silently, or told 408.
         assert!(matches!(answer.status(), None | Some(408)), "{answer:?}");
     }
-    // The HTTP/2 connection, idle as long as the slow ones, still answers a PING.
-    h2.write_all(b"\0\0\x08\x06\0\0\0\0\0pingpong")
-        .await
-        .unwrap();
-    let ack = tokio::time::timeout(ANSWER, async {
-        loop {
-            let mut head = [0u8; 9];
-            h2.read_exact(&mut head).await?;
-            let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
-            let mut payload = vec![0u8; len];
-            h2.read_exact(&mut payload).await?;
-            if head[3] == 6 && head[4] & 1 == 1 {
-                return std::io::Result::Ok(payload);
-            }
-        }
-    })
-    .await
-    .expect("a PING ack within the deadline")
-    .expect("the HTTP/2 connection is open");
-    assert_eq!(ack, b"pingpong");
     assert_good_pair(server, "after slow clients").await;
 }
 
@@ -953,3 +957,361 @@ async fn keep_alive_get(s: &mut TcpStream, path: &str) -> u16 {
     };
     tokio::time::timeout(ANSWER, read).await.expect("an answer")
 }
+
+// ===========================================================================
+// Hardening (idle HTTP/2 connections, webhook bodies, empty secrets).
+// Everything from here to the matching end marker belongs to that block.
+
+/// A small repository and a server whose idle timeout (`header_read_timeout`) is 1 s.
+async fn quick_idle_server() -> (TestRepo, TestServer) {
+    let key = Key::generate();
+    let ring = Keyring::new(vec![Key::from_base64(&key).unwrap()]).unwrap();
+    let repo = TestRepo::new();
+    repo.write("application.yml", "greeting: hello\n");
+    repo.commit("small");
+    let mut settings = common::settings(repo.path_str());
+    settings.keyring = Some(ring);
+    settings.webhook_secret = Some(Secret::new(WEBHOOK_SECRET));
+    settings.limits.header_read_timeout = Duration::from_secs(1);
+    let server = TestServer::start(settings).await;
+    (repo, server)
+}
+
+/// An h2c connection that has served a request and then only answers and sends PINGs is
+/// idle: it is closed after the idle timeout, however faithfully it PINGs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_h2c_connection_is_closed_even_while_it_pings() {
+    let (_repo, server) = quick_idle_server().await;
+    let mut h2 = common::h2_connect(TcpStream::connect(server.addr()).await.unwrap()).await;
+    let (status, body) = h2.request("GET", "/healthz", &[], Duration::ZERO).await;
+    assert_eq!((status, body.as_slice()), (200, b"ok".as_slice()));
+    let (pongs, lived) = h2
+        .ping_until_closed(Duration::from_millis(200), Duration::from_secs(20))
+        .await;
+    assert!(pongs >= 2, "only {pongs} PINGs answered: closed too early?");
+    assert!(
+        lived >= Duration::from_millis(500),
+        "closed after {lived:?}, before the 1 s idle timeout"
+    );
+    server.stop().await.expect("clean stop");
+}
+
+/// A request whose body trickles in over several idle timeouts keeps its h2c connection
+/// (an open stream is not idle); once it is answered, the connection idles out as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_connection_with_a_slow_request_is_kept() {
+    let (_repo, server) = quick_idle_server().await;
+    let mut h2 = common::h2_connect(TcpStream::connect(server.addr()).await.unwrap()).await;
+    let chunks: [&[u8]; 6] = [b"s", b"l", b"o", b"w", b"l", b"y"];
+    let started = Instant::now();
+    let (status, body) = h2
+        .request("POST", "/encrypt", &chunks, Duration::from_millis(600))
+        .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the body took {:?}: not longer than the idle timeout",
+        started.elapsed()
+    );
+    let body = String::from_utf8_lossy(&body).to_string();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.starts_with("{cipher}"), "{body}");
+    // And a second request on the same connection still works before it idles out.
+    let (status, _) = h2.request("GET", "/healthz", &[], Duration::ZERO).await;
+    assert_eq!(status, 200);
+    let (_, lived) = h2
+        .ping_until_closed(Duration::from_millis(200), Duration::from_secs(20))
+        .await;
+    assert!(
+        lived >= Duration::from_millis(500),
+        "closed after {lived:?}"
+    );
+    server.stop().await.expect("clean stop");
+}
+
+/// Read one whole HTTP/1.1 response (head and `Content-Length` body) from `stream`, without
+/// waiting for the connection to close; `None` if it closes first. Panics after [`ANSWER`].
+async fn one_response(stream: &mut TcpStream, what: &str) -> Option<(u16, String)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let read = async {
+        loop {
+            let text = String::from_utf8_lossy(&buf).to_string();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .and_then(|v| v.trim().parse().ok())
+                    })
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    let status = head.get(9..12)?.parse().ok()?;
+                    return Some((status, text));
+                }
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(ANSWER, read)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within {ANSWER:?}"))
+}
+
+/// The head of a webhook call announcing `length` bytes of body, with `proof` headers.
+fn webhook_head(length: usize, proof: &str) -> String {
+    format!(
+        "POST /v1/webhook HTTP/1.1\r\nHost: confhub\r\nContent-Type: application/json\r\nX-GitHub-Event: push\r\nContent-Length: {length}\r\n{proof}\r\n"
+    )
+}
+
+/// 100 callers each announce an 8 MiB webhook body and send only the headers: a missing
+/// proof, a malformed one, a wrong GitLab token, a body over the limit are all answered at
+/// once (the server never waited for the bodies, so it never buffered them); so is every
+/// call to a server without a webhook secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_webhook_bodies_are_refused_before_they_are_read() {
+    let (_repo, server) = quick_idle_server().await;
+    let proofs = [
+        ("", 401),
+        ("X-Hub-Signature-256: sha256=zz\r\n", 401),
+        ("X-Hub-Signature-256: sha256=00\r\n", 401),
+        ("X-Hub-Signature: sha1=00\r\n", 401),
+        ("X-Gitea-Signature: 0123\r\n", 401),
+        ("X-Gitlab-Token: not the secret\r\n", 401),
+        ("X-Gitlab-Token: \r\n", 401),
+        // Well-formed: the HMAC needs the body, but 8 MiB is over the 1 MiB limit.
+        (
+            "X-Hub-Signature-256: sha256=0000000000000000000000000000000000000000000000000000000000000000\r\n",
+            413,
+        ),
+    ];
+    let rss_before = rss_bytes();
+    let mut callers = Vec::new();
+    for i in 0..100 {
+        let (proof, want) = proofs[i % proofs.len()];
+        let addr = server.addr();
+        callers.push(tokio::spawn(async move {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(webhook_head(8 << 20, proof).as_bytes())
+                .await
+                .unwrap();
+            let got = one_response(&mut s, proof).await;
+            // Kept open (body unsent) until every caller has its answer.
+            (s, proof, want, got)
+        }));
+    }
+    let mut held = Vec::new();
+    for caller in callers {
+        let (s, proof, want, got) = caller.await.unwrap();
+        let (status, text) = got.unwrap_or_else(|| panic!("{proof:?}: closed without an answer"));
+        assert_eq!(status, want, "{proof:?}: {text}");
+        held.push(s);
+    }
+    let growth = rss_bytes().saturating_sub(rss_before);
+    assert!(
+        growth < 64 << 20,
+        "resident memory grew by {} MiB for 100 refused webhooks",
+        growth >> 20
+    );
+    drop(held);
+
+    // A server without a webhook secret refuses before reading, too.
+    let repo = TestRepo::new();
+    repo.write("application.yml", "a: 1\n");
+    repo.commit("a");
+    let open = TestServer::start(common::settings(repo.path_str())).await;
+    let mut s = TcpStream::connect(open.addr()).await.unwrap();
+    let proof = "X-Hub-Signature-256: sha256=0000000000000000000000000000000000000000000000000000000000000000\r\n";
+    s.write_all(webhook_head(512 * 1024, proof).as_bytes())
+        .await
+        .unwrap();
+    let (status, text) = one_response(&mut s, "webhooks disabled").await.unwrap();
+    assert_eq!(status, 403, "{text}");
+    assert!(text.contains("webhook_disabled"), "{text}");
+
+    // A valid GitHub signature still triggers a fetch.
+    let body = br#"{"ref":"refs/heads/main"}"#;
+    let resp = server
+        .client()
+        .post(server.url("/v1/webhook"))
+        .header(
+            "X-Hub-Signature-256",
+            github_signature(WEBHOOK_SECRET, body),
+        )
+        .header("X-GitHub-Event", "push")
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    server.stop().await.expect("clean stop");
+    open.stop().await.expect("clean stop");
+}
+
+/// Signed-looking bodies are read only within `limits.webhook_body_budget_bytes`: once
+/// slow senders hold it all, the next one is a 503 with `Retry-After` at once; a GitLab
+/// call (proved by its header) still goes through; when the budget frees up, signed
+/// webhooks are accepted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_body_budget_is_bounded() {
+    let repo = TestRepo::new();
+    repo.write("application.yml", "greeting: hello\n");
+    repo.commit("small");
+    let mut settings = common::settings(repo.path_str());
+    settings.webhook_secret = Some(Secret::new(WEBHOOK_SECRET));
+    settings.limits.webhook_max_body_bytes = 64 * 1024;
+    settings.limits.webhook_body_budget_bytes = 128 * 1024;
+    let server = TestServer::start(settings).await;
+    let addr = server.addr();
+    let forged =
+        "X-Hub-Signature-256: sha256=1111111111111111111111111111111111111111111111111111111111111111\r\n";
+
+    // Two senders announce 64 KiB each, send a little, and stall: the budget is theirs.
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut req = webhook_head(64 * 1024, forged).into_bytes();
+        req.extend_from_slice(&[b'{'; 100]);
+        s.write_all(&req).await.unwrap();
+        stalled.push(s);
+    }
+    // The next signed body is refused at once (probes send their whole body, so one that
+    // finds room is answered 401 and frees it).
+    let probe = |length: usize| async move {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut req = webhook_head(length, forged).into_bytes();
+        req.extend(std::iter::repeat_n(b' ', length));
+        let _ = s.write_all(&req).await;
+        one_response(&mut s, "budget probe").await
+    };
+    let (status, text) = common::wait_for(common::DEADLINE, "the budget to be spent", || async {
+        probe(1024).await.filter(|(status, _)| *status == 503)
+    })
+    .await;
+    assert_eq!(status, 503);
+    assert!(
+        text.to_ascii_lowercase().contains("retry-after: "),
+        "{text}"
+    );
+    assert!(text.contains("webhook_body_budget_bytes"), "{text}");
+
+    // GitLab proves itself in the headers: no budget needed.
+    let body = br#"{"ref":"refs/heads/main"}"#;
+    let gitlab = server
+        .client()
+        .post(server.url("/v1/webhook"))
+        .header("X-Gitlab-Token", WEBHOOK_SECRET)
+        .header("X-Gitlab-Event", "Push Hook")
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gitlab.status(), 202);
+
+    // The stalled senders leave: a signed webhook is accepted again.
+    drop(stalled);
+    common::wait_until(common::DEADLINE, "the budget to come back", || async {
+        server
+            .client()
+            .post(server.url("/v1/webhook"))
+            .header(
+                "X-Hub-Signature-256",
+                github_signature(WEBHOOK_SECRET, body),
+            )
+            .header("X-GitHub-Event", "push")
+            .body(body.to_vec())
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 202)
+    })
+    .await;
+    // A body over the 64 KiB limit sent without a length (chunked) stops at the limit.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!(
+        "POST /v1/webhook HTTP/1.1\r\nHost: confhub\r\nTransfer-Encoding: chunked\r\n{forged}\r\n"
+    )
+    .into_bytes();
+    for _ in 0..16 {
+        req.extend_from_slice(format!("{:x}\r\n", 8192).as_bytes());
+        req.extend(std::iter::repeat_n(b'c', 8192));
+        req.extend_from_slice(b"\r\n");
+    }
+    let _ = s.write_all(&req).await;
+    let (status, text) = one_response(&mut s, "chunked over the limit")
+        .await
+        .unwrap();
+    assert_eq!(status, 413, "{text}");
+    server.stop().await.expect("clean stop");
+}
+
+/// An empty presented token never authenticates (`Authorization: Bearer ` with nothing,
+/// an empty `X-Config-Token`, Basic with an empty password), and a server is never
+/// started with a token entry that an empty header would match, or an empty webhook secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_tokens_and_secrets_never_authenticate() {
+    let repo = TestRepo::new();
+    repo.write("orders.yml", "db:\n  pool: 10\n");
+    repo.commit("small");
+    let mut settings = common::settings(repo.path_str());
+    settings.tokens = vec![confhub_server::auth::TokenConfig {
+        name: "reader".into(),
+        sha256: confhub_server::auth::token_hash("real-token"),
+        scopes: vec!["read:*/*".into()],
+    }];
+    let server = TestServer::start(settings).await;
+    let path = "/v1/config/orders/default";
+    for header in [
+        "Authorization: Bearer \r\n",
+        "Authorization: Bearer\r\n",
+        "Authorization: Bearer    \r\n",
+        "X-Config-Token: \r\n",
+        // base64("user:")
+        "Authorization: Basic dXNlcjo=\r\n",
+    ] {
+        let req =
+            format!("GET {path} HTTP/1.1\r\nHost: confhub\r\n{header}Connection: close\r\n\r\n");
+        let got = raw(server.addr(), req.as_bytes()).await;
+        assert_eq!(got.status(), Some(401), "{header:?}: {got:?}");
+    }
+    let ok = server
+        .client()
+        .get(server.url(path))
+        .bearer_auth("real-token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    server.stop().await.expect("clean stop");
+
+    // The library refuses the same settings as the binary, naming them.
+    let start = |settings: Settings| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        tokio::time::timeout(
+            ANSWER,
+            confhub_server::run(listener, settings, std::future::pending()),
+        )
+        .await
+        .expect("refused at once, not served")
+        .unwrap_err()
+        .to_string()
+    };
+    let mut empty_hash = common::settings(repo.path_str());
+    empty_hash.tokens = vec![confhub_server::auth::TokenConfig {
+        name: "nobody".into(),
+        sha256: confhub_server::auth::token_hash(""),
+        scopes: vec!["admin".into()],
+    }];
+    let e = start(empty_hash).await;
+    assert!(e.contains("nobody") && e.contains("empty token"), "{e}");
+    let mut empty_secret = common::settings(repo.path_str());
+    empty_secret.webhook_secret = Some(Secret::new(""));
+    let e = start(empty_secret).await;
+    assert!(e.contains("webhook_secret") && e.contains("empty"), "{e}");
+}
+
+// End of the hardening block (idle HTTP/2 connections, webhook bodies, empty secrets).
+// ===========================================================================

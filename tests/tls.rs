@@ -224,3 +224,83 @@ async fn unusable_tls_files_are_refused_at_start() {
     let message = outcome.unwrap_err().to_string();
     assert!(message.contains("key.pem"), "{message}");
 }
+
+/// HTTP/2 over TLS (ALPN `h2`) is held to the same idle timeout as h2c: after its last
+/// answer, a connection that only exchanges PINGs is closed; one that sends a request
+/// slowly is kept while the request is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_tls_h2_connections_are_closed() {
+    let repo = TestRepo::new();
+    repo.write("application.yml", "greeting: hello\n");
+    repo.commit("baseline");
+    let cert = Cert::new();
+    let data = tempfile::tempdir().unwrap();
+    let mut settings = common::settings(repo.path_str());
+    settings.data_dir = data.path().to_path_buf();
+    settings.tls = Some(cert.files());
+    settings.limits.header_read_timeout = Duration::from_secs(1);
+    let key = confhub_server::crypto::Key::generate();
+    settings.keyring = confhub_server::crypto::Keyring::new(vec![
+        confhub_server::crypto::Key::from_base64(&key).unwrap(),
+    ]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(confhub_server::run(listener, settings, async move {
+        let _ = stop_rx.await;
+    }));
+    let mut config = (*rustls_config(&cert)).clone();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let h2_over_tls = || async {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = connector.connect(name, tcp).await.expect("TLS handshake");
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(b"h2".as_slice()));
+        common::h2_connect(tls).await
+    };
+    common::wait_until(DEADLINE, "readiness over TLS h2", || async {
+        h2_over_tls()
+            .await
+            .request("GET", "/readyz", &[], Duration::ZERO)
+            .await
+            .0
+            == 200
+    })
+    .await;
+
+    let mut idle = h2_over_tls().await;
+    assert_eq!(
+        idle.request("GET", "/healthz", &[], Duration::ZERO).await.0,
+        200
+    );
+    let (pongs, lived) = idle
+        .ping_until_closed(Duration::from_millis(200), Duration::from_secs(20))
+        .await;
+    assert!(pongs >= 2, "only {pongs} PINGs answered");
+    assert!(
+        lived >= Duration::from_millis(500),
+        "closed after {lived:?}"
+    );
+
+    let mut slow = h2_over_tls().await;
+    let started = Instant::now();
+    let (status, body) = slow
+        .request(
+            "POST",
+            "/encrypt",
+            &[b"s", b"l", b"o", b"w"],
+            Duration::from_millis(700),
+        )
+        .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(body.starts_with(b"{cipher}"));
+    assert!(started.elapsed() >= Duration::from_secs(2));
+
+    let _ = stop_tx.send(());
+    tokio::time::timeout(DEADLINE, handle)
+        .await
+        .expect("server stops")
+        .expect("server task")
+        .expect("clean stop");
+}

@@ -237,6 +237,12 @@ impl Auth {
             let hash: [u8; 32] = bytes
                 .try_into()
                 .map_err(|_| err("sha256 must be 64 hex digits".into()))?;
+            // The one hash any client can present: an empty (or missing) header value.
+            if hash == <[u8; 32]>::from(Sha256::digest(b"")) {
+                return Err(err(
+                    "sha256 is the hash of the empty token, which any request could present; make a token with `confhub token new`".into(),
+                ));
+            }
             if c.scopes.is_empty() {
                 return Err(err("has no scopes".into()));
             }

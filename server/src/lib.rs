@@ -58,6 +58,9 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    settings
+        .refuse_empty()
+        .map_err(|e| ServerError::Settings(e.to_string()))?;
     let hub = Arc::new(hub::Hub::new(settings.live.clone()));
     let auth =
         auth::Auth::new(&settings.tokens).map_err(|e| ServerError::Settings(e.to_string()))?;
@@ -70,9 +73,15 @@ pub async fn run(
         .map(serve::tls_acceptor)
         .transpose()
         .map_err(|e| ServerError::Settings(e.to_string()))?;
+    let webhook_bodies = http::webhook::BodyBudget::new(
+        settings.limits.webhook_max_body_bytes,
+        settings.limits.webhook_body_budget_bytes,
+    )
+    .map_err(|e| ServerError::Settings(e.to_string()))?;
     let state = Arc::new(AppState {
         hub: hub.clone(),
         webhook_secret: settings.webhook_secret.clone(),
+        webhook_bodies,
         auth,
         limiter: http::guard::Limiter::new(&settings.limits),
         keyring: settings.keyring.clone(),

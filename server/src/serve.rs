@@ -1,6 +1,7 @@
 //! The accept loop: TCP (or TLS) connections served by hyper with our limits — header
-//! size, header read timeout (slow-loris), a cap on open connections — and a graceful
-//! shutdown that lets in-flight requests finish within a deadline.
+//! size, header read timeout (slow-loris), an idle timeout for HTTP/1 and HTTP/2
+//! connections alike, a cap on open connections — and a graceful shutdown that lets
+//! in-flight requests finish within a deadline.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,15 +11,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::ConnectInfo;
+use axum::http::Request;
 use axum::Router;
+use bytes::Bytes;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
@@ -88,7 +91,10 @@ pub async fn serve(
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Duration::from_secs(30));
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    // Not hyper-util's `GracefulShutdown`: it owns each connection, and the idle close
+    // below must be able to start a graceful shutdown of its own. Every connection task
+    // holds a receiver; `closed()` on the sender says they have all ended.
+    let (stop_tx, _) = watch::channel(());
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     tokio::pin!(shutdown);
     loop {
@@ -110,25 +116,19 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let service =
-            TowerToHyperService::new(app.map_request(move |mut req: axum::http::Request<_>| {
-                req.extensions_mut().insert(ConnectInfo(peer));
-                req
-            }));
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let conn = Conn {
+            builder: builder.clone(),
+            app: app.clone(),
+            peer,
+            idle_timeout: limits.header_read_timeout,
+            stopping: stop_tx.subscribe(),
+        };
         let tls = tls.clone();
         let header_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             let _permit = permit;
             let result = match tls {
-                None => {
-                    let stream = FirstBytes::new(stream, header_timeout);
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
-                }
+                None => conn.serve(FirstBytes::new(stream, header_timeout)).await,
                 Some(acceptor) => {
                     let stream = match tokio::time::timeout(
                         Duration::from_secs(10),
@@ -146,10 +146,7 @@ pub async fn serve(
                             return;
                         }
                     };
-                    let stream = FirstBytes::new(stream, header_timeout);
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                    watcher.watch(conn.into_owned()).await
+                    conn.serve(FirstBytes::new(stream, header_timeout)).await
                 }
             };
             if let Err(e) = result {
@@ -158,13 +155,171 @@ pub async fn serve(
         });
     }
     drop(listener);
-    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+    let _ = stop_tx.send(());
+    if tokio::time::timeout(SHUTDOWN_GRACE, stop_tx.closed())
         .await
         .is_err()
     {
         tracing::warn!("in-flight requests did not finish within {SHUTDOWN_GRACE:?}");
     }
     Ok(())
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// One accepted connection, before its protocol is known.
+struct Conn {
+    builder: Arc<Builder<TokioExecutor>>,
+    app: Router,
+    peer: SocketAddr,
+    /// A connection with no request (HTTP/1) or stream (HTTP/2) open this long is closed.
+    idle_timeout: Duration,
+    /// Changes (or closes) when the server shuts down.
+    stopping: watch::Receiver<()>,
+}
+
+impl Conn {
+    /// Serve HTTP/1 or HTTP/2 on `io` until the peer leaves, the connection has been
+    /// idle for `idle_timeout`, or the server shuts down.
+    ///
+    /// hyper closes an idle HTTP/1 connection itself (its header read timeout runs while
+    /// it waits for the next request), but an HTTP/2 connection has no such timer: PINGs
+    /// and SETTINGS keep it busy at the frame level, so without this every slot could be
+    /// held by clients that merely answer PINGs. Idle is counted in requests, not bytes:
+    /// a request (or stream) counts from the moment the service is called until its
+    /// response body has been sent or dropped, so a slow upload or download is never idle.
+    async fn serve<I>(self, io: I) -> Result<(), BoxError>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Conn {
+            builder,
+            app,
+            peer,
+            idle_timeout,
+            mut stopping,
+        } = self;
+        let activity = Arc::new(Activity::default());
+        let counted = activity.clone();
+        let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+            let open = counted.open();
+            let mut req = req.map(Body::new);
+            req.extensions_mut().insert(ConnectInfo(peer));
+            let call = app.clone().oneshot(req);
+            async move {
+                let response = call.await?;
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| Counted { body, _open: open }),
+                )
+            }
+        });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        let idle = activity.idle_for(idle_timeout);
+        tokio::pin!(idle);
+        let mut closing = false;
+        let result = loop {
+            tokio::select! {
+                result = conn.as_mut() => break result,
+                _ = stopping.changed(), if !closing => {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                () = &mut idle => {
+                    if closing {
+                        tracing::debug!(%peer, "dropping an idle connection that did not close");
+                        break Ok(());
+                    }
+                    tracing::debug!(%peer, timeout = ?idle_timeout, "closing an idle connection");
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                    // An HTTP/2 GOAWAY completes only once the client acknowledges a PING;
+                    // one that never does must not keep the connection. A stream opened
+                    // meanwhile still finishes: the grace starts once it has.
+                    idle.set(activity.idle_for(idle_timeout));
+                }
+            }
+        };
+        // Held until here: the server's shutdown waits for every connection.
+        drop(stopping);
+        result
+    }
+}
+
+/// How many requests (HTTP/1) or streams (HTTP/2) a connection has open.
+#[derive(Debug)]
+struct Activity {
+    open: watch::Sender<usize>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            open: watch::Sender::new(0),
+        }
+    }
+}
+
+impl Activity {
+    /// Count a request as open until the returned guard is dropped.
+    fn open(self: &Arc<Self>) -> OpenRequest {
+        self.open.send_modify(|n| *n += 1);
+        OpenRequest(self.clone())
+    }
+
+    /// Completes once nothing has been open for `timeout` without a break.
+    fn idle_for(&self, timeout: Duration) -> impl Future<Output = ()> + Send + 'static {
+        let mut open = self.open.subscribe();
+        async move {
+            loop {
+                // The sender lives as long as `self`, which outlives every caller.
+                if open.wait_for(|n| *n == 0).await.is_err() {
+                    return std::future::pending().await;
+                }
+                // Any change restarts the wait: a request came and maybe went.
+                if tokio::time::timeout(timeout, open.changed()).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A request counted by [`Activity`].
+#[derive(Debug)]
+struct OpenRequest(Arc<Activity>);
+
+impl Drop for OpenRequest {
+    fn drop(&mut self) {
+        self.0.open.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// A response body that keeps its request counted as open until hyper has sent (or
+/// dropped) the last byte.
+struct Counted {
+    body: Body,
+    _open: OpenRequest,
+}
+
+impl hyper::body::Body for Counted {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
 }
 
 /// What an HTTP/2 client sends first.

@@ -41,6 +41,57 @@ pub struct Settings {
     pub tls: Option<TlsFiles>,
 }
 
+/// A secret or key file that is set but blank. Never "no secret": an empty webhook
+/// secret would let anyone compute a valid signature.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("setting `{key}` is empty: {why}")]
+pub struct EmptySetting {
+    /// The settings key (`webhook_secret`, `tls_key`, …).
+    pub key: &'static str,
+    /// Why that matters, and what to do instead.
+    pub why: &'static str,
+}
+
+impl Settings {
+    /// Refuse secrets and key files that are set but blank (or only whitespace).
+    pub fn refuse_empty(&self) -> Result<(), EmptySetting> {
+        let blank = |s: &str| s.trim().is_empty();
+        let blank_path = |p: &std::path::Path| blank(&p.to_string_lossy());
+        let fail = |key, why| Err(EmptySetting { key, why });
+        if self
+            .webhook_secret
+            .as_ref()
+            .is_some_and(|s| blank(s.expose()))
+        {
+            return fail(
+                "webhook_secret",
+                "anyone could sign webhooks with an empty secret; leave it unset to disable webhooks",
+            );
+        }
+        if self.git_token.as_ref().is_some_and(|s| blank(s.expose())) {
+            return fail("git_token", "leave it unset for remotes that need no token");
+        }
+        if self.ssh_key.as_deref().is_some_and(blank_path) {
+            return fail("ssh_key", "name the private key file, or leave it unset");
+        }
+        if let Some(tls) = &self.tls {
+            if blank_path(&tls.cert) {
+                return fail(
+                    "tls_cert",
+                    "name the certificate file, or unset tls_cert and tls_key",
+                );
+            }
+            if blank_path(&tls.key) {
+                return fail(
+                    "tls_key",
+                    "name the private key file, or unset tls_cert and tls_key",
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
 /// PEM files for TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
@@ -53,8 +104,12 @@ pub struct TlsFiles {
 /// Limits on HTTP requests, sized for production by default.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpLimits {
-    /// Largest request body accepted (webhooks have their own, larger limit).
+    /// Largest request body accepted (webhooks have their own limit).
     pub max_body_bytes: usize,
+    /// Largest webhook payload read.
+    pub webhook_max_body_bytes: usize,
+    /// Bytes that webhook payloads whose signature is not checked yet may hold together.
+    pub webhook_body_budget_bytes: usize,
     /// Largest total size of request headers.
     pub max_header_bytes: usize,
     /// Every request must be answered within this.
@@ -73,6 +128,10 @@ impl Default for HttpLimits {
     fn default() -> Self {
         HttpLimits {
             max_body_bytes: 64 * 1024,
+            // Push payloads are a few KiB (GitLab details 20 commits, GitHub lists the
+            // pushed commits with their changed paths); 1 MiB holds hundreds of commits.
+            webhook_max_body_bytes: 1024 * 1024,
+            webhook_body_budget_bytes: 16 * 1024 * 1024,
             max_header_bytes: 16 * 1024,
             request_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),

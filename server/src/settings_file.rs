@@ -111,6 +111,10 @@ pub struct FileSettings {
 pub struct FileLimits {
     /// Largest request body.
     pub max_body_bytes: Option<usize>,
+    /// Largest webhook payload.
+    pub webhook_max_body_bytes: Option<usize>,
+    /// Bytes of not yet authenticated webhook payloads held at once.
+    pub webhook_body_budget_bytes: Option<usize>,
     /// Largest request header block.
     pub max_header_bytes: Option<usize>,
     /// Per-request timeout (`30s`).
@@ -170,6 +174,8 @@ const KEYS: &[(&str, Kind)] = &[
     ("tls_cert", Kind::Str),
     ("tls_key", Kind::Str),
     ("limits.max_body_bytes", Kind::Int),
+    ("limits.webhook_max_body_bytes", Kind::Int),
+    ("limits.webhook_body_budget_bytes", Kind::Int),
     ("limits.max_header_bytes", Kind::Int),
     ("limits.request_timeout", Kind::Str),
     ("limits.header_read_timeout", Kind::Str),
@@ -363,6 +369,37 @@ impl FileSettings {
 
     /// Build the server's [`Settings`], checking every value.
     pub fn into_settings(self) -> Result<Settings, SettingsError> {
+        let empty = |key: &str, why: &str| SettingsError::Invalid {
+            key: key.to_string(),
+            message: format!(
+                "is empty (set in the settings file, by {} or by a flag): {why}",
+                env_name(key)
+            ),
+        };
+        // Key material becomes a keyring below; the other secrets are checked on `Settings`.
+        let no_key = "give a base64 key, or leave it unset";
+        if self
+            .encrypt_key
+            .as_deref()
+            .is_some_and(|k| k.trim().is_empty())
+        {
+            return Err(empty("encrypt_key", no_key));
+        }
+        let blank_path = |p: &Path| p.to_string_lossy().trim().is_empty();
+        if self.encrypt_key_file.as_deref().is_some_and(blank_path) {
+            return Err(empty(
+                "encrypt_key_file",
+                "name the key file, or leave it unset",
+            ));
+        }
+        if self
+            .decrypt_key_files
+            .iter()
+            .flatten()
+            .any(|p| blank_path(p))
+        {
+            return Err(empty("decrypt_key_files", "an entry names no file"));
+        }
         let repo = self.repo.clone().ok_or_else(|| SettingsError::Invalid {
             key: "repo".into(),
             message: "is required (--repo, CONFHUB_REPO or `repo` in the settings file)".into(),
@@ -414,10 +451,15 @@ impl FileSettings {
                 })
             }
         };
+        s.refuse_empty().map_err(|e| empty(e.key, e.why))?;
         let l = &self.limits;
         let d = HttpLimits::default();
         s.limits = HttpLimits {
             max_body_bytes: l.max_body_bytes.unwrap_or(d.max_body_bytes),
+            webhook_max_body_bytes: l.webhook_max_body_bytes.unwrap_or(d.webhook_max_body_bytes),
+            webhook_body_budget_bytes: l
+                .webhook_body_budget_bytes
+                .unwrap_or(d.webhook_body_budget_bytes),
             max_header_bytes: l.max_header_bytes.unwrap_or(d.max_header_bytes),
             request_timeout: duration(
                 "limits.request_timeout",
@@ -551,6 +593,43 @@ mod tests {
             "{shown}"
         );
         assert!(shown.contains("<redacted>"));
+    }
+
+    #[test]
+    fn empty_secrets_and_key_files_are_refused_by_name() {
+        for (var, key) in [
+            ("CONFHUB_WEBHOOK_SECRET", "webhook_secret"),
+            ("CONFHUB_GIT_TOKEN", "git_token"),
+            ("CONFHUB_ENCRYPT_KEY", "encrypt_key"),
+            ("CONFHUB_ENCRYPT_KEY_FILE", "encrypt_key_file"),
+            ("CONFHUB_SSH_KEY", "ssh_key"),
+        ] {
+            for value in ["", "  "] {
+                let e = load(None, &env(&[("CONFHUB_REPO", "/x"), (var, value)]), &[])
+                    .unwrap()
+                    .into_settings()
+                    .unwrap_err()
+                    .to_string();
+                assert!(
+                    e.contains(&format!("`{key}`")) && e.contains("empty") && e.contains(var),
+                    "{var}={value:?}: {e}"
+                );
+            }
+        }
+        let e = load(
+            None,
+            &env(&[
+                ("CONFHUB_REPO", "/x"),
+                ("CONFHUB_TLS_CERT", "/c.pem"),
+                ("CONFHUB_TLS_KEY", ""),
+            ]),
+            &[],
+        )
+        .unwrap()
+        .into_settings()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("`tls_key`") && e.contains("empty"), "{e}");
     }
 
     #[test]

@@ -557,3 +557,104 @@ pub fn is_sha1_hex(s: &str) -> bool {
 pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+// ---------------------------------------------------------------------------
+// HTTP/2 (the h2 crate's client, over TCP or TLS)
+
+/// An HTTP/2 client connection whose frame driver runs on its own task.
+pub struct H2Conn {
+    /// Opens streams; kept alive here, since an h2 client closes its connection once the
+    /// last `SendRequest` is gone (that would look like the server closing it).
+    pub send: h2::client::SendRequest<bytes::Bytes>,
+    /// Sends PINGs and waits for their acknowledgements.
+    pub ping: h2::PingPong,
+    /// Ends when the connection does.
+    pub driver: JoinHandle<Result<(), h2::Error>>,
+}
+
+/// Speak HTTP/2 on `io` (prior knowledge, or after ALPN `h2`).
+pub async fn h2_connect<T>(io: T) -> H2Conn
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, mut conn) = h2::client::handshake(io).await.expect("HTTP/2 handshake");
+    let ping = conn.ping_pong().expect("the connection's PingPong");
+    H2Conn {
+        send,
+        ping,
+        driver: tokio::spawn(conn),
+    }
+}
+
+impl H2Conn {
+    /// One request whose body goes out as `chunks`, `pause` apart (no body when empty);
+    /// returns the status and the whole response body.
+    pub async fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        chunks: &[&[u8]],
+        pause: Duration,
+    ) -> (u16, Vec<u8>) {
+        let req = axum::http::Request::builder()
+            .method(method)
+            .uri(format!("http://confhub{path}"))
+            .body(())
+            .unwrap();
+        let mut send = tokio::time::timeout(DEADLINE, self.send.clone().ready())
+            .await
+            .expect("a stream slot in time")
+            .expect("a stream slot");
+        let (response, mut body) = send.send_request(req, chunks.is_empty()).unwrap();
+        for (i, chunk) in chunks.iter().enumerate() {
+            if i > 0 {
+                tokio::time::sleep(pause).await;
+            }
+            body.send_data(bytes::Bytes::copy_from_slice(chunk), i + 1 == chunks.len())
+                .expect("request body sent");
+        }
+        let response = tokio::time::timeout(DEADLINE, response)
+            .await
+            .expect("a response in time")
+            .expect("a response");
+        let status = response.status().as_u16();
+        let mut recv = response.into_body();
+        let mut out = Vec::new();
+        while let Some(chunk) = tokio::time::timeout(DEADLINE, recv.data())
+            .await
+            .expect("the response body in time")
+        {
+            let chunk = chunk.expect("response body");
+            let _ = recv.flow_control().release_capacity(chunk.len());
+            out.extend_from_slice(&chunk);
+        }
+        (status, out)
+    }
+
+    /// Send a PING every `every` (a well-behaved idle client) until the server closes the
+    /// connection; panics if it is still open after `within`. Returns the PINGs answered
+    /// and how long the connection lived.
+    pub async fn ping_until_closed(self, every: Duration, within: Duration) -> (u32, Duration) {
+        let H2Conn {
+            send: _kept_open,
+            mut ping,
+            mut driver,
+        } = self;
+        let started = Instant::now();
+        let mut pongs = 0;
+        loop {
+            tokio::select! {
+                _ = &mut driver => return (pongs, started.elapsed()),
+                () = tokio::time::sleep(every) => {
+                    if let Ok(Ok(_)) = tokio::time::timeout(DEADLINE, ping.ping(h2::Ping::opaque())).await {
+                        pongs += 1;
+                    }
+                }
+            }
+            assert!(
+                started.elapsed() < within,
+                "HTTP/2 connection still open after {within:?} of PINGs only ({pongs} answered)"
+            );
+        }
+    }
+}

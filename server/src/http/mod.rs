@@ -41,6 +41,8 @@ pub struct AppState {
     pub live_status: Arc<LiveStatus>,
     /// Secret that webhook calls must prove they know.
     pub webhook_secret: Option<Secret>,
+    /// Limits on webhook payloads, and on those still unauthenticated together.
+    pub webhook_bodies: webhook::BodyBudget,
     /// Access tokens (open when none).
     pub auth: Auth,
     /// Per-token rate limits.
@@ -50,10 +52,6 @@ pub struct AppState {
     /// This server's Prometheus metrics (`GET /metrics`, [`crate::metrics`]).
     pub metrics: Arc<crate::metrics::Metrics>,
 }
-
-/// Largest webhook payload read (GitHub sends up to 25 MB; pushes of many commits
-/// easily pass the default request limit).
-const WEBHOOK_BODY_LIMIT: usize = 8 * 1024 * 1024;
 
 /// The application router.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -82,10 +80,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::metrics::handler))
-        .route(
-            "/v1/webhook",
-            post(webhook::webhook).layer(axum::extract::DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)),
-        )
+        // Reads its body itself, under `limits.webhook_max_body_bytes` and only once the
+        // headers have been checked (see [`webhook`]).
+        .route("/v1/webhook", post(webhook::webhook))
         .merge(protected)
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")

@@ -9,16 +9,27 @@
 //! A bad or missing proof is a 401 and triggers nothing; a valid one answers 202 and
 //! pokes the refresh loop to fetch (pings answer 200 and trigger nothing). The payload
 //! itself is only read for the log line: whatever was pushed, a fetch brings it.
+//!
+//! Anyone can call this endpoint, so nothing is buffered that the headers alone can
+//! refuse: a disabled endpoint, a missing or malformed proof and a wrong GitLab token are
+//! answered before a byte of the body is read. A body is read only under its own limit
+//! (`limits.webhook_max_body_bytes`) and, while its HMAC is still unchecked, under a
+//! budget shared by every such body (`limits.webhook_body_budget_bytes`): when the budget
+//! is spent the answer is a 503 at once, so unauthenticated bodies can never hold more
+//! memory than the budget.
 
 use std::sync::Arc;
 
+use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{ApiError, AppState};
 
@@ -73,52 +84,178 @@ fn hmac_sha256(secret: &str, body: &[u8]) -> Vec<u8> {
     mac.finalize().into_bytes().to_vec()
 }
 
-fn verify_hmac(
-    provider: Provider,
-    secret: &str,
-    body: &[u8],
-    hex_sig: &str,
-) -> Result<Provider, Refusal> {
-    let given = hex::decode(hex_sig.trim()).map_err(|_| Refusal::Malformed(provider.name()))?;
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
-        .map_err(|_| Refusal::Mismatch(provider.name()))?;
-    mac.update(body);
-    // `verify_slice` compares in constant time.
-    mac.verify_slice(&given)
-        .map(|()| provider)
-        .map_err(|_| Refusal::Mismatch(provider.name()))
+/// What the headers alone establish about a webhook call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// The proof was in the headers (GitLab's token) and matched.
+    Verified(Provider),
+    /// A well-formed HMAC of the body, to be checked once the body is read.
+    Signed {
+        /// Who claims to have signed.
+        provider: Provider,
+        /// The HMAC-SHA256 it sent.
+        mac: Vec<u8>,
+    },
 }
 
-/// Check a webhook call's proof against `secret`.
-pub fn verify(headers: &HeaderMap, body: &[u8], secret: &str) -> Result<Provider, Refusal> {
+impl Claim {
+    /// Check the claim against the body; a [`Claim::Verified`] needs none.
+    pub fn verify(&self, body: &[u8], secret: &str) -> Result<Provider, Refusal> {
+        match self {
+            Claim::Verified(provider) => Ok(*provider),
+            Claim::Signed { provider, mac } => {
+                let mut hmac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
+                    .map_err(|_| Refusal::Mismatch(provider.name()))?;
+                hmac.update(body);
+                // `verify_slice` compares in constant time.
+                hmac.verify_slice(mac)
+                    .map(|()| *provider)
+                    .map_err(|_| Refusal::Mismatch(provider.name()))
+            }
+        }
+    }
+}
+
+fn signed(provider: Provider, hex_sig: &str) -> Result<Claim, Refusal> {
+    let mac = hex::decode(hex_sig.trim()).map_err(|_| Refusal::Malformed(provider.name()))?;
+    // An HMAC-SHA256 is 32 bytes: anything else cannot match, whatever the body.
+    if mac.len() != 32 {
+        return Err(Refusal::Malformed(provider.name()));
+    }
+    Ok(Claim::Signed { provider, mac })
+}
+
+/// Check everything the headers can prove or disprove, before any body is read.
+pub fn precheck(headers: &HeaderMap, secret: &str) -> Result<Claim, Refusal> {
     let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"));
     if let Some(sig) = header("x-hub-signature-256") {
         let hex_sig = sig
             .strip_prefix("sha256=")
             .ok_or(Refusal::Malformed("github"))?;
-        return verify_hmac(Provider::GitHub, secret, body, hex_sig);
+        return signed(Provider::GitHub, hex_sig);
     }
     if let Some(sig) = header("x-gitea-signature").or_else(|| header("x-gogs-signature")) {
-        return verify_hmac(Provider::Gitea, secret, body, sig);
+        return signed(Provider::Gitea, sig);
     }
     if let Some(sig) = header("x-hub-signature") {
         // GitHub's legacy SHA-1 signature is not accepted.
         let hex_sig = sig
             .strip_prefix("sha256=")
             .ok_or(Refusal::Malformed("bitbucket"))?;
-        return verify_hmac(Provider::Bitbucket, secret, body, hex_sig);
+        return signed(Provider::Bitbucket, hex_sig);
     }
     if let Some(token) = header("x-gitlab-token") {
         // Hash both sides so the comparison takes the same time whatever the lengths.
         let given = Sha256::digest(token.as_bytes());
         let wanted = Sha256::digest(secret.as_bytes());
         return if bool::from(given.ct_eq(&wanted)) {
-            Ok(Provider::GitLab)
+            Ok(Claim::Verified(Provider::GitLab))
         } else {
             Err(Refusal::Mismatch("gitlab"))
         };
     }
     Err(Refusal::Missing)
+}
+
+/// Check a webhook call's proof against `secret`.
+pub fn verify(headers: &HeaderMap, body: &[u8], secret: &str) -> Result<Provider, Refusal> {
+    precheck(headers, secret)?.verify(body, secret)
+}
+
+/// Webhook bodies: the largest one read, and the bytes that bodies whose HMAC is still
+/// unchecked may hold between them.
+#[derive(Debug)]
+pub struct BodyBudget {
+    max_body: usize,
+    total: usize,
+    unverified: Arc<Semaphore>,
+}
+
+/// Why a [`BodyBudget`] cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BudgetError {
+    /// A single body could never fit.
+    #[error("setting `limits.webhook_body_budget_bytes` ({budget}) is smaller than `limits.webhook_max_body_bytes` ({max_body}): no signed webhook could ever be read")]
+    SmallerThanOneBody {
+        /// The budget.
+        budget: usize,
+        /// The per-body limit.
+        max_body: usize,
+    },
+    /// More than the budget can count.
+    #[error(
+        "setting `limits.webhook_body_budget_bytes` ({0}) is over the maximum of 4294967295 bytes"
+    )]
+    TooLarge(usize),
+}
+
+impl BodyBudget {
+    /// Bodies of at most `max_body` bytes; at most `budget` bytes of unchecked bodies at once.
+    pub fn new(max_body: usize, budget: usize) -> Result<BodyBudget, BudgetError> {
+        if budget < max_body {
+            return Err(BudgetError::SmallerThanOneBody { budget, max_body });
+        }
+        // Permits are taken by the u32 in `try_acquire_many_owned`.
+        if u32::try_from(budget).is_err() || budget > Semaphore::MAX_PERMITS {
+            return Err(BudgetError::TooLarge(budget));
+        }
+        Ok(BodyBudget {
+            max_body,
+            total: budget,
+            unverified: Arc::new(Semaphore::new(budget)),
+        })
+    }
+
+    /// Reserve room for a body of `announced` bytes (the whole limit when the length is
+    /// not announced); `None` when the budget is spent.
+    fn reserve(&self, announced: Option<usize>) -> Option<OwnedSemaphorePermit> {
+        let bytes = announced.unwrap_or(self.max_body).min(self.max_body);
+        let bytes = u32::try_from(bytes).ok()?;
+        self.unverified.clone().try_acquire_many_owned(bytes).ok()
+    }
+}
+
+impl Default for BodyBudget {
+    fn default() -> Self {
+        let limits = crate::settings::HttpLimits::default();
+        BodyBudget {
+            max_body: limits.webhook_max_body_bytes,
+            total: limits.webhook_body_budget_bytes,
+            unverified: Arc::new(Semaphore::new(limits.webhook_body_budget_bytes)),
+        }
+    }
+}
+
+/// Why a body could not be read.
+#[derive(Debug)]
+enum ReadError {
+    TooLarge,
+    Broken(axum::Error),
+}
+
+/// The whole body, or [`ReadError::TooLarge`] as soon as it passes `limit`.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, ReadError> {
+    let mut stream = body.into_data_stream();
+    let mut out = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(ReadError::Broken)?;
+        if out.len() + chunk.len() > limit {
+            return Err(ReadError::TooLarge);
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out.freeze())
+}
+
+/// The `Content-Length` a request announces, if any.
+fn announced_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Is this a "ping" (hook just configured) rather than a push?
@@ -140,34 +277,104 @@ fn pushed_ref(body: &[u8]) -> Option<String> {
     change.as_str().map(str::to_string)
 }
 
+fn refused(state: &super::AppState, status: StatusCode, code: &str, message: String) -> Response {
+    state.live_status.webhook(false);
+    tracing::warn!(%status, reason = %message, "webhook call refused");
+    ApiError::new(status, code, message).into_response()
+}
+
 pub(super) async fn webhook(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     let Some(secret) = &state.webhook_secret else {
-        state.live_status.webhook(false);
-        tracing::warn!(
-            "webhook call refused: no webhook secret configured (CONFHUB_WEBHOOK_SECRET)"
-        );
-        return ApiError::new(
+        return refused(
+            &state,
             StatusCode::FORBIDDEN,
             "webhook_disabled",
-            "no webhook secret is configured on this server (CONFHUB_WEBHOOK_SECRET)",
-        )
-        .into_response();
+            "no webhook secret is configured on this server (CONFHUB_WEBHOOK_SECRET)".into(),
+        );
     };
-    let provider = match verify(&headers, &body, secret.expose()) {
-        Ok(p) => p,
+    // Everything the headers can refuse is refused before the body is read.
+    let claim = match precheck(&headers, secret.expose()) {
+        Ok(claim) => claim,
         Err(refusal) => {
-            state.live_status.webhook(false);
-            tracing::warn!(reason = %refusal, "webhook call refused");
             let code = match refusal {
                 Refusal::Missing => "missing_signature",
                 Refusal::Malformed(_) | Refusal::Mismatch(_) => "bad_signature",
             };
-            return ApiError::new(StatusCode::UNAUTHORIZED, code, refusal.to_string())
-                .into_response();
+            return refused(&state, StatusCode::UNAUTHORIZED, code, refusal.to_string());
+        }
+    };
+    let budget = &state.webhook_bodies;
+    let too_large = || {
+        format!(
+            "webhook payload over {} bytes (limits.webhook_max_body_bytes); the next poll fetches anyway",
+            budget.max_body
+        )
+    };
+    let announced = announced_length(&headers);
+    if announced.is_some_and(|n| n > budget.max_body) {
+        return refused(
+            &state,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            too_large(),
+        );
+    }
+    // Held until the HMAC has been checked; a GitLab call has proved itself already.
+    let reserved = match &claim {
+        Claim::Verified(_) => None,
+        Claim::Signed { .. } => match budget.reserve(announced) {
+            Some(permit) => Some(permit),
+            None => {
+                let mut response = refused(
+                    &state,
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    format!(
+                        "too many webhook payloads are being checked at once (limits.webhook_body_budget_bytes = {}); retry shortly",
+                        budget.total
+                    ),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                return response;
+            }
+        },
+    };
+    let body = match read_body(body, budget.max_body).await {
+        Ok(body) => body,
+        Err(ReadError::TooLarge) => {
+            return refused(
+                &state,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                too_large(),
+            )
+        }
+        Err(ReadError::Broken(e)) => {
+            return refused(
+                &state,
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("reading the webhook payload: {e}"),
+            )
+        }
+    };
+    let verified = claim.verify(&body, secret.expose());
+    drop(reserved);
+    let provider = match verified {
+        Ok(p) => p,
+        Err(refusal) => {
+            return refused(
+                &state,
+                StatusCode::UNAUTHORIZED,
+                "bad_signature",
+                refusal.to_string(),
+            )
         }
     };
     if is_ping(&headers) {
@@ -259,6 +466,52 @@ mod tests {
             ok(headers(&[("x-gitea-signature", "zz")])),
             Err(Refusal::Malformed("gitea"))
         );
+    }
+
+    #[test]
+    fn headers_alone_decide_what_they_can() {
+        let secret = "s3cret";
+        // GitLab's token needs no body.
+        assert_eq!(
+            precheck(&headers(&[("x-gitlab-token", secret)]), secret),
+            Ok(Claim::Verified(Provider::GitLab))
+        );
+        // An HMAC of the wrong size can never match: refused before the body.
+        for sig in [
+            "sha256=",
+            "sha256=00",
+            &format!("sha256={}", "0".repeat(66)),
+        ] {
+            assert_eq!(
+                precheck(&headers(&[("x-hub-signature-256", sig)]), secret),
+                Err(Refusal::Malformed("github")),
+                "{sig}"
+            );
+        }
+        let sig = github_signature(secret, b"body");
+        let claim = precheck(&headers(&[("x-hub-signature-256", &sig)]), secret).unwrap();
+        assert_eq!(claim.verify(b"body", secret), Ok(Provider::GitHub));
+        assert_eq!(
+            claim.verify(b"other", secret),
+            Err(Refusal::Mismatch("github"))
+        );
+    }
+
+    #[test]
+    fn the_budget_counts_bytes() {
+        assert!(matches!(
+            BodyBudget::new(1024, 512),
+            Err(BudgetError::SmallerThanOneBody { .. })
+        ));
+        let budget = BodyBudget::new(1024, 2048).unwrap();
+        let a = budget.reserve(Some(1024)).expect("room for one");
+        let b = budget
+            .reserve(None)
+            .expect("an unannounced body takes the limit");
+        assert!(budget.reserve(Some(1)).is_none(), "spent");
+        drop(a);
+        assert!(budget.reserve(Some(100)).is_some());
+        drop(b);
     }
 
     #[test]
