@@ -140,3 +140,45 @@ async fn old_keys_still_decrypt_after_rotation() {
     let c: ConfigResponse = server.get_json("/v1/config/orders/default").await;
     assert_eq!(c.values, json!({"a": "from-old", "b": "from-new"}));
 }
+
+/// A schema violation by a decrypted value, or by a value built from one through a
+/// placeholder, or by a map holding one, names the key and never the value: not raw,
+/// not JSON-escaped (a PEM key with newlines, quotes and backslashes), on every surface.
+#[tokio::test]
+async fn schema_errors_never_quote_a_secret() {
+    let ring = keyring(&[&Key::generate()]);
+    let pem = "-----BEGIN KEY-----\nMIIsecretbody\n\"q\" \\x\n";
+    let repo = TestRepo::new();
+    repo.write(
+        "confhub.yml",
+        "services:\n  leaf: {schema: s/leaf.json}\n  derived: {schema: s/derived.json}\n  whole: {schema: s/whole.json}\n",
+    )
+    .write("s/leaf.json", r#"{"properties": {"key": {"maxLength": 4}}}"#)
+    .write("s/derived.json", r#"{"properties": {"url": {"pattern": "^https://"}}}"#)
+    .write("s/whole.json", r#"{"required": ["missing"]}"#);
+    for service in ["leaf", "derived", "whole"] {
+        repo.write(
+            &format!("{service}.yml"),
+            &format!("key: '{}'\nurl: 'pg://${{key}}@db'\n", ring.encrypt(pem)),
+        );
+    }
+    repo.commit("secrets that break schemas");
+    let mut settings = common::settings(repo.path_str());
+    settings.keyring = Some(ring);
+    let server = TestServer::start(settings).await;
+    let escaped = serde_json::to_string(pem).unwrap();
+    for (service, key) in [("leaf", "key"), ("derived", "url"), ("whole", "")] {
+        let e = server
+            .get_error(&format!("/v1/config/{service}/default"), 422)
+            .await;
+        assert_eq!(e.key.as_deref().unwrap_or(""), key, "{e:?}");
+        assert!(e.message.contains("not shown"), "{service}: {}", e.message);
+    }
+    for path in ["/v1/status", "/readyz", "/v1/config/leaf/default", "/v1/config/whole/default"]
+    {
+        let body = server.get(path).await.text().await.unwrap();
+        for leak in ["MIIsecretbody", &escaped[1..escaped.len() - 1]] {
+            assert!(!body.contains(leak), "{path} shows the secret: {body}");
+        }
+    }
+}

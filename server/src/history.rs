@@ -30,16 +30,11 @@ pub fn flat(entry: &PairEntry) -> BTreeMap<String, Value> {
         .collect()
 }
 
-/// `v`, or the mask if it is or embeds a decrypted secret of `entry` (or, where ciphers
-/// were left undecrypted, is ciphertext).
-fn masked(entry: &PairEntry, v: &Value) -> Value {
-    let secret = v.as_str().is_some_and(|s| {
-        s.starts_with(crate::crypto::PREFIX)
-            || entry
-                .resolved
-                .secrets()
-                .any(|p| !p.is_empty() && s.contains(p))
-    });
+/// `v`, or the mask if the value at `key` is or embeds a decrypted secret of `entry`
+/// (or, where ciphers were left undecrypted, is ciphertext).
+fn masked(entry: &PairEntry, key: &str, v: &Value) -> Value {
+    let secret = entry.resolved.holds_secret(key)
+        || v.as_str().is_some_and(|s| s.starts_with(crate::crypto::PREFIX));
     if secret {
         Value::String(MASK.into())
     } else {
@@ -90,18 +85,24 @@ pub fn diff(from_label: &str, to_label: &str, from: &PairEntry, to: &PairEntry) 
     let (added, removed, changed) = diff_flat(&flat(from), &flat(to));
     let added = added
         .into_iter()
-        .map(|(k, v)| (k, masked(to, &v)))
+        .map(|(k, v)| {
+            let v = masked(to, &k, &v);
+            (k, v)
+        })
         .collect();
     let removed = removed
         .into_iter()
-        .map(|(k, v)| (k, masked(from, &v)))
+        .map(|(k, v)| {
+            let v = masked(from, &k, &v);
+            (k, v)
+        })
         .collect();
     let changed = changed
         .into_iter()
         .map(|(k, c)| {
             let change = ValueChange {
-                old: masked(from, &c.old),
-                new: masked(to, &c.new),
+                old: masked(from, &k, &c.old),
+                new: masked(to, &k, &c.new),
             };
             (k, change)
         })

@@ -2,7 +2,7 @@
 //! `${…}` placeholders resolved against the result. Pure functions over parsed files:
 //! no git and no I/O, so the same code serves snapshots, labels and `confhub check`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
@@ -19,9 +19,10 @@ pub struct ParsedFile {
     pub values: Map<String, Value>,
     /// The original text, kept to point errors at a line.
     pub text: Arc<str>,
-    /// Plaintexts of the `{cipher}` values decrypted in this file, to mask them wherever
-    /// they could leak (diffs, error messages).
-    pub secrets: Vec<String>,
+    /// Flat keys (`db.password`, `keys[0]`) whose values were `{cipher}` values,
+    /// decrypted: what is secret is known by key, so nothing has to search text for a
+    /// plaintext to hide it.
+    pub secret_keys: BTreeSet<String>,
 }
 
 impl std::fmt::Debug for ParsedFile {
@@ -56,6 +57,9 @@ pub struct Resolved {
     pub values: Value,
     /// sha256 (hex) of the canonical JSON of `values`.
     pub digest: String,
+    /// Flat keys whose resolved value is, or was built from, a decrypted secret: set
+    /// in a file as `{cipher}`, or a placeholder that reads one (`url: ${db.password}@…`).
+    pub secret_keys: HashSet<String>,
 }
 
 /// Merge `layers` without resolving placeholders (`values` = `merged`), for Spring's
@@ -63,11 +67,21 @@ pub struct Resolved {
 pub fn merge_only(layers: Vec<Arc<ParsedFile>>) -> Resolved {
     let merged = merge(&layers);
     Resolved {
+        secret_keys: file_secrets(&layers),
         layers,
         values: merged.clone(),
         digest: digest_of(&merged),
         merged,
     }
+}
+
+/// Keys any layer set from a `{cipher}` value. A higher layer's plain value for the same
+/// key counts as secret too: hiding a value too many is the safe mistake.
+fn file_secrets(layers: &[Arc<ParsedFile>]) -> HashSet<String> {
+    layers
+        .iter()
+        .flat_map(|l| l.secret_keys.iter().cloned())
+        .collect()
 }
 
 fn merge(layers: &[Arc<ParsedFile>]) -> Value {
@@ -88,34 +102,33 @@ fn has_placeholder(v: &Value) -> bool {
 }
 
 impl Resolved {
-    /// Every decrypted plaintext of the contributing files.
-    pub fn secrets(&self) -> impl Iterator<Item = &str> {
-        self.layers
-            .iter()
-            .flat_map(|l| l.secrets.iter().map(String::as_str))
-    }
-
-    /// `text` with every decrypted plaintext replaced by a mask.
-    pub fn redact(&self, text: &str) -> String {
-        let mut out = text.to_string();
-        for s in self.secrets().filter(|s| !s.is_empty()) {
-            out = out.replace(s, "******");
+    /// Is the value at flat key `key` (`""` for the whole config) a secret, or a map or
+    /// list holding one? Whatever would show it (an error quoting it, a diff) must not.
+    pub fn holds_secret(&self, key: &str) -> bool {
+        if key.is_empty() {
+            return !self.secret_keys.is_empty();
         }
-        out
+        self.secret_keys.iter().any(|s| {
+            s == key
+                || s.strip_prefix(key)
+                    .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+        })
     }
 }
 
 /// Merge `layers` (highest precedence first) and resolve placeholders.
 pub fn resolve(layers: Vec<Arc<ParsedFile>>) -> Result<Resolved, ConfigError> {
     let merged = merge(&layers);
+    let mut secret_keys = file_secrets(&layers);
     // Most configs have no placeholder: skip building the resolver's flat index.
     let values = if has_placeholder(&merged) {
-        resolve_placeholders(&merged, &layers)?
+        resolve_placeholders(&merged, &layers, &mut secret_keys)?
     } else {
         merged.clone()
     };
     Ok(Resolved {
         digest: digest_of(&values),
+        secret_keys,
         layers,
         merged,
         values,
@@ -206,6 +219,9 @@ pub fn origin_of<'a>(layers: &'a [Arc<ParsedFile>], key: &str) -> Option<&'a Par
 }
 
 struct Resolver<'a> {
+    /// Secret keys: seeded with the files' `{cipher}` keys, grown by every key whose
+    /// expansion reads one.
+    secret: &'a mut HashSet<String>,
     flat: HashMap<String, &'a Value>,
     layers: &'a [Arc<ParsedFile>],
     done: HashMap<String, Value>,
@@ -214,20 +230,37 @@ struct Resolver<'a> {
     depth: usize,
     /// Keys that name a map or a list, built on first need.
     containers: Option<HashSet<String>>,
+    /// Bytes of values placeholders produced so far, against [`MAX_EXPANSION_BYTES`].
+    produced: usize,
 }
+
+/// Largest value a placeholder expansion may produce. Placeholders only ever copy
+/// text the repository holds, so a legitimate value is small; a file whose keys each
+/// reference the next several times would otherwise grow exponentially.
+pub const MAX_VALUE_BYTES: usize = 1 << 20;
+
+/// Largest total a pair's placeholder expansions may produce: with
+/// [`MAX_VALUE_BYTES`], this bounds the memory one resolution can take.
+pub const MAX_EXPANSION_BYTES: usize = 16 << 20;
 
 /// Placeholders may chain (`a: ${b}`, `b: ${c}`, …) or nest defaults this deep; more is
 /// refused rather than risking the stack of the thread resolving it.
 pub const MAX_PLACEHOLDER_DEPTH: usize = 64;
 
-fn resolve_placeholders(merged: &Value, layers: &[Arc<ParsedFile>]) -> Result<Value, ConfigError> {
+fn resolve_placeholders(
+    merged: &Value,
+    layers: &[Arc<ParsedFile>],
+    secret_keys: &mut HashSet<String>,
+) -> Result<Value, ConfigError> {
     let mut r = Resolver {
+        secret: secret_keys,
         flat: flatten(merged).into_iter().collect(),
         layers,
         done: HashMap::new(),
         stack: Vec::new(),
         depth: 0,
         containers: None,
+        produced: 0,
     };
     r.walk(merged, "")
 }
@@ -261,7 +294,10 @@ impl Resolver<'_> {
     /// The resolved value of flat key `key` whose raw string is `raw`.
     fn key(&mut self, key: &str, raw: &str) -> Result<Value, ConfigError> {
         if let Some(v) = self.done.get(key) {
-            return Ok(v.clone());
+            let v = v.clone();
+            // Every copy counts: a value reused many times costs its size each time.
+            self.charge(key, &v)?;
+            return Ok(v);
         }
         if let Some(pos) = self.stack.iter().position(|k| k == key) {
             let mut chain: Vec<&str> = self.stack[pos..].iter().map(String::as_str).collect();
@@ -275,8 +311,27 @@ impl Resolver<'_> {
         let result = self.expand(key, raw);
         self.stack.pop();
         let v = result?;
+        self.charge(key, &v)?;
         self.done.insert(key.to_string(), v.clone());
         Ok(v)
+    }
+
+    /// Count `v` against the pair's expansion budget.
+    fn charge(&mut self, key: &str, v: &Value) -> Result<(), ConfigError> {
+        self.produced = self.produced.saturating_add(match v {
+            Value::String(s) => s.len(),
+            _ => 8,
+        });
+        if self.produced > MAX_EXPANSION_BYTES {
+            return Err(self.error(
+                key,
+                format!(
+                    "placeholders of this config expand to more than {} MiB in all (at key `{key}`): reference large values fewer times",
+                    MAX_EXPANSION_BYTES >> 20
+                ),
+            ));
+        }
+        Ok(())
     }
 
     /// Expand every placeholder in `raw`, the value of `key`.
@@ -300,16 +355,27 @@ impl Resolver<'_> {
         }
         let mut out = String::new();
         for part in parts {
-            match part {
-                Part::Text(t) => out.push_str(&t),
+            let piece = match part {
+                Part::Text(t) => t,
                 Part::Placeholder { name, default } => {
                     match self.lookup(key, &name, default.as_deref(), false)? {
-                        Value::String(s) => out.push_str(&s),
-                        Value::Null => {}
-                        other => out.push_str(&other.to_string()),
+                        Value::String(s) => s,
+                        Value::Null => String::new(),
+                        other => other.to_string(),
                     }
                 }
+            };
+            // Checked before growing, so an oversized value is never allocated.
+            if out.len() + piece.len() > MAX_VALUE_BYTES {
+                return Err(self.error(
+                    key,
+                    format!(
+                        "key `{key}` expands to more than {} MiB through its placeholders",
+                        MAX_VALUE_BYTES >> 20
+                    ),
+                ));
             }
+            out.push_str(&piece);
         }
         Ok(Value::String(out))
     }
@@ -321,9 +387,22 @@ impl Resolver<'_> {
         default: Option<&str>,
         whole: bool,
     ) -> Result<Value, ConfigError> {
+        if self.secret.contains(name) {
+            self.secret.insert(key.trim_end_matches("#default").to_string());
+        }
         match self.flat.get(name).copied() {
-            Some(Value::String(s)) if s.contains("${") => self.key(name, s),
-            Some(v) => Ok(v.clone()),
+            Some(Value::String(s)) if s.contains("${") => {
+                let v = self.key(name, s)?;
+                // Known only now, for a key that became secret through its own placeholders.
+                if self.secret.contains(name) {
+                    self.secret.insert(key.trim_end_matches("#default").to_string());
+                }
+                Ok(v)
+            }
+            Some(v) => {
+                self.charge(key, v)?;
+                Ok(v.clone())
+            }
             None if self.is_container(name) => Err(self.error(
                 key,
                 format!("placeholder `${{{name}}}` refers to a map or list, not a value"),
@@ -490,7 +569,7 @@ mod tests {
             path: path.into(),
             values: parse_file(path, text.as_bytes()).unwrap(),
             text: text.into(),
-            secrets: Vec::new(),
+            secret_keys: Default::default(),
         })
     }
 

@@ -88,13 +88,19 @@ pub fn validate(
     } else {
         format!("`{key}`")
     };
+    // The validator's own message quotes the offending value: it is used only when that
+    // value holds no decrypted secret, which is known by key, not by searching the text.
+    let detail = if resolved.holds_secret(&key) {
+        "the value is secret and not shown".to_string()
+    } else {
+        error.to_string()
+    };
     let mut e = ConfigError::new(
         ErrorKind::Schema,
-        // The validator quotes the offending value, which may be a decrypted secret.
-        resolved.redact(&format!(
-            "key {shown_key} violates schema {} (rule `{rule}`): {error}",
+        format!(
+            "key {shown_key} violates schema {} (rule `{rule}`): {detail}",
             view.display(&path)
-        )),
+        ),
     );
     if !key.is_empty() {
         e = e.with_key(&key);

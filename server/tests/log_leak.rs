@@ -68,6 +68,9 @@ async fn secrets_never_reach_the_log(format: &str) {
     let key = Key::generate();
     let plain = format!("plain-{}", generate_token());
     let plain2 = format!("plain2-{}", generate_token());
+    // A PEM-like secret: JSON-escaped in a schema error it no longer matches its plaintext.
+    let pem_body = format!("pem-{}", generate_token());
+    let pem = format!("-----BEGIN KEY-----\n{pem_body}\n\"quoted\" back\\slash\n");
     let ring = Keyring::new(vec![Key::from_base64(&key).unwrap()]).unwrap();
     let other_ring = Keyring::new(vec![Key::from_base64(&Key::generate()).unwrap()]).unwrap();
 
@@ -90,6 +93,22 @@ async fn secrets_never_reach_the_log(format: &str) {
     std::fs::write(
         repo.join("broken.yml"),
         format!("api:\n  key: '{}'\n", other_ring.encrypt(&plain)),
+    )
+    .unwrap();
+    // Fails its schema: the pair's error is logged at WARN, and must not quote the value.
+    std::fs::write(
+        repo.join("pem.yml"),
+        format!("tls:\n  key: '{}'\n", ring.encrypt(&pem)),
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("confhub.yml"),
+        "services:\n  pem:\n    schema: pem.schema.json\n",
+    )
+    .unwrap();
+    std::fs::write(
+        repo.join("pem.schema.json"),
+        r#"{"properties": {"tls": {"properties": {"key": {"maxLength": 8}}}}}"#,
     )
     .unwrap();
     git(&repo, &["add", "-A"]);
@@ -231,6 +250,21 @@ scopes = ["admin"]
     assert_eq!(resp.status(), 422);
     let body = resp.text().await.unwrap();
     assert!(body.contains("api.key") && !body.contains(&plain), "{body}");
+    // A schema violation by a secret: the error names the key, never the value.
+    let resp = get("/v1/config/pem/prod", bearer(&reader)).await.unwrap();
+    assert_eq!(resp.status(), 422);
+    let body = resp.text().await.unwrap();
+    assert!(
+        body.contains("tls.key") && !body.contains(&pem_body),
+        "{body}"
+    );
+    for path in ["/v1/status", "/readyz"] {
+        let body = get(path, bearer(&admin)).await.unwrap().text().await.unwrap();
+        assert!(
+            body.contains("tls.key") && !body.contains(&pem_body),
+            "{path}: {body}"
+        );
+    }
     // /encrypt and /decrypt with the admin token.
     let cipher = http
         .post(format!("{base}/encrypt"))
@@ -313,6 +347,7 @@ scopes = ["admin"]
         ("the encryption key", key.trim().to_string()),
         ("the encryption key (hex)", hex::encode(&raw_key)),
         ("a decrypted value", plain.clone()),
+        ("a decrypted PEM value", pem_body.clone()),
         ("an /encrypt plaintext", plain2.clone()),
         (
             "Basic credentials",

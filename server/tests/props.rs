@@ -301,7 +301,7 @@ fn layer(path: &str, values: Map<String, Value>) -> Arc<ParsedFile> {
         path: path.into(),
         values: parsed,
         text: text.into(),
-        secrets: Vec::new(),
+        secret_keys: Default::default(),
     })
 }
 

@@ -190,7 +190,7 @@ impl<'r> View<'r> {
                     path: shown.clone(),
                     values: serde_json::Map::new(),
                     text,
-                    secrets: Vec::new(),
+                    secret_keys: Default::default(),
                 };
                 decrypt_values(&self.ciphers, &mut values, "", &mut file)?;
                 file.values = values;
@@ -210,7 +210,7 @@ pub(crate) fn is_config_name(name: &str) -> bool {
 }
 
 /// Replace every `{cipher}` string in `values` by its plaintext (recording it in
-/// `file.secrets`), or fail naming the key — never the value.
+/// key in `file.secret_keys`), or fail naming the key — never the value.
 fn decrypt_values(
     ciphers: &Ciphers,
     values: &mut serde_json::Map<String, serde_json::Value>,
@@ -257,7 +257,7 @@ fn decrypt_value(
                 ))),
                 Ciphers::Decrypt(keyring) => match keyring.decrypt(s) {
                     Ok(plain) => {
-                        file.secrets.push(plain.clone());
+                        file.secret_keys.insert(key.to_string());
                         *s = plain;
                         Ok(())
                     }
