@@ -165,7 +165,8 @@ pub fn history(
     limit: usize,
 ) -> Result<(String, Vec<HistoryEntry>), SourceError> {
     git.with_repo(|repo| {
-        let (branch, head) = git.tracked(repo)?;
+        // A deleted branch still has the history of the commit served for it.
+        let (branch, head) = git.serving_commit(repo, None)?;
         let mut walk = repo
             .revwalk()
             .map_err(SourceError::git("walking history"))?;

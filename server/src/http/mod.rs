@@ -110,6 +110,7 @@ async fn readyz(
             let errors = snap
                 .errors()
                 .into_iter()
+                .chain(store.source_errors())
                 .filter(|e| {
                     principal.as_ref().is_some_and(|p| {
                         p.is_admin() || p.can_read(&e.service, std::slice::from_ref(&e.env))
@@ -120,6 +121,7 @@ async fn readyz(
                 status: "ready".into(),
                 version: Some(snap.version.clone()),
                 errors,
+                reason: None,
             };
             axum::Json(body).into_response()
         }
@@ -129,6 +131,9 @@ async fn readyz(
                 status: "starting".into(),
                 version: None,
                 errors: Vec::new(),
+                // Says what is wrong with the source (a remote URL without credentials),
+                // which a probe may know: it is in the log at start anyway.
+                reason: state.live_status.start_error(),
             }),
         )
             .into_response(),
@@ -157,11 +162,16 @@ impl ApiError {
     }
 
     pub(crate) fn not_ready() -> Self {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "the first snapshot is still loading",
-        )
+        Self::not_ready_because(None)
+    }
+
+    /// 503 `not_ready`, saying why the source cannot be opened when an attempt failed.
+    pub(crate) fn not_ready_because(why: Option<String>) -> Self {
+        let message = match why {
+            Some(why) => format!("the repository cannot be opened yet: {why}"),
+            None => "the first snapshot is still loading".to_string(),
+        };
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
     }
 }
 
@@ -219,7 +229,10 @@ pub(crate) fn not_modified(headers: &HeaderMap, digest: &str) -> bool {
 }
 
 pub(crate) fn store(state: &AppState) -> Result<&Arc<Store>, ApiError> {
-    state.store.get().ok_or_else(ApiError::not_ready)
+    state
+        .store
+        .get()
+        .ok_or_else(|| ApiError::not_ready_because(state.live_status.start_error()))
 }
 
 /// Map axum's extractor rejections (bad percent-encoding, bad query) to our JSON errors.
