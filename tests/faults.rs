@@ -421,6 +421,55 @@ async fn no_clone_and_the_remote_down_stays_up_and_retries() {
     server.stop().await;
 }
 
+/// With tokens configured, why the server is not ready names the repository only to an
+/// admin: `/readyz` needs no token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reason_for_not_being_ready_is_for_admins() {
+    use confhub_server::auth::{token_hash, TokenConfig};
+    let data = tempfile::tempdir().unwrap();
+    let missing = data.path().join("nowhere.git");
+    let mut s = settings(format!("file://{}", missing.display()), data.path());
+    s.tokens = vec![
+        TokenConfig {
+            name: "ops".into(),
+            sha256: token_hash("tok-admin"),
+            scopes: vec!["admin".into()],
+        },
+        TokenConfig {
+            name: "orders".into(),
+            sha256: token_hash("tok-orders"),
+            scopes: vec!["read:orders/*".into()],
+        },
+    ];
+    let server = Unready::spawn(s).await;
+    let reason = |token: Option<&'static str>| {
+        let server = &server;
+        async move {
+            let mut req = server.client.get(format!("{}/readyz", server.base));
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 503);
+            let body: Value = resp.json().await.unwrap();
+            body["reason"].as_str().map(str::to_string)
+        }
+    };
+    let admin = wait_for(LIVE, "a reason for the admin", || async {
+        reason(Some("tok-admin")).await
+    })
+    .await;
+    assert!(admin.contains("nowhere.git"), "{admin}");
+    for token in [None, Some("tok-orders")] {
+        let shown = reason(token).await.unwrap_or_default();
+        assert!(
+            !shown.contains("nowhere.git") && shown.contains("/v1/status"),
+            "{token:?}: {shown}"
+        );
+    }
+    server.stop().await;
+}
+
 /// A data dir that cannot be written: the existing clone is served, the fetch that
 /// cannot write is reported and retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -695,5 +744,35 @@ async fn deleted_branch_keeps_serving_and_survives_a_restart() {
         errors_with(&status(&server).await, "branch_missing").is_empty()
     })
     .await;
+    server.stop().await.unwrap();
+}
+
+/// The same for a local repository while running: the last commit of the deleted branch
+/// stays served and the loss is reported (a local repository is never written to, so
+/// there is nothing to remember across a restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_local_branch_keeps_serving() {
+    let origin = Origin::new();
+    let repo = &origin.work;
+    repo.checkout_new("release");
+    repo.write("orders-prod.yml", "db:\n  pool: 40\n");
+    let release = repo.commit("release");
+    repo.checkout("main");
+    let data = tempfile::tempdir().unwrap();
+    let mut s = settings(repo.path_str(), data.path());
+    s.branch = Some("release".into());
+    let server = TestServer::start(s).await;
+    assert_eq!(orders_prod(&server).await, (40, release.clone()));
+
+    repo.git(&["branch", "-q", "-D", "release"]);
+    let st = wait_for(LIVE, "the missing branch in /v1/status errors", || async {
+        let st = status(&server).await;
+        (!errors_with(&st, "branch_missing").is_empty()).then_some(st)
+    })
+    .await;
+    assert_eq!(st["version"], release.as_str(), "{st}");
+    assert_eq!(orders_prod(&server).await, (40, release.clone()));
+    let ready = json(&server, "/readyz").await;
+    assert_eq!(errors_with(&ready, "branch_missing").len(), 1, "{ready}");
     server.stop().await.unwrap();
 }

@@ -125,18 +125,33 @@ async fn readyz(
             };
             axum::Json(body).into_response()
         }
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(ReadyResponse {
-                status: "starting".into(),
-                version: None,
-                errors: Vec::new(),
-                // Says what is wrong with the source (a remote URL without credentials),
-                // which a probe may know: it is in the log at start anyway.
-                reason: state.live_status.start_error(),
-            }),
-        )
-            .into_response(),
+        None => {
+            // The failure names the repository and what the remote answered: an admin
+            // (or anyone, on an open server) sees it; a probe without a token sees that
+            // there is one, and `/v1/status` shows it to any token.
+            let admin = state
+                .auth
+                .authenticate(&headers)
+                .is_ok_and(|p| p.is_admin());
+            let reason = state.live_status.start_error().map(|e| {
+                if admin {
+                    e
+                } else {
+                    "the repository cannot be opened yet; retrying (details in /v1/status)"
+                        .to_string()
+                }
+            });
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(ReadyResponse {
+                    status: "starting".into(),
+                    version: None,
+                    errors: Vec::new(),
+                    reason,
+                }),
+            )
+                .into_response()
+        }
     }
 }
 
