@@ -179,7 +179,10 @@ fn hostile_repo(ring: &Keyring) -> TestRepo {
     // About 1 KB whose keys each reference the next ten times: 10^12 bytes expanded.
     let mut expand = String::new();
     for i in 0..12 {
-        expand.push_str(&format!("k{i}: \"{}\"\n", format!("${{k{}}}", i + 1).repeat(10)));
+        expand.push_str(&format!(
+            "k{i}: \"{}\"\n",
+            format!("${{k{}}}", i + 1).repeat(10)
+        ));
     }
     expand.push_str("k12: \"0123456789\"\n");
     repo.write("expand.yml", &expand);

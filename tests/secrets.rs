@@ -174,8 +174,12 @@ async fn schema_errors_never_quote_a_secret() {
         assert_eq!(e.key.as_deref().unwrap_or(""), key, "{e:?}");
         assert!(e.message.contains("not shown"), "{service}: {}", e.message);
     }
-    for path in ["/v1/status", "/readyz", "/v1/config/leaf/default", "/v1/config/whole/default"]
-    {
+    for path in [
+        "/v1/status",
+        "/readyz",
+        "/v1/config/leaf/default",
+        "/v1/config/whole/default",
+    ] {
         let body = server.get(path).await.text().await.unwrap();
         for leak in ["MIIsecretbody", &escaped[1..escaped.len() - 1]] {
             assert!(!body.contains(leak), "{path} shows the secret: {body}");

@@ -90,6 +90,10 @@ pub struct ReadyResponse {
     /// Pairs that currently fail to resolve (they keep serving their last good config, if any).
     #[serde(default)]
     pub errors: Vec<PairError>,
+    /// Why the server is not ready yet (e.g. the remote cannot be fetched and there is no
+    /// clone to start from); it keeps retrying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 /// Spring Cloud Config `Environment` (DESIGN §5), as returned by `GET /{name}/{profiles}[/{label}]`.
@@ -213,6 +217,44 @@ pub struct StatusResponse {
     pub connections: u64,
     /// Webhook calls accepted (triggered a fetch) and rejected (bad or missing signature).
     pub webhooks: WebhookCounts,
+    /// Health of the clone of a remote (absent for local sources).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clone: Option<CloneStatus>,
+}
+
+/// The clone of a remote, in [`StatusResponse`]: verifications of its object store and
+/// repairs (a fresh clone swapped in for a damaged one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloneStatus {
+    /// Verifications run (at start, and after a read hit an unreadable object).
+    pub verifications: u64,
+    /// When the object store was last found intact (RFC 3339, UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_verified: Option<String>,
+    /// Set while the clone is damaged and not repaired: what is unreadable, and why the repair failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub damaged: Option<String>,
+    /// Successful repairs since start.
+    pub repairs: u64,
+    /// The last repair attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_repair: Option<RepairStatus>,
+}
+
+/// One repair of the clone, in [`CloneStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepairStatus {
+    /// When it ended (RFC 3339, UTC).
+    pub at: String,
+    /// Whether the fresh clone was swapped in.
+    pub ok: bool,
+    /// What was found damaged.
+    pub reason: String,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// How long it took, in milliseconds.
+    pub took_ms: u64,
 }
 
 /// The last refresh, in [`StatusResponse`].

@@ -18,7 +18,7 @@ fn parsed(path: &str, text: &str) -> Arc<ParsedFile> {
         path: path.to_string(),
         values,
         text: text.into(),
-        secrets: Vec::new(),
+        secret_keys: Default::default(),
     })
 }
 

@@ -123,6 +123,14 @@ pub enum SourceError {
     /// The tracked branch does not exist.
     #[error("branch `{0}` not found in the repository")]
     NoBranch(String),
+    /// The clone's object store cannot be read in full (and was not repaired).
+    #[error("the clone at {path} is damaged: {detail}")]
+    Damaged {
+        /// The clone.
+        path: String,
+        /// The first object that could not be read, and why.
+        detail: String,
+    },
     /// A blocking task panicked or was cancelled.
     #[error("background task failed: {0}")]
     Task(String),
@@ -133,6 +141,26 @@ impl SourceError {
         let context = context.into();
         move |source| SourceError::Git { context, source }
     }
+
+    /// Does this say the object store is damaged (an object missing, truncated or
+    /// corrupt), rather than the network, the credentials or the settings being wrong?
+    pub fn is_object_error(&self) -> bool {
+        match self {
+            SourceError::Git { source, .. } => is_object_error(source),
+            SourceError::Damaged { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// libgit2 reports unreadable objects and packs in these classes; network, credential
+/// and filesystem permission problems come in others (`Net`, `Http`, `Ssh`, `Os`, …).
+pub(crate) fn is_object_error(e: &git2::Error) -> bool {
+    use git2::ErrorClass;
+    matches!(
+        e.class(),
+        ErrorClass::Odb | ErrorClass::Object | ErrorClass::Zlib | ErrorClass::Tree
+    )
 }
 
 /// Errors that stop the server from starting or running.

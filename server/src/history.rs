@@ -34,7 +34,8 @@ pub fn flat(entry: &PairEntry) -> BTreeMap<String, Value> {
 /// (or, where ciphers were left undecrypted, is ciphertext).
 fn masked(entry: &PairEntry, key: &str, v: &Value) -> Value {
     let secret = entry.resolved.holds_secret(key)
-        || v.as_str().is_some_and(|s| s.starts_with(crate::crypto::PREFIX));
+        || v.as_str()
+            .is_some_and(|s| s.starts_with(crate::crypto::PREFIX));
     if secret {
         Value::String(MASK.into())
     } else {
@@ -168,7 +169,8 @@ pub fn history(
     limit: usize,
 ) -> Result<(String, Vec<HistoryEntry>), SourceError> {
     git.with_repo(|repo| {
-        let (branch, head) = git.tracked(repo)?;
+        // A deleted branch still has the history of the commit served for it.
+        let (branch, head) = git.serving_commit(repo, None)?;
         let mut walk = repo
             .revwalk()
             .map_err(SourceError::git("walking history"))?;

@@ -108,44 +108,67 @@ pub async fn run(
     let settings_limits = settings.limits.clone();
     let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel::<ServerError>();
     let loader_state = state.clone();
-    let stopping = hub.shutdown_signal();
+    let loader_hub = hub.clone();
+    // A remote that cannot be reached is not fatal: without a clone to start from, the
+    // server stays up (not ready, saying why) and tries again with backoff. A local
+    // repository or directory that cannot be opened is a mistake in the settings.
+    let retry_open = !settings.dev && source::git::is_remote(&settings.repo);
     let background = tokio::spawn(async move {
-        let open_settings = settings.clone();
-        let opened = tokio::select! {
-            opened = tokio::task::spawn_blocking(move || Store::open(&open_settings)) => opened,
-            () = stopping => return,
+        let mut attempts: u32 = 0;
+        let store = loop {
+            let open_settings = settings.clone();
+            let opened = tokio::select! {
+                opened = tokio::task::spawn_blocking(move || Store::open(&open_settings)) => opened,
+                () = loader_hub.shutdown_signal() => return,
+            };
+            match opened {
+                Ok(Ok(store)) => break Arc::new(store),
+                Ok(Err(e)) if retry_open => {
+                    attempts = attempts.saturating_add(1);
+                    let wait = watch::backoff(settings.live.fetch_retry, settings.poll, attempts);
+                    tracing::warn!(error = %e, attempts, retry_in = ?wait, "cannot open the repository yet; not ready, retrying");
+                    loader_state
+                        .live_status
+                        .start_failed(&e.to_string(), attempts, wait);
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = loader_hub.shutdown_signal() => return,
+                    }
+                }
+                Ok(Err(e)) => {
+                    let _ = fatal_tx.send(e.into());
+                    return;
+                }
+                Err(e) => {
+                    let _ = fatal_tx.send(SourceError::Task(e.to_string()).into());
+                    return;
+                }
+            }
         };
-        match opened {
-            Ok(Ok(store)) => {
-                let store = Arc::new(store);
-                // Watch before declaring readiness, so no change made after `/readyz`
-                // answers can be missed; then look once for one made while opening.
-                let _watching = watch::start_watching(
-                    &store,
-                    &loader_state.trigger,
-                    &loader_state.live_status,
-                    settings.live.debounce,
-                )
-                .await;
-                loader_state.trigger.poke(false);
-                let _ = loader_state.store.set(store.clone());
-                watch::refresh_loop(
-                    store,
-                    loader_state.hub.clone(),
-                    loader_state.trigger.clone(),
-                    loader_state.live_status.clone(),
-                    settings,
-                    loader_state.metrics.clone(),
-                )
-                .await;
-            }
-            Ok(Err(e)) => {
-                let _ = fatal_tx.send(e.into());
-            }
-            Err(e) => {
-                let _ = fatal_tx.send(SourceError::Task(e.to_string()).into());
-            }
+        if let store::Source::Git(git) = store.source() {
+            let trigger = loader_state.trigger.clone();
+            git.on_damage(move || trigger.poke(false));
         }
+        // Watch before declaring readiness, so no change made after `/readyz`
+        // answers can be missed; then look once for one made while opening.
+        let _watching = watch::start_watching(
+            &store,
+            &loader_state.trigger,
+            &loader_state.live_status,
+            settings.live.debounce,
+        )
+        .await;
+        loader_state.trigger.poke(false);
+        let _ = loader_state.store.set(store.clone());
+        watch::refresh_loop(
+            store,
+            loader_state.hub.clone(),
+            loader_state.trigger.clone(),
+            loader_state.live_status.clone(),
+            settings,
+            loader_state.metrics.clone(),
+        )
+        .await;
     });
 
     let fatal = Arc::new(tokio::sync::Mutex::new(None));

@@ -388,14 +388,16 @@ impl Resolver<'_> {
         whole: bool,
     ) -> Result<Value, ConfigError> {
         if self.secret.contains(name) {
-            self.secret.insert(key.trim_end_matches("#default").to_string());
+            self.secret
+                .insert(key.trim_end_matches("#default").to_string());
         }
         match self.flat.get(name).copied() {
             Some(Value::String(s)) if s.contains("${") => {
                 let v = self.key(name, s)?;
                 // Known only now, for a key that became secret through its own placeholders.
                 if self.secret.contains(name) {
-                    self.secret.insert(key.trim_end_matches("#default").to_string());
+                    self.secret
+                        .insert(key.trim_end_matches("#default").to_string());
                 }
                 Ok(v)
             }

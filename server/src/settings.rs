@@ -39,6 +39,30 @@ pub struct Settings {
     pub limits: HttpLimits,
     /// Serve HTTPS/WSS with this certificate chain and key (PEM files).
     pub tls: Option<TlsFiles>,
+    /// Bounds of the clone checks and of the search for a pair's last good config.
+    pub recovery: RecoverySettings,
+}
+
+/// Bounds of what the server does to recover from a damaged clone or a broken head.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoverySettings {
+    /// First-parent commits walked back from the head, at start, to find the newest
+    /// commit at which a pair failing at the head resolved.
+    pub last_good_depth: usize,
+    /// Time that walk may take in all; pairs not found by then stay unserved.
+    pub last_good_timeout: Duration,
+    /// Trees and blobs read when verifying that the served commit can be read in full.
+    pub verify_max_objects: usize,
+}
+
+impl Default for RecoverySettings {
+    fn default() -> Self {
+        RecoverySettings {
+            last_good_depth: 100,
+            last_good_timeout: Duration::from_secs(5),
+            verify_max_objects: 10_000,
+        }
+    }
 }
 
 /// A secret or key file that is set but blank. Never "no secret": an empty webhook
@@ -246,6 +270,7 @@ impl Settings {
             tokens: Vec::new(),
             limits: HttpLimits::default(),
             tls: None,
+            recovery: RecoverySettings::default(),
         }
     }
 }

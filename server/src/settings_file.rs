@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::TokenConfig;
 use crate::crypto::{CryptoError, Key, Keyring};
-use crate::settings::{HttpLimits, LiveSettings, Secret, Settings, TlsFiles};
+use crate::settings::{HttpLimits, LiveSettings, RecoverySettings, Secret, Settings, TlsFiles};
 
 /// Why the settings could not be loaded. Never carries a secret value.
 #[derive(Debug, thiserror::Error)]
@@ -143,6 +143,12 @@ pub struct FileLimits {
     pub ws_idle_timeout: Option<String>,
     /// Remote fetches slower than this are reported as failed (`60s`).
     pub fetch_timeout: Option<String>,
+    /// Commits walked back at start for a pair failing at the head.
+    pub last_good_depth: Option<usize>,
+    /// Time that walk may take (`5s`).
+    pub last_good_timeout: Option<String>,
+    /// Trees and blobs read when verifying the clone.
+    pub verify_max_objects: Option<usize>,
 }
 
 #[derive(Clone, Copy)]
@@ -190,6 +196,9 @@ const KEYS: &[(&str, Kind)] = &[
     ("limits.ws_ping_interval", Kind::Str),
     ("limits.ws_idle_timeout", Kind::Str),
     ("limits.fetch_timeout", Kind::Str),
+    ("limits.last_good_depth", Kind::Int),
+    ("limits.last_good_timeout", Kind::Str),
+    ("limits.verify_max_objects", Kind::Int),
 ];
 
 /// The environment variable of a settings key.
@@ -494,6 +503,16 @@ impl FileSettings {
             )?,
             fetch_timeout: duration("limits.fetch_timeout", &l.fetch_timeout, live.fetch_timeout)?,
             ..live
+        };
+        let recovery = RecoverySettings::default();
+        s.recovery = RecoverySettings {
+            last_good_depth: l.last_good_depth.unwrap_or(recovery.last_good_depth),
+            last_good_timeout: duration(
+                "limits.last_good_timeout",
+                &l.last_good_timeout,
+                recovery.last_good_timeout,
+            )?,
+            verify_max_objects: l.verify_max_objects.unwrap_or(recovery.verify_max_objects),
         };
         Ok(s)
     }

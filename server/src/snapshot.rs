@@ -166,6 +166,55 @@ impl Snapshot {
         }
     }
 
+    /// A snapshot holding only `entries` (the last good config of pairs that fail at
+    /// the head, resolved at older commits) and `catalog`, for [`Snapshot::build`] to
+    /// take as `previous` when a server starts on a broken head.
+    pub(crate) fn baseline(
+        label: &str,
+        catalog: Catalog,
+        entries: BTreeMap<(String, String), Arc<PairEntry>>,
+    ) -> Snapshot {
+        let mut pairs: BTreeMap<String, BTreeMap<String, Slot>> = BTreeMap::new();
+        for ((service, env), entry) in entries {
+            pairs.entry(service).or_default().insert(
+                env,
+                Slot {
+                    access: entry.access.clone(),
+                    entry: Some(entry),
+                    failure: None,
+                    as_written: None,
+                },
+            );
+        }
+        Snapshot {
+            label: label.to_string(),
+            version: String::new(),
+            catalog,
+            global_error: None,
+            pairs,
+            services_body: Bytes::new(),
+            services: ServicesResponse {
+                label: label.to_string(),
+                version: String::new(),
+                environments: Vec::new(),
+                services: Vec::new(),
+            },
+            parsed_blobs: HashMap::new(),
+        }
+    }
+
+    /// Pairs that fail at this version and have nothing to serve.
+    pub fn unserved(&self) -> Vec<(String, String)> {
+        self.pairs
+            .iter()
+            .flat_map(|(service, envs)| {
+                envs.iter()
+                    .filter(|(_, slot)| slot.entry.is_none() && slot.failure.is_some())
+                    .map(move |(env, _)| (service.clone(), env.clone()))
+            })
+            .collect()
+    }
+
     /// The slot of a pair, if the snapshot has it.
     pub fn slot(&self, service: &str, env: &str) -> Option<&Slot> {
         self.pairs.get(service)?.get(env)

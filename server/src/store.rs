@@ -2,20 +2,23 @@
 //! cache of pairs resolved at other labels. Every request for config goes through
 //! [`Store::lookup`]; every new version goes through [`Store::refresh`].
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
+use confhub_client::wire::{ErrorBody, PairError};
 use lru::LruCache;
 
 use crate::auth::Principal;
 use crate::catalog::{pair_files, Access, Catalog};
-use crate::entry::PairEntry;
-use crate::errors::{ConfigError, SourceError};
-use crate::settings::Settings;
+use crate::entry::{Body, PairEntry};
+use crate::errors::{ConfigError, ErrorKind, SourceError};
+use crate::settings::{RecoverySettings, Settings};
 use crate::snapshot::Snapshot;
 use crate::source::dir::DirSource;
-use crate::source::git::GitSource;
+use crate::source::git::{GitSource, Integrity};
 use crate::source::{Ciphers, View};
 
 /// Label reported for `--dev` directories.
@@ -74,6 +77,20 @@ pub struct Store {
     uri: Arc<str>,
     snapshot: ArcSwap<Snapshot>,
     cache: Mutex<LruCache<CacheKey, Arc<Resolution>>>,
+    recovery: RecoverySettings,
+    opening_fetch: Option<OpeningFetch>,
+}
+
+/// How the fetch made while opening a remote went: a failed one does not stop the
+/// server from starting on the commit already in the clone.
+#[derive(Debug, Clone)]
+pub struct OpeningFetch {
+    /// When it ended.
+    pub at: SystemTime,
+    /// How long it took.
+    pub took: Duration,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
 }
 
 /// Pairs whose served config changed in a refresh.
@@ -89,21 +106,53 @@ pub struct Changes {
 
 impl Store {
     /// Open the source and build the first snapshot. Blocking.
+    ///
+    /// A remote is fetched first; when that fails, the commit already in the clone is
+    /// served (the failure is in [`Store::opening_fetch`]). A remote's clone is verified
+    /// before anything is served from it, and repaired when damaged. Pairs that fail at
+    /// the head get their last good config from older commits (see [`RecoverySettings`]).
     pub fn open(settings: &Settings) -> Result<Store, SourceError> {
+        let mut opening_fetch = None;
+        let mut fetch_error = None;
         let source = if settings.dev {
             Source::Dir(
                 DirSource::open(&settings.repo, settings.search_path.as_deref())?
                     .with_ciphers(Ciphers::from_keyring(settings.keyring.as_ref())),
             )
         } else {
-            Source::Git(GitSource::open(settings)?)
+            let git = GitSource::prepare(settings)?;
+            if git.is_remote() {
+                let started = Instant::now();
+                let fetched = git.fetch();
+                if let Err(e) = &fetched {
+                    tracing::warn!(error = %e, "fetch failed; starting from the commit already in the clone, if there is one");
+                }
+                opening_fetch = Some(OpeningFetch {
+                    at: SystemTime::now(),
+                    took: started.elapsed(),
+                    error: fetched.as_ref().err().map(ToString::to_string),
+                });
+                fetch_error = fetched.err();
+                // A damaged clone serves `object not found` for good if nobody looks.
+                if git.ensure_intact(None) == Integrity::Repaired {
+                    // The repair was a complete fetch.
+                    opening_fetch = opening_fetch.map(|f| OpeningFetch { error: None, ..f });
+                    fetch_error = None;
+                }
+            }
+            Source::Git(git)
         };
         let uri: Arc<str> = match &source {
             Source::Git(g) => g.uri().into(),
             Source::Dir(d) => d.uri().into(),
         };
-        let snapshot = build_tracked(&source, &uri, None)?
-            .ok_or_else(|| SourceError::Task("no snapshot built".into()))?;
+        let snapshot = match build_tracked(&source, &uri, None, false, &settings.recovery) {
+            Ok(Some(snapshot)) => snapshot,
+            Ok(None) => return Err(SourceError::Task("no snapshot built".into())),
+            // Nothing was ever fetched: the fetch's failure is the cause worth reporting.
+            Err(e @ SourceError::NoBranch(_)) => return Err(fetch_error.unwrap_or(e)),
+            Err(e) => return Err(e),
+        };
         tracing::info!(label = %snapshot.label, version = %snapshot.version, services = snapshot.catalog.services.len(), envs = snapshot.catalog.envs.len(), "snapshot loaded");
         for e in snapshot.errors() {
             tracing::warn!(service = %e.service, env = %e.env, error = %e.error.message, "pair fails to resolve");
@@ -115,7 +164,70 @@ impl Store {
             uri,
             snapshot: ArcSwap::from_pointee(snapshot),
             cache: Mutex::new(LruCache::new(capacity)),
+            recovery: settings.recovery.clone(),
+            opening_fetch,
         })
+    }
+
+    /// How the fetch made while opening went (remotes only).
+    pub fn opening_fetch(&self) -> Option<&OpeningFetch> {
+        self.opening_fetch.as_ref()
+    }
+
+    /// Problems of the source as a whole (the tracked branch is gone, the clone is
+    /// damaged and not repaired), as `*`/`*` entries for `/v1/status` and `/readyz`.
+    pub fn source_errors(&self) -> Vec<PairError> {
+        let Source::Git(git) = &self.source else {
+            return Vec::new();
+        };
+        let health = git.clone_health();
+        let version = self.snapshot().version.clone();
+        [
+            ("branch_missing", health.branch_missing),
+            ("damaged_clone", health.damaged),
+        ]
+        .into_iter()
+        .filter_map(|(code, message)| {
+            Some(PairError {
+                service: "*".into(),
+                env: "*".into(),
+                version: version.clone(),
+                error: ErrorBody {
+                    error: code.into(),
+                    message: message?,
+                    file: None,
+                    line: None,
+                    key: None,
+                },
+            })
+        })
+        .collect()
+    }
+
+    /// Whether the clone should be verified now (a read hit an unreadable object, or a
+    /// repair is due).
+    pub fn clone_check_due(&self) -> bool {
+        matches!(&self.source, Source::Git(g) if g.check_due())
+    }
+
+    /// Verify the clone if a check is due and repair it if damaged; after a repair,
+    /// results cached from the damaged clone are forgotten. Returns whether it was
+    /// repaired. Blocking.
+    fn check_clone(&self, served: &Snapshot) -> bool {
+        let Source::Git(git) = &self.source else {
+            return false;
+        };
+        if !git.check_due() {
+            return false;
+        }
+        let repaired =
+            git.ensure_intact(git2::Oid::from_str(&served.version).ok()) == Integrity::Repaired;
+        if repaired {
+            if let Ok(mut cache) = self.cache.lock() {
+                cache.clear();
+            }
+        }
+        repaired
     }
 
     /// The current snapshot of the tracked branch.
@@ -138,7 +250,12 @@ impl Store {
     pub fn refresh(&self, fetch: bool) -> Result<Changes, SourceError> {
         if fetch {
             if let Source::Git(g) = &self.source {
-                g.fetch()?;
+                // A fetch that failed on the clone's own objects is for the check below.
+                if let Err(e) = g.fetch() {
+                    if !g.check_due() {
+                        return Err(e);
+                    }
+                }
             }
         }
         let old = self.snapshot.load_full();
@@ -147,7 +264,19 @@ impl Store {
             new_version: old.version.clone(),
             changed: Vec::new(),
         };
-        let Some(new) = build_tracked(&self.source, &self.uri, Some(&old))? else {
+        let repaired = self.check_clone(&old);
+        let mut built = build_tracked(
+            &self.source,
+            &self.uri,
+            Some(&old),
+            repaired,
+            &self.recovery,
+        );
+        // This build hit an unreadable object: verify, repair, and build once more.
+        if !repaired && self.check_clone(&old) {
+            built = build_tracked(&self.source, &self.uri, Some(&old), true, &self.recovery);
+        }
+        let Some(new) = built? else {
             return Ok(changes);
         };
         changes.new_version = new.version.clone();
@@ -291,8 +420,13 @@ impl Store {
                 },
             },
         );
-        if let Ok(mut cache) = self.cache.lock() {
-            cache.put(key, resolution.clone());
+        // A version's content never changes, but a read that failed on the clone's
+        // objects may succeed once it is repaired: only that is not remembered.
+        let unreadable = matches!(&resolution.result, Err(e) if e.kind == ErrorKind::Git);
+        if !unreadable {
+            if let Ok(mut cache) = self.cache.lock() {
+                cache.put(key, resolution.clone());
+            }
         }
         resolution
     }
@@ -429,32 +563,129 @@ impl Store {
     }
 }
 
-/// A snapshot of the tracked branch, or `None` when it is still at `previous`'s version.
+/// A snapshot of the tracked branch, or `None` when it is still at `previous`'s version
+/// (and not `force`d: after a repair the same commit reads differently).
 fn build_tracked(
     source: &Source,
     uri: &Arc<str>,
     previous: Option<&Snapshot>,
+    force: bool,
+    recovery: &RecoverySettings,
 ) -> Result<Option<Snapshot>, SourceError> {
     match source {
         Source::Git(git) => git.with_repo(|repo| {
-            let (branch, oid) = git.tracked(repo)?;
+            let served = previous.map(|p| (p.label.as_str(), p.version.as_str()));
+            let (branch, oid) = git.serving_commit(repo, served)?;
             if let Some(prev) = previous {
-                if prev.version == oid.to_string() && prev.label == branch {
+                if !force && prev.version == oid.to_string() && prev.label == branch {
                     return Ok(None);
                 }
             }
             let mut view = git.view(repo, oid)?;
             view.prior = previous.map(|p| p.parsed_blobs.clone()).unwrap_or_default();
-            Ok(Some(Snapshot::build(&mut view, &branch, uri, previous)))
+            let mut snapshot = Snapshot::build(&mut view, &branch, uri, previous);
+            if previous.is_none() {
+                // Nothing served yet (a start): what broke at the head still has a last
+                // good config, in the branch's history.
+                if let Some(baseline) =
+                    last_good_baseline(git, repo, &snapshot, oid, &branch, uri, recovery)
+                {
+                    let mut view = git.view(repo, oid)?;
+                    view.prior = snapshot.parsed_blobs.clone();
+                    snapshot = Snapshot::build(&mut view, &branch, uri, Some(&baseline));
+                }
+            }
+            git.remember(repo, &branch, oid);
+            Ok(Some(snapshot))
         }),
         Source::Dir(dir) => {
             let mut view = dir.view()?;
             if let Some(prev) = previous {
-                if prev.version == view.version {
+                if !force && prev.version == view.version {
                     return Ok(None);
                 }
             }
             Ok(Some(Snapshot::build(&mut view, DEV_LABEL, uri, previous)))
         }
     }
+}
+
+/// The last good config of the pairs that fail at `head` with nothing to serve: walk the
+/// branch's first-parent history back (at most `last_good_depth` commits, within
+/// `last_good_timeout`) and resolve each such pair at older commits until it resolves.
+/// When the head's `confhub.yml` is broken, every pair of the newest catalog that parses
+/// is looked for. `None` when there is nothing to look for, or nothing was found.
+fn last_good_baseline(
+    git: &GitSource,
+    repo: &git2::Repository,
+    head: &Snapshot,
+    head_oid: git2::Oid,
+    branch: &str,
+    uri: &Arc<str>,
+    recovery: &RecoverySettings,
+) -> Option<Snapshot> {
+    let mut pending: BTreeSet<(String, String)> = head.unserved().into_iter().collect();
+    let mut need_catalog = head.global_error.is_some();
+    if pending.is_empty() && !need_catalog {
+        return None;
+    }
+    let started = Instant::now();
+    let mut catalog = None;
+    let mut found = BTreeMap::new();
+    let mut prior = head.parsed_blobs.clone();
+    let mut walked = 0;
+    for oid in git.first_parents(repo, head_oid, recovery.last_good_depth) {
+        if started.elapsed() >= recovery.last_good_timeout {
+            tracing::warn!(walked, pending = pending.len(), timeout = ?recovery.last_good_timeout, "stopped looking for last good configs: time is up");
+            break;
+        }
+        walked += 1;
+        let Ok(mut view) = git.view(repo, oid) else {
+            continue;
+        };
+        view.prior = std::mem::take(&mut prior);
+        if let Ok(older) = Catalog::of(&mut view) {
+            if need_catalog {
+                need_catalog = false;
+                pending = older
+                    .services
+                    .iter()
+                    .flat_map(|s| older.envs.iter().map(move |e| (s.clone(), e.clone())))
+                    .collect();
+                catalog = Some(older.clone());
+            }
+            pending.retain(|(service, env)| {
+                if !older.services.contains(service) || !older.envs.contains(env) {
+                    return true;
+                }
+                let envs = std::slice::from_ref(env);
+                match PairEntry::build(&mut view, &older, uri, branch, service, envs) {
+                    Ok(entry) if entry.service_known && entry.placeholder_error.is_none() => {
+                        tracing::info!(%service, %env, version = %oid, "pair fails at the head; serving its last good config, from an older commit");
+                        entry.body(Body::Json);
+                        entry.body(Body::Frame);
+                        found.insert((service.clone(), env.clone()), Arc::new(entry));
+                        false
+                    }
+                    _ => true,
+                }
+            });
+        }
+        // Files unchanged between commits are parsed once.
+        prior = view.parsed_blobs();
+        if pending.is_empty() && !need_catalog {
+            break;
+        }
+    }
+    for (service, env) in &pending {
+        tracing::warn!(%service, %env, walked, "pair fails at the head and has no good config in the commits looked at");
+    }
+    if found.is_empty() && catalog.is_none() {
+        return None;
+    }
+    Some(Snapshot::baseline(
+        branch,
+        catalog.unwrap_or_else(|| head.catalog.clone()),
+        found,
+    ))
 }

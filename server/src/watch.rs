@@ -115,6 +115,8 @@ pub struct StatusInner {
     pub webhooks_accepted: u64,
     /// Webhook calls refused (bad or missing signature).
     pub webhooks_rejected: u64,
+    /// Why the source could not be opened yet (the server keeps retrying).
+    pub start_error: Option<String>,
 }
 
 impl LiveStatus {
@@ -130,6 +132,31 @@ impl LiveStatus {
         s.webhooks_accepted = self.webhooks_accepted.load(Ordering::Relaxed);
         s.webhooks_rejected = self.webhooks_rejected.load(Ordering::Relaxed);
         s
+    }
+
+    /// Record a failed attempt to open the source (a remote that cannot be fetched and no
+    /// clone to start from): `/readyz` and `/v1/status` show it until an attempt succeeds.
+    pub fn start_failed(&self, error: &str, attempt: u32, retry_in: Duration) {
+        self.with(|s| {
+            s.start_error = Some(format!(
+                "{error} (attempt {attempt}, retrying in {} ms)",
+                retry_in.as_millis()
+            ));
+            if s.remote {
+                s.last_fetch = Some(Outcome {
+                    at: SystemTime::now(),
+                    error: Some(error.to_string()),
+                    took: Duration::ZERO,
+                });
+                s.fetch_failures = attempt;
+                s.next_fetch = Some(SystemTime::now() + retry_in);
+            }
+        });
+    }
+
+    /// Why the source is not open yet, if an attempt failed.
+    pub fn start_error(&self) -> Option<String> {
+        self.with(|s| s.start_error.clone())
     }
 
     /// Count a webhook call.
@@ -232,11 +259,6 @@ pub async fn refresh_loop(
     let live = settings.live.clone();
     let remote = matches!(store.source(), Source::Git(g) if g.is_remote());
     status.init(poll, remote);
-    if remote {
-        // Opening the store cloned or fetched it.
-        metrics.fetch_succeeded();
-    }
-
     let extra_pairs = Arc::new(Notify::new());
     tokio::spawn(
         follow_extra_pairs(store.clone(), hub.clone(), extra_pairs.clone())
@@ -245,6 +267,43 @@ pub async fn refresh_loop(
 
     let mut next_poll = Instant::now() + poll;
     let mut failures: u32 = 0;
+    match store.opening_fetch() {
+        // The store opened on the commit already in the clone: retry as after any failed fetch.
+        Some(f) if f.error.is_some() => {
+            failures = 1;
+            metrics.fetch(f.took, false);
+            let retry = backoff(live.fetch_retry, poll, failures);
+            next_poll = Instant::now() + retry;
+            status.with(|s| {
+                s.start_error = None;
+                s.last_fetch = Some(Outcome {
+                    at: f.at,
+                    error: f.error.clone(),
+                    took: f.took,
+                });
+                s.fetch_failures = failures;
+                s.next_fetch = Some(SystemTime::now() + retry);
+            });
+        }
+        Some(f) => {
+            metrics.fetch_succeeded();
+            status.with(|s| {
+                s.start_error = None;
+                // Attempts that failed before this one were recorded: close them.
+                if s.fetch_failures > 0 {
+                    s.last_fetch = Some(Outcome {
+                        at: f.at,
+                        error: None,
+                        took: f.took,
+                    });
+                    s.last_fetch_ok = Some(f.at);
+                    s.fetch_failures = 0;
+                }
+            });
+        }
+        None => status.with(|s| s.start_error = None),
+    }
+
     loop {
         let polled = tokio::select! {
             biased;
@@ -405,7 +464,9 @@ fn run_once(store: &Store, fetch: bool) -> RunResult {
             let fetched = git.fetch();
             let failed = fetched.is_err();
             out.fetch = Some((fetched, started.elapsed()));
-            if failed {
+            // A fetch that failed on the clone's own objects still goes on to the refresh,
+            // which verifies and repairs the clone.
+            if failed && !store.clone_check_due() {
                 return out;
             }
         }
@@ -513,7 +574,7 @@ async fn follow_extra_pairs(store: Arc<Store>, hub: Arc<Hub>, wake: Arc<Notify>)
 
 /// Delay before retry number `failures` (1-based): `base · 2^(failures-1)`, capped at
 /// `cap`, with jitter taking it down by up to half.
-fn backoff(base: Duration, cap: Duration, failures: u32) -> Duration {
+pub(crate) fn backoff(base: Duration, cap: Duration, failures: u32) -> Duration {
     let exp = base
         .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
         .min(cap);

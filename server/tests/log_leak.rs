@@ -259,7 +259,12 @@ scopes = ["admin"]
         "{body}"
     );
     for path in ["/v1/status", "/readyz"] {
-        let body = get(path, bearer(&admin)).await.unwrap().text().await.unwrap();
+        let body = get(path, bearer(&admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
         assert!(
             body.contains("tls.key") && !body.contains(&pem_body),
             "{path}: {body}"

@@ -107,6 +107,7 @@ async fn readyz(
             let errors = snap
                 .errors()
                 .into_iter()
+                .chain(store.source_errors())
                 .filter(|e| {
                     principal
                         .as_ref()
@@ -117,18 +118,37 @@ async fn readyz(
                 status: "ready".into(),
                 version: Some(snap.version.clone()),
                 errors,
+                reason: None,
             };
             axum::Json(body).into_response()
         }
-        None => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(ReadyResponse {
-                status: "starting".into(),
-                version: None,
-                errors: Vec::new(),
-            }),
-        )
-            .into_response(),
+        None => {
+            // The failure names the repository and what the remote answered: an admin
+            // (or anyone, on an open server) sees it; a probe without a token sees that
+            // there is one, and `/v1/status` shows it to any token.
+            let admin = state
+                .auth
+                .authenticate(&headers)
+                .is_ok_and(|p| p.is_admin());
+            let reason = state.live_status.start_error().map(|e| {
+                if admin {
+                    e
+                } else {
+                    "the repository cannot be opened yet; retrying (details in /v1/status)"
+                        .to_string()
+                }
+            });
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                axum::Json(ReadyResponse {
+                    status: "starting".into(),
+                    version: None,
+                    errors: Vec::new(),
+                    reason,
+                }),
+            )
+                .into_response()
+        }
     }
 }
 
@@ -154,11 +174,16 @@ impl ApiError {
     }
 
     pub(crate) fn not_ready() -> Self {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "the first snapshot is still loading",
-        )
+        Self::not_ready_because(None)
+    }
+
+    /// 503 `not_ready`, saying why the source cannot be opened when an attempt failed.
+    pub(crate) fn not_ready_because(why: Option<String>) -> Self {
+        let message = match why {
+            Some(why) => format!("the repository cannot be opened yet: {why}"),
+            None => "the first snapshot is still loading".to_string(),
+        };
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
     }
 }
 
@@ -219,7 +244,10 @@ pub(crate) fn not_modified(headers: &HeaderMap, digest: &str) -> bool {
 }
 
 pub(crate) fn store(state: &AppState) -> Result<&Arc<Store>, ApiError> {
-    state.store.get().ok_or_else(ApiError::not_ready)
+    state
+        .store
+        .get()
+        .ok_or_else(|| ApiError::not_ready_because(state.live_status.start_error()))
 }
 
 /// Map axum's extractor rejections (bad percent-encoding, bad query) to our JSON errors.

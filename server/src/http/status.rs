@@ -11,10 +11,12 @@ use crate::auth::Principal;
 use crate::timefmt::rfc3339_of;
 use axum::Json;
 use confhub_client::wire::{
-    FetchStatus, RefreshStatus, StatusResponse, SubscriberCount, WebhookCounts,
+    CloneStatus, FetchStatus, RefreshStatus, RepairStatus, StatusResponse, SubscriberCount,
+    WebhookCounts,
 };
 
 use super::{store, ApiError, AppState};
+use crate::source::git::CloneHealth;
 use crate::store::Source;
 
 pub(super) async fn status(
@@ -77,6 +79,7 @@ pub(super) async fn status(
         errors: snap
             .errors()
             .into_iter()
+            .chain(store.source_errors())
             .filter(|e| principal.is_admin() || visible(&e.service, &e.env))
             .collect(),
         subscribers,
@@ -85,7 +88,27 @@ pub(super) async fn status(
             accepted: live.webhooks_accepted,
             rejected: live.webhooks_rejected,
         },
+        clone: match store.source() {
+            Source::Git(g) if g.is_remote() => Some(clone_status(g.clone_health())),
+            _ => None,
+        },
     }))
+}
+
+fn clone_status(h: CloneHealth) -> CloneStatus {
+    CloneStatus {
+        verifications: h.verifications,
+        last_verified: h.last_verified.map(rfc3339_of),
+        damaged: h.damaged,
+        repairs: h.repairs,
+        last_repair: h.last_repair.map(|r| RepairStatus {
+            at: rfc3339_of(r.at),
+            ok: r.error.is_none(),
+            reason: r.reason,
+            error: r.error,
+            took_ms: millis(r.took),
+        }),
+    }
 }
 
 fn millis(d: Duration) -> u64 {

@@ -1,18 +1,25 @@
 //! Git source: open a local repository or keep a clone of a remote one in the data
 //! dir, and read config files straight from git objects (commit → tree → blob).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, RwLock};
+use std::time::{Duration, Instant, SystemTime};
 
 use git2::{
-    AutotagOption, Cred, FetchOptions, FetchPrune, ObjectType, Oid, RemoteCallbacks, Repository,
+    AutotagOption, Cred, ErrorCode, FetchOptions, FetchPrune, ObjectType, Oid, RemoteCallbacks,
+    Repository,
 };
 use sha2::{Digest, Sha256};
 
 use super::{is_config_name, Blob, Ciphers, Root, View};
-use crate::errors::SourceError;
-use crate::settings::Settings;
+use crate::errors::{is_object_error, SourceError};
+use crate::settings::{RecoverySettings, Settings};
+
+/// Where the commit last served for a branch is remembered in a clone, so a restart
+/// after the branch was deleted on the remote (and pruned by the fetch) still has it.
+const REMEMBERED: &str = "refs/confhub/last-served/";
 
 /// Where a remote repository is fetched from, with its credentials.
 #[derive(Clone)]
@@ -40,8 +47,132 @@ pub struct GitSource {
     /// Open handles for reuse: `Repository` is `Send` but not `Sync`, so each blocking
     /// task takes one out and puts it back, instead of all sharing one behind a lock.
     pool: Mutex<Vec<Repository>>,
+    /// Verification, repair and branch bookkeeping (boxed: rarely touched, and large).
+    care: Box<Care>,
+    suspicion: Arc<Suspicion>,
     uri: String,
     ciphers: Ciphers,
+}
+
+/// What a [`GitSource`] keeps to verify and repair its clone.
+struct Care {
+    /// Held (shared) by every use of a handle, and exclusively while a repaired clone is
+    /// swapped in, so no handle ever sees half of a swap or outlives the clone it opened.
+    swap: RwLock<()>,
+    /// One repair at a time.
+    repairing: Mutex<()>,
+    repair_attempts: AtomicU64,
+    health: Mutex<CloneHealth>,
+    recovery: RecoverySettings,
+    /// Delays between failed repairs: first, and cap.
+    repair_retry: (Duration, Duration),
+    /// Whether failing to remember the served commit was already logged.
+    remember_warned: AtomicBool,
+}
+
+/// Raised when a read hits an object that cannot be read (missing, truncated, corrupt):
+/// the refresh loop then verifies the clone and repairs it.
+#[derive(Default)]
+pub struct Suspicion {
+    raised: AtomicBool,
+    /// Set while the damage is known and a retry is scheduled: reads that fail meanwhile
+    /// neither log nor wake the loop.
+    quiet: AtomicBool,
+    hook: OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Suspicion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Suspicion")
+            .field("raised", &self.raised.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Suspicion {
+    /// Raise it if `e` says an object could not be read.
+    pub(crate) fn note(&self, e: &git2::Error) {
+        if is_object_error(e) {
+            self.raise(&e.to_string());
+        }
+    }
+
+    fn raise(&self, why: &str) {
+        // Only the first error until the next check logs and wakes the loop: a damaged
+        // clone fails every read, and must not flood the log.
+        if !self.raised.swap(true, Ordering::AcqRel) && !self.quiet.load(Ordering::Acquire) {
+            tracing::warn!(error = %why, "an object of the repository could not be read; verifying the clone");
+            if let Some(hook) = self.hook.get() {
+                hook();
+            }
+        }
+    }
+
+    fn take(&self) -> bool {
+        self.raised.swap(false, Ordering::AcqRel)
+    }
+
+    fn is_raised(&self) -> bool {
+        self.raised.load(Ordering::Acquire)
+    }
+}
+
+/// What the server knows about its clone's health, for `GET /v1/status`.
+#[derive(Debug, Clone, Default)]
+pub struct CloneHealth {
+    /// Verifications of the object store run (at start, and after object errors).
+    pub verifications: u64,
+    /// When the object store was last found intact.
+    pub last_verified: Option<SystemTime>,
+    /// Set while the clone is known to be damaged and not repaired.
+    pub damaged: Option<String>,
+    /// Fresh clones swapped in since start.
+    pub repairs: u64,
+    /// The last repair attempt.
+    pub last_repair: Option<RepairOutcome>,
+    /// Set while the tracked branch is gone and its last commit is served instead.
+    pub branch_missing: Option<String>,
+    repair_failures: u32,
+    repair_not_before: Option<Instant>,
+    /// After a read error that a verification did not confirm (the object lies outside
+    /// what is verified), the next such error waits this long, so requests for many old
+    /// labels cannot keep the server verifying.
+    suspicion_not_before: Option<Instant>,
+}
+
+/// Pause between verifications triggered by read errors when the last one found the
+/// clone intact.
+const FALSE_ALARM_PAUSE: Duration = Duration::from_secs(10);
+
+/// One repair attempt.
+#[derive(Debug, Clone)]
+pub struct RepairOutcome {
+    /// When it ended.
+    pub at: SystemTime,
+    /// How long it took.
+    pub took: Duration,
+    /// What was found damaged.
+    pub reason: String,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
+/// The result of [`GitSource::ensure_intact`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Integrity {
+    /// Every object checked could be read.
+    Intact,
+    /// The clone was damaged; a fresh one replaced it.
+    Repaired,
+    /// The clone is damaged and was not repaired (a local repository, or the repair failed).
+    Damaged(String),
+}
+
+/// What a verification read.
+#[derive(Debug, Clone, Copy, Default)]
+struct Verified {
+    objects: usize,
+    complete: bool,
 }
 
 /// Is `repo` a URL to clone rather than a local path?
@@ -76,6 +207,15 @@ impl std::fmt::Debug for GitSource {
 impl GitSource {
     /// Open the repository (cloning or fetching a remote first). Blocking.
     pub fn open(settings: &Settings) -> Result<GitSource, SourceError> {
+        let source = GitSource::prepare(settings)?;
+        source.fetch()?;
+        Ok(source)
+    }
+
+    /// Open the repository without fetching: a remote's clone is created (empty) when
+    /// there is none, and left as it is otherwise, so a server can start from the
+    /// clone it has while the remote is down. Blocking.
+    pub fn prepare(settings: &Settings) -> Result<GitSource, SourceError> {
         let (path, remote, uri) = if is_remote(&settings.repo) {
             let digest = hex::encode(&Sha256::digest(redact_url(&settings.repo).as_bytes())[..8]);
             let path = settings.data_dir.join(format!("repo-{digest}.git"));
@@ -104,10 +244,24 @@ impl GitSource {
                 .map(|p| p.trim_matches('/').to_string())
                 .filter(|p| !p.is_empty()),
             pool: Mutex::new(Vec::new()),
+            care: Box::new(Care {
+                swap: RwLock::new(()),
+                repairing: Mutex::new(()),
+                repair_attempts: AtomicU64::new(0),
+                health: Mutex::new(CloneHealth::default()),
+                recovery: settings.recovery.clone(),
+                repair_retry: (
+                    settings.live.fetch_retry.max(Duration::from_millis(10)),
+                    settings.poll.max(Duration::from_secs(1)),
+                ),
+                remember_warned: AtomicBool::new(false),
+            }),
+            suspicion: Arc::new(Suspicion::default()),
             uri,
             ciphers: Ciphers::from_keyring(settings.keyring.as_ref()),
         };
         if let Some(remote) = &source.remote {
+            source.sweep_leftovers();
             if !source.path.exists() {
                 std::fs::create_dir_all(&settings.data_dir).map_err(|e| SourceError::Io {
                     path: settings.data_dir.display().to_string(),
@@ -117,7 +271,6 @@ impl GitSource {
                     .map_err(SourceError::git("creating the clone"))?;
                 tracing::info!(url = %redact_url(&remote.url), path = %source.path.display(), "cloning remote repository");
             }
-            source.fetch()?;
         } else {
             // Fail at start, not at the first request, if this is not a repository.
             source.with_repo(|_| Ok(()))?;
@@ -158,6 +311,7 @@ impl GitSource {
         &self,
         f: impl FnOnce(&Repository) -> Result<T, SourceError>,
     ) -> Result<T, SourceError> {
+        let _swap = self.care.swap.read().unwrap_or_else(|e| e.into_inner());
         let taken = self.pool.lock().map(|mut p| p.pop()).unwrap_or(None);
         let repo = match taken {
             Some(r) => r,
@@ -167,10 +321,24 @@ impl GitSource {
                 Repository::open_from_env()
                     .map_err(SourceError::git(format!("opening {}", self.path.display())))?
             }
-            None => Repository::open(&self.path)
-                .map_err(SourceError::git(format!("opening {}", self.path.display())))?,
+            None => match Repository::open(&self.path) {
+                Ok(repo) => repo,
+                Err(e) => {
+                    // Our own clone that no longer opens is damaged; a local repository
+                    // that does not open is the operator's to fix.
+                    if self.remote.is_some() && self.path.exists() {
+                        self.suspicion.raise(&e.to_string());
+                    }
+                    return Err(SourceError::git(format!("opening {}", self.path.display()))(e));
+                }
+            },
         };
         let out = f(&repo);
+        if let Err(e) = &out {
+            if e.is_object_error() {
+                self.suspicion.raise(&e.to_string());
+            }
+        }
         if let Ok(mut pool) = self.pool.lock() {
             if pool.len() < 8 {
                 pool.push(repo);
@@ -184,58 +352,12 @@ impl GitSource {
         let Some(remote) = &self.remote else {
             return Ok(());
         };
-        self.with_repo(|repo| {
-            let mut callbacks = RemoteCallbacks::new();
-            let mut attempts = 0;
-            callbacks.credentials(|_url, user_from_url, allowed| {
-                attempts += 1;
-                if attempts > 3 {
-                    return Err(git2::Error::from_str("authentication failed"));
-                }
-                if allowed.contains(git2::CredentialType::SSH_KEY) {
-                    if let Some(key) = &remote.ssh_key {
-                        return Cred::ssh_key(user_from_url.unwrap_or("git"), None, key, None);
-                    }
-                    return Cred::ssh_key_from_agent(user_from_url.unwrap_or("git"));
-                }
-                if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
-                    if let Some(token) = &remote.token {
-                        return Cred::userpass_plaintext(
-                            user_from_url.unwrap_or("x-access-token"),
-                            token,
-                        );
-                    }
-                }
-                Cred::default()
-            });
-            let mut options = FetchOptions::new();
-            options
-                .remote_callbacks(callbacks)
-                .prune(FetchPrune::On)
-                .download_tags(AutotagOption::All);
-            let mut anon = repo
-                .remote_anonymous(&remote.url)
-                .map_err(SourceError::git(format!(
-                    "remote {}",
-                    redact_url(&remote.url)
-                )))?;
-            anon.fetch(
-                &[
-                    "+refs/heads/*:refs/remotes/origin/*",
-                    "+refs/tags/*:refs/tags/*",
-                ],
-                Some(&mut options),
-                None,
-            )
-            .map_err(SourceError::git(format!(
-                "fetching {}",
-                redact_url(&remote.url)
-            )))?;
-            Ok(())
-        })
+        self.with_repo(|repo| fetch_into(repo, remote))
     }
 
-    fn branch_ref(&self, repo: &Repository, name: &str) -> Option<Oid> {
+    /// The commit a branch points at; `None` when there is no such branch. A branch
+    /// whose commit cannot be read is an error (a damaged clone), not a missing branch.
+    fn branch_ref(&self, repo: &Repository, name: &str) -> Result<Option<Oid>, SourceError> {
         let candidates = if self.remote.is_some() {
             vec![format!("refs/remotes/origin/{name}")]
         } else {
@@ -244,38 +366,139 @@ impl GitSource {
                 format!("refs/remotes/origin/{name}"),
             ]
         };
-        candidates.iter().find_map(|r| {
-            repo.find_reference(r)
-                .ok()?
-                .peel_to_commit()
-                .ok()
-                .map(|c| c.id())
-        })
+        for r in &candidates {
+            match repo.find_reference(r) {
+                Ok(reference) => {
+                    return reference
+                        .peel_to_commit()
+                        .map(|c| Some(c.id()))
+                        .map_err(|e| {
+                            // libgit2 says `Invalid` here, not `Odb`, for a missing commit.
+                            if e.code() == ErrorCode::NotFound {
+                                self.suspicion.raise(&e.to_string());
+                            }
+                            SourceError::git(format!("reading {r}"))(e)
+                        });
+                }
+                Err(e) if e.code() == ErrorCode::NotFound => {}
+                Err(e) => return Err(SourceError::git(format!("reading {r}"))(e)),
+            }
+        }
+        Ok(None)
+    }
+
+    /// The branch names tracked, in order of preference.
+    fn branch_names(&self) -> Vec<String> {
+        match &self.branch {
+            Some(b) => vec![b.clone()],
+            None => vec!["main".into(), "master".into()],
+        }
     }
 
     /// The tracked branch's name and commit (`main`, falling back to `master`).
     pub fn tracked(&self, repo: &Repository) -> Result<(String, Oid), SourceError> {
-        let wanted = self.branch.clone();
-        let names: Vec<String> = match &wanted {
-            Some(b) => vec![b.clone()],
-            None => vec!["main".into(), "master".into()],
-        };
+        let names = self.branch_names();
         for name in &names {
-            if let Some(oid) = self.branch_ref(repo, name) {
+            if let Some(oid) = self.branch_ref(repo, name)? {
                 return Ok((name.clone(), oid));
             }
         }
         Err(SourceError::NoBranch(names.join("` or `")))
     }
 
+    /// The branch and commit to serve: the tracked branch's head or, when the branch is
+    /// gone (deleted on the remote and pruned by the fetch, or deleted locally), the last
+    /// commit served for it — remembered in the clone across restarts, or `previous`
+    /// (label, version) while running. Records the missing branch for `/v1/status`.
+    pub fn serving_commit(
+        &self,
+        repo: &Repository,
+        previous: Option<(&str, &str)>,
+    ) -> Result<(String, Oid), SourceError> {
+        match self.tracked(repo) {
+            Ok(found) => {
+                self.health().branch_missing = None;
+                Ok(found)
+            }
+            Err(SourceError::NoBranch(names)) => {
+                let remembered = self
+                    .branch_names()
+                    .into_iter()
+                    .find_map(|name| {
+                        let oid = repo.refname_to_id(&format!("{REMEMBERED}{name}")).ok()?;
+                        Some((name, oid))
+                    })
+                    .or_else(|| {
+                        let (label, version) = previous?;
+                        Some((label.to_string(), Oid::from_str(version).ok()?))
+                    });
+                let Some((label, oid)) = remembered else {
+                    return Err(SourceError::NoBranch(names));
+                };
+                let place = if self.remote.is_some() {
+                    "on the remote"
+                } else {
+                    "in the repository"
+                };
+                let message = format!(
+                    "branch `{label}` no longer exists {place}; serving its last fetched commit {oid} until it is back"
+                );
+                let mut health = self.health();
+                if health.branch_missing.as_deref() != Some(message.as_str()) {
+                    tracing::warn!(branch = %label, version = %oid, "the tracked branch is gone; serving its last fetched commit");
+                    health.branch_missing = Some(message);
+                }
+                Ok((label, oid))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Remember `oid` as the commit served for `label`, so a restart after the branch is
+    /// deleted can still serve it. Only in our own clones: a local repository is never
+    /// written to. A failure (a read-only data dir) is logged once and otherwise ignored.
+    pub fn remember(&self, repo: &Repository, label: &str, oid: Oid) {
+        if self.remote.is_none() {
+            return;
+        }
+        let name = format!("{REMEMBERED}{label}");
+        if repo.refname_to_id(&name).ok() == Some(oid) {
+            return;
+        }
+        if let Err(e) = repo.reference(&name, oid, true, "confhub: served") {
+            if !self.care.remember_warned.swap(true, Ordering::AcqRel) {
+                tracing::warn!(error = %e, "cannot record the served commit in the clone (a read-only data dir?); a restart after the branch is deleted will not find it");
+            }
+        }
+    }
+
+    /// Up to `max` first-parent ancestors of `from`, newest first. Stops early at the
+    /// root, or at a commit that cannot be read.
+    pub fn first_parents(&self, repo: &Repository, from: Oid, max: usize) -> Vec<Oid> {
+        let mut out = Vec::new();
+        let Ok(mut commit) = repo.find_commit(from) else {
+            return out;
+        };
+        while out.len() < max {
+            match commit.parent(0) {
+                Ok(parent) => {
+                    out.push(parent.id());
+                    commit = parent;
+                }
+                Err(_) => break,
+            }
+        }
+        out
+    }
+
     /// Resolve a label (branch, tag, full or short sha) to a commit; `None` if unknown.
     /// The label must already be validated (`names::parse_label`).
     pub fn resolve_label(&self, repo: &Repository, label: &str) -> Option<Oid> {
-        if let Some(oid) = self.branch_ref(repo, label) {
+        if let Ok(Some(oid)) = self.branch_ref(repo, label) {
             return Some(oid);
         }
         if label == "main" && self.branch.is_none() {
-            if let Some(oid) = self.branch_ref(repo, "master") {
+            if let Ok(Some(oid)) = self.branch_ref(repo, "master") {
                 return Some(oid);
             }
         }
@@ -294,7 +517,10 @@ impl GitSource {
         let tree = repo
             .find_commit(commit)
             .and_then(|c| c.tree())
-            .map_err(SourceError::git(format!("reading commit {commit}")))?;
+            .map_err(|e| {
+                self.suspicion.note(&e);
+                SourceError::git(format!("reading commit {commit}"))(e)
+            })?;
         self.view_tree(repo, tree, commit.to_string())
     }
 
@@ -350,8 +576,391 @@ impl GitSource {
         }
         let mut view = View::new(version, prefix, files, Some(repo), Root::Git(root_id));
         view.ciphers = self.ciphers.clone();
+        view.suspicion = Some(self.suspicion.clone());
         Ok(view)
     }
+
+    /// Call `hook` (once per suspicion) when a read hits an unreadable object; the
+    /// server pokes its refresh loop with it, which then runs [`GitSource::ensure_intact`].
+    pub fn on_damage(&self, hook: impl Fn() + Send + Sync + 'static) {
+        let _ = self.suspicion.hook.set(Box::new(hook));
+    }
+
+    /// Whether the clone should be checked now: a read failed on an object since the last
+    /// check or, when it is known damaged, the next attempt (with backoff) is due.
+    pub fn check_due(&self) -> bool {
+        let health = self.health();
+        if health.damaged.is_some() {
+            return health.repair_not_before.is_none_or(|t| Instant::now() >= t);
+        }
+        self.suspicion.is_raised()
+            && health
+                .suspicion_not_before
+                .is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// The clone's health, for `GET /v1/status`.
+    pub fn clone_health(&self) -> CloneHealth {
+        self.health().clone()
+    }
+
+    fn health(&self) -> MutexGuard<'_, CloneHealth> {
+        self.care.health.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Verify that the tracked commit, `also` (the commit being served) and the tips of
+    /// the other branches and tags can be read in full (commit, trees and blobs under the
+    /// search path; at most `verify_max_objects` objects in all), with a fresh handle:
+    /// a pooled one may still read packs deleted since it opened them, as a restarted
+    /// server could not. A damaged clone of a remote is repaired with a fresh clone; a
+    /// failed repair is retried with backoff, at the next check. Blocking.
+    pub fn ensure_intact(&self, also: Option<Oid>) -> Integrity {
+        let suspected = self.suspicion.take();
+        let verified = self.verify(also);
+        let mut health = self.health();
+        health.verifications += 1;
+        let damage = match verified {
+            Ok(v) => {
+                tracing::debug!(objects = v.objects, complete = v.complete, "clone verified");
+                if suspected {
+                    health.suspicion_not_before = Some(Instant::now() + FALSE_ALARM_PAUSE);
+                }
+                if health.damaged.take().is_some() {
+                    tracing::info!(path = %self.path.display(), "the repository reads in full again");
+                }
+                health.repair_failures = 0;
+                health.repair_not_before = None;
+                health.last_verified = Some(SystemTime::now());
+                self.suspicion.quiet.store(false, Ordering::Release);
+                return Integrity::Intact;
+            }
+            Err(damage) => damage,
+        };
+        tracing::error!(path = %self.path.display(), error = %damage, "the repository's object store is damaged");
+        let outcome = if self.remote.is_none() {
+            Err(format!(
+                "{damage} (confhub does not repair a local repository: restore it, e.g. from a `git clone` of a good copy)"
+            ))
+        } else {
+            drop(health);
+            let started = Instant::now();
+            let repaired = self.repair();
+            health = self.health();
+            health.last_repair = Some(RepairOutcome {
+                at: SystemTime::now(),
+                took: started.elapsed(),
+                reason: damage.clone(),
+                error: repaired.as_ref().err().map(ToString::to_string),
+            });
+            match repaired {
+                Ok(()) => {
+                    tracing::info!(path = %self.path.display(), took_ms = started.elapsed().as_millis() as u64, "the damaged clone was replaced by a fresh clone");
+                    Ok(())
+                }
+                Err(e) => Err(format!("{damage}; repairing it failed: {e}")),
+            }
+        };
+        match outcome {
+            Ok(()) => {
+                health.repairs += 1;
+                health.repair_failures = 0;
+                health.repair_not_before = None;
+                health.damaged = None;
+                health.last_verified = Some(SystemTime::now());
+                self.suspicion.quiet.store(false, Ordering::Release);
+                Integrity::Repaired
+            }
+            Err(message) => {
+                // Checked again with backoff, not at every read that fails meanwhile.
+                health.repair_failures = health.repair_failures.saturating_add(1);
+                let (base, cap) = self.care.repair_retry;
+                let wait = base
+                    .saturating_mul(1u32 << health.repair_failures.saturating_sub(1).min(20))
+                    .min(cap);
+                health.repair_not_before = Some(Instant::now() + wait);
+                tracing::error!(error = %message, retry_in = ?wait, "the clone stays damaged; serving what can still be read");
+                health.damaged = Some(message.clone());
+                self.suspicion.quiet.store(true, Ordering::Release);
+                Integrity::Damaged(message)
+            }
+        }
+    }
+
+    /// See [`GitSource::ensure_intact`]; the error names the first unreadable object.
+    fn verify(&self, also: Option<Oid>) -> Result<Verified, String> {
+        let _swap = self.care.swap.read().unwrap_or_else(|e| e.into_inner());
+        let repo = Repository::open(&self.path)
+            .map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
+        let mut commits = Vec::new();
+        match self.tracked(&repo) {
+            Ok((_, oid)) => commits.push(oid),
+            Err(SourceError::NoBranch(_)) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+        commits.extend(also);
+        let refs = repo
+            .references()
+            .map_err(|e| format!("listing references: {e}"))?;
+        for reference in refs {
+            let reference = reference.map_err(|e| format!("reading references: {e}"))?;
+            let name = reference.name().unwrap_or("?").to_string();
+            let Some(target) = reference.resolve().ok().and_then(|r| r.target()) else {
+                continue;
+            };
+            // A tag may name a tree or a blob; only a missing object is damage.
+            let object = repo
+                .find_object(target, None)
+                .map_err(|e| format!("{name} ({target}): {e}"))?;
+            if let Ok(commit) = object.peel_to_commit() {
+                commits.push(commit.id());
+            }
+        }
+        let mut budget = Budget {
+            seen: HashSet::new(),
+            left: self.care.recovery.verify_max_objects,
+            objects: 0,
+        };
+        // The served commits come first, so the budget goes to them before other labels.
+        for commit in &commits {
+            if budget.left == 0 {
+                break;
+            }
+            verify_commit(&repo, *commit, self.search_path.as_deref(), &mut budget)?;
+        }
+        Ok(Verified {
+            objects: budget.objects,
+            complete: budget.left > 0,
+        })
+    }
+
+    /// Clone the remote afresh beside the damaged clone (`<clone>.repair-<n>`), verify the
+    /// new one, and swap it in by renaming; every handle of the old one is dropped. Blocking.
+    fn repair(&self) -> Result<(), SourceError> {
+        let Some(remote) = &self.remote else {
+            return Err(SourceError::Task(
+                "a local repository is not repaired".into(),
+            ));
+        };
+        let _one = self
+            .care
+            .repairing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let n = self.care.repair_attempts.fetch_add(1, Ordering::Relaxed) + 1;
+        let fresh = sibling(&self.path, &format!("repair-{n}"));
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| SourceError::Io { path, source }
+        };
+        if fresh.exists() {
+            std::fs::remove_dir_all(&fresh).map_err(io(&fresh))?;
+        }
+        tracing::info!(url = %redact_url(&remote.url), path = %fresh.display(), "cloning the remote afresh to repair the clone");
+        let result = (|| {
+            let repo = Repository::init_bare(&fresh)
+                .map_err(SourceError::git(format!("creating {}", fresh.display())))?;
+            fetch_into(&repo, remote)?;
+            let (_, head) = self.tracked(&repo)?;
+            let mut budget = Budget {
+                seen: HashSet::new(),
+                left: self.care.recovery.verify_max_objects,
+                objects: 0,
+            };
+            verify_commit(&repo, head, self.search_path.as_deref(), &mut budget).map_err(
+                |detail| SourceError::Damaged {
+                    path: fresh.display().to_string(),
+                    detail,
+                },
+            )?;
+            drop(repo);
+            self.swap_in(&fresh, n)
+        })();
+        if result.is_err() && fresh.exists() {
+            let _ = std::fs::remove_dir_all(&fresh);
+        }
+        result
+    }
+
+    fn swap_in(&self, fresh: &Path, n: u64) -> Result<(), SourceError> {
+        let aside = sibling(&self.path, &format!("damaged-{n}"));
+        let io = |path: &Path| {
+            let path = path.display().to_string();
+            move |source| SourceError::Io { path, source }
+        };
+        {
+            let _exclusive = self.care.swap.write().unwrap_or_else(|e| e.into_inner());
+            if self.path.exists() {
+                std::fs::rename(&self.path, &aside).map_err(io(&self.path))?;
+            }
+            if let Err(e) = std::fs::rename(fresh, &self.path) {
+                let _ = std::fs::rename(&aside, &self.path);
+                return Err(io(fresh)(e));
+            }
+            if let Ok(mut pool) = self.pool.lock() {
+                pool.clear();
+            }
+        }
+        if let Err(e) = std::fs::remove_dir_all(&aside) {
+            tracing::warn!(path = %aside.display(), error = %e, "cannot remove the damaged clone");
+        }
+        Ok(())
+    }
+
+    /// Remove what an interrupted repair left beside the clone.
+    fn sweep_leftovers(&self) {
+        let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_name()) else {
+            return;
+        };
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        let prefix = format!("{}.", name.to_string_lossy());
+        for entry in entries.flatten() {
+            let file = entry.file_name().to_string_lossy().into_owned();
+            let Some(rest) = file.strip_prefix(&prefix) else {
+                continue;
+            };
+            if rest.starts_with("repair-") || rest.starts_with("damaged-") {
+                match std::fs::remove_dir_all(entry.path()) {
+                    Ok(()) => {
+                        tracing::info!(path = %entry.path().display(), "removed what an interrupted repair left")
+                    }
+                    Err(e) => {
+                        tracing::debug!(path = %entry.path().display(), error = %e, "cannot remove a leftover of a repair")
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `<clone>.<suffix>`, in the same directory (so a rename swaps it in).
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".{suffix}"));
+    PathBuf::from(name)
+}
+
+/// Objects a verification may still read, and those already read.
+struct Budget {
+    seen: HashSet<Oid>,
+    left: usize,
+    objects: usize,
+}
+
+/// Read `commit`, its tree and every tree and blob under `search_path` (in full: a
+/// truncated or corrupt pack only shows when the object is inflated and hashed).
+fn verify_commit(
+    repo: &Repository,
+    commit: Oid,
+    search_path: Option<&str>,
+    budget: &mut Budget,
+) -> Result<(), String> {
+    let odb = repo.odb().map_err(|e| format!("object database: {e}"))?;
+    let tree = repo
+        .find_commit(commit)
+        .and_then(|c| c.tree())
+        .map_err(|e| format!("commit {commit}: {e}"))?;
+    let mut stack: Vec<(Oid, String)> = match search_path {
+        None => vec![(tree.id(), String::new())],
+        Some(sp) => match tree.get_path(Path::new(sp)) {
+            Ok(entry) if entry.kind() == Some(ObjectType::Tree) => {
+                vec![(entry.id(), format!("{sp}/"))]
+            }
+            _ => Vec::new(),
+        },
+    };
+    while let Some((id, prefix)) = stack.pop() {
+        if budget.left == 0 {
+            return Ok(());
+        }
+        if !budget.seen.insert(id) {
+            continue;
+        }
+        let tree = repo
+            .find_tree(id)
+            .map_err(|e| format!("tree {id} ({}) at {commit}: {e}", display_dir(&prefix)))?;
+        budget.left -= 1;
+        budget.objects += 1;
+        for entry in tree.iter() {
+            let name = entry.name().unwrap_or("?");
+            match entry.kind() {
+                Some(ObjectType::Tree) => stack.push((entry.id(), format!("{prefix}{name}/"))),
+                Some(ObjectType::Blob) => {
+                    if budget.left == 0 {
+                        return Ok(());
+                    }
+                    if !budget.seen.insert(entry.id()) {
+                        continue;
+                    }
+                    odb.read(entry.id()).map_err(|e| {
+                        format!("{prefix}{name} (blob {}) at {commit}: {e}", entry.id())
+                    })?;
+                    budget.left -= 1;
+                    budget.objects += 1;
+                }
+                // Submodules (commits in a tree) live in other repositories.
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+fn display_dir(prefix: &str) -> &str {
+    if prefix.is_empty() {
+        "/"
+    } else {
+        prefix
+    }
+}
+
+/// Fetch branches and tags from `remote` into `repo`. Blocking.
+fn fetch_into(repo: &Repository, remote: &Remote) -> Result<(), SourceError> {
+    let mut callbacks = RemoteCallbacks::new();
+    let mut attempts = 0;
+    callbacks.credentials(|_url, user_from_url, allowed| {
+        attempts += 1;
+        if attempts > 3 {
+            return Err(git2::Error::from_str("authentication failed"));
+        }
+        if allowed.contains(git2::CredentialType::SSH_KEY) {
+            if let Some(key) = &remote.ssh_key {
+                return Cred::ssh_key(user_from_url.unwrap_or("git"), None, key, None);
+            }
+            return Cred::ssh_key_from_agent(user_from_url.unwrap_or("git"));
+        }
+        if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
+            if let Some(token) = &remote.token {
+                return Cred::userpass_plaintext(user_from_url.unwrap_or("x-access-token"), token);
+            }
+        }
+        Cred::default()
+    });
+    let mut options = FetchOptions::new();
+    options
+        .remote_callbacks(callbacks)
+        .prune(FetchPrune::On)
+        .download_tags(AutotagOption::All);
+    let mut anon = repo
+        .remote_anonymous(&remote.url)
+        .map_err(SourceError::git(format!(
+            "remote {}",
+            redact_url(&remote.url)
+        )))?;
+    anon.fetch(
+        &[
+            "+refs/heads/*:refs/remotes/origin/*",
+            "+refs/tags/*:refs/tags/*",
+        ],
+        Some(&mut options),
+        None,
+    )
+    .map_err(SourceError::git(format!(
+        "fetching {}",
+        redact_url(&remote.url)
+    )))?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -43,6 +43,8 @@ pub struct View<'r> {
     pub prior: HashMap<String, (::git2::Oid, Arc<ParsedFile>)>,
     /// Compiled JSON Schemas by path, so each is compiled once per view.
     pub(crate) schemas: HashMap<String, Result<Arc<jsonschema::Validator>, ConfigError>>,
+    /// Told when a blob cannot be read, so the clone gets verified (and repaired).
+    pub(crate) suspicion: Option<Arc<git::Suspicion>>,
 }
 
 /// What a view does with `{cipher}` values.
@@ -93,6 +95,7 @@ impl<'r> View<'r> {
             schemas: HashMap::new(),
             ciphers: Ciphers::Refuse,
             prior: HashMap::new(),
+            suspicion: None,
         }
     }
 
@@ -149,9 +152,12 @@ impl<'r> View<'r> {
                 let repo = self
                     .repo
                     .ok_or_else(|| SourceError::Task("git blob without a repository".into()))?;
-                let blob = repo
-                    .find_blob(oid)
-                    .map_err(SourceError::git(format!("reading {}", self.display(rel))))?;
+                let blob = repo.find_blob(oid).map_err(|e| {
+                    if let Some(s) = &self.suspicion {
+                        s.note(&e);
+                    }
+                    SourceError::git(format!("reading {}", self.display(rel)))(e)
+                })?;
                 Ok(Some(blob.content().to_vec()))
             }
             Blob::Disk(path) => std::fs::read(&path)
