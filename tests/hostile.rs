@@ -1326,3 +1326,53 @@ async fn empty_tokens_and_secrets_never_authenticate() {
 
 // End of the hardening block (idle HTTP/2 connections, webhook bodies, empty secrets).
 // ===========================================================================
+
+// ===========================================================================
+// Hardening: work one caller can make the server do.
+
+/// Env lists are bounded (each spelling is resolved and cached on its own), and a
+/// `--dev` directory's schema path cannot follow a symlink out of the directory.
+#[tokio::test]
+async fn env_lists_are_bounded_and_dev_schemas_stay_inside() {
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(
+        outside.path().join("orders.json"),
+        r#"{"required": ["from-outside"]}"#,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("orders.yml"), "pool: 1\n").unwrap();
+    std::fs::write(
+        dir.path().join("confhub.yml"),
+        "services:\n  orders:\n    schema: schemas/orders.json\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("schemas")).unwrap();
+    let mut settings = common::settings(dir.path().display().to_string());
+    settings.dev = true;
+    let server = TestServer::start(settings).await;
+
+    let e = server.get_error("/v1/config/orders/prod", 422).await;
+    assert!(
+        e.message.contains("does not exist") && !e.message.contains("from-outside"),
+        "a schema through a symlink must not be read: {e:?}"
+    );
+
+    let sixteen = vec!["prod"; 16].join(",");
+    assert_eq!(
+        server
+            .get(&format!("/v1/config/orders/{sixteen}"))
+            .await
+            .status(),
+        422,
+        "16 envs are accepted (and fail on the schema)"
+    );
+    let seventeen = vec!["prod"; 17].join(",");
+    for path in [
+        format!("/v1/config/orders/{seventeen}"),
+        format!("/orders/{seventeen}"),
+    ] {
+        let e = server.get_error(&path, 400).await;
+        assert!(e.message.contains("16"), "{path}: {e:?}");
+    }
+}

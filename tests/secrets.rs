@@ -151,7 +151,7 @@ async fn schema_errors_never_quote_a_secret() {
     let repo = TestRepo::new();
     repo.write(
         "confhub.yml",
-        "services:\n  leaf: {schema: s/leaf.json}\n  derived: {schema: s/derived.json}\n  whole: {schema: s/whole.json}\n",
+        "environments: [default]\nservices:\n  leaf: {schema: s/leaf.json}\n  derived: {schema: s/derived.json}\n  whole: {schema: s/whole.json}\n",
     )
     .write("s/leaf.json", r#"{"properties": {"key": {"maxLength": 4}}}"#)
     .write("s/derived.json", r#"{"properties": {"url": {"pattern": "^https://"}}}"#)
@@ -181,6 +181,7 @@ async fn schema_errors_never_quote_a_secret() {
         "/v1/config/whole/default",
     ] {
         let body = server.get(path).await.text().await.unwrap();
+        assert!(body.contains("not shown"), "{path}: {body}");
         for leak in ["MIIsecretbody", &escaped[1..escaped.len() - 1]] {
             assert!(!body.contains(leak), "{path} shows the secret: {body}");
         }

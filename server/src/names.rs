@@ -57,10 +57,22 @@ pub fn check_name(what: &'static str, name: &str) -> Result<(), NameError> {
 
 /// A comma-separated env list (`prod,eu`); returns the envs in order.
 pub fn parse_envs(envs: &str) -> Result<Vec<String>, NameError> {
+    // Each spelling of a list is resolved and cached on its own: a bound on its length
+    // bounds what one caller can make the server compute.
+    if envs.split(',').count() > MAX_ENVS {
+        return Err(NameError {
+            what: "env list",
+            shown: shown(envs),
+            reason: "names more than 16 environments",
+        });
+    }
     envs.split(',')
         .map(|e| check_name("env", e).map(|()| e.to_string()))
         .collect()
 }
+
+/// Most environments one request may name (`prod,eu,…`).
+pub const MAX_ENVS: usize = 16;
 
 /// A label; `(_)` stands for `/` (Spring's convention), and each `/`-separated part is a name.
 pub fn parse_label(label: &str) -> Result<String, NameError> {

@@ -40,6 +40,19 @@ pub const MAX_DEPTH: usize = 128;
 /// Files bigger than this are refused rather than parsed.
 pub const MAX_FILE_BYTES: usize = 4 * 1024 * 1024;
 
+/// Refuse a file of `len` bytes over [`MAX_FILE_BYTES`]; sources check this before they
+/// read a file at all.
+pub fn check_size(file: &str, len: u64) -> Result<(), ConfigError> {
+    if len > MAX_FILE_BYTES as u64 {
+        return Err(ConfigError::new(
+            ErrorKind::Parse,
+            format!("file is {len} bytes, over the {MAX_FILE_BYTES}-byte limit"),
+        )
+        .in_file(file));
+    }
+    Ok(())
+}
+
 /// Parse `bytes` (the contents of `file`) into a map.
 pub fn parse_file(file: &str, bytes: &[u8]) -> Result<Map<String, Value>, ConfigError> {
     let fail = |msg: String, line: Option<u64>| {
@@ -47,15 +60,7 @@ pub fn parse_file(file: &str, bytes: &[u8]) -> Result<Map<String, Value>, Config
             .in_file(file)
             .at_line(line)
     };
-    if bytes.len() > MAX_FILE_BYTES {
-        return Err(fail(
-            format!(
-                "file is {} bytes, over the {MAX_FILE_BYTES}-byte limit",
-                bytes.len()
-            ),
-            None,
-        ));
-    }
+    check_size(file, bytes.len() as u64)?;
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let line = bytes[..e.valid_up_to()]
             .iter()

@@ -57,6 +57,8 @@ pub struct Resolved {
     pub values: Value,
     /// sha256 (hex) of the canonical JSON of `values`.
     pub digest: String,
+    /// Length of that canonical JSON: what a cache weighs this resolution by.
+    pub size: usize,
     /// Flat keys whose resolved value is, or was built from, a decrypted secret: set
     /// in a file as `{cipher}`, or a placeholder that reads one (`url: ${db.password}@…`).
     pub secret_keys: HashSet<String>,
@@ -66,11 +68,13 @@ pub struct Resolved {
 /// Environment form when placeholders cannot be resolved here.
 pub fn merge_only(layers: Vec<Arc<ParsedFile>>) -> Resolved {
     let merged = merge(&layers);
+    let (digest, size) = digest_and_size(&merged);
     Resolved {
         secret_keys: file_secrets(&layers),
         layers,
         values: merged.clone(),
-        digest: digest_of(&merged),
+        digest,
+        size,
         merged,
     }
 }
@@ -126,8 +130,10 @@ pub fn resolve(layers: Vec<Arc<ParsedFile>>) -> Result<Resolved, ConfigError> {
     } else {
         merged.clone()
     };
+    let (digest, size) = digest_and_size(&values);
     Ok(Resolved {
-        digest: digest_of(&values),
+        digest,
+        size,
         secret_keys,
         layers,
         merged,
@@ -137,9 +143,14 @@ pub fn resolve(layers: Vec<Arc<ParsedFile>>) -> Result<Resolved, ConfigError> {
 
 /// sha256 of the canonical JSON (sorted keys, no whitespace) of `v`, in hex.
 pub fn digest_of(v: &Value) -> String {
+    digest_and_size(v).0
+}
+
+/// [`digest_of`], and the length of the canonical JSON it hashed.
+fn digest_and_size(v: &Value) -> (String, usize) {
     let mut buf = Vec::with_capacity(256);
     write_canonical(v, &mut buf);
-    hex::encode(Sha256::digest(&buf))
+    (hex::encode(Sha256::digest(&buf)), buf.len())
 }
 
 fn write_canonical(v: &Value, out: &mut Vec<u8>) {

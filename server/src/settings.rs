@@ -26,6 +26,8 @@ pub struct Settings {
     pub ssh_key: Option<PathBuf>,
     /// How many resolved (label, service, env) results to keep for non-tracked labels.
     pub cache_capacity: usize,
+    /// Bytes those results may hold together (estimated from their resolved size).
+    pub cache_max_bytes: usize,
     /// Secret for `POST /v1/webhook` (HMAC key for GitHub, Gitea and Bitbucket, token for
     /// GitLab). Without one the webhook endpoint refuses every call.
     pub webhook_secret: Option<Secret>,
@@ -264,6 +266,7 @@ impl Settings {
             git_token: None,
             ssh_key: None,
             cache_capacity: 1024,
+            cache_max_bytes: 256 << 20,
             webhook_secret: None,
             live: LiveSettings::default(),
             keyring: None,

@@ -93,6 +93,8 @@ pub struct FileSettings {
     pub log_format: Option<String>,
     /// Resolved results kept for non-tracked labels.
     pub cache_capacity: Option<usize>,
+    /// Bytes those results may hold together.
+    pub cache_max_bytes: Option<usize>,
     /// TLS certificate chain (PEM).
     pub tls_cert: Option<PathBuf>,
     /// TLS private key (PEM).
@@ -177,6 +179,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("decrypt_key_files", Kind::List),
     ("log_format", Kind::Str),
     ("cache_capacity", Kind::Int),
+    ("cache_max_bytes", Kind::Int),
     ("tls_cert", Kind::Str),
     ("tls_key", Kind::Str),
     ("limits.max_body_bytes", Kind::Int),
@@ -427,6 +430,9 @@ impl FileSettings {
         s.webhook_secret = self.webhook_secret.clone().map(Secret::new);
         if let Some(c) = self.cache_capacity {
             s.cache_capacity = c;
+        }
+        if let Some(c) = self.cache_max_bytes {
+            s.cache_max_bytes = c;
         }
         let mut keys = Vec::new();
         if let Some(k) = &self.encrypt_key {

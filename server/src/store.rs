@@ -62,6 +62,73 @@ struct Resolution {
     result: Result<Arc<PairEntry>, ConfigError>,
 }
 
+/// Pairs resolved at labels other than the tracked version, bounded by count and by
+/// an estimate of the bytes each holds (its resolved values, kept as values, merged and
+/// rendered bodies, plus the file texts it keeps): many large configs at many labels or
+/// env spellings cannot fill memory.
+#[derive(Debug)]
+struct LabelCache {
+    lru: LruCache<CacheKey, Arc<Resolution>>,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl LabelCache {
+    fn new(capacity: NonZeroUsize, max_bytes: usize) -> LabelCache {
+        LabelCache {
+            lru: LruCache::new(capacity),
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    fn weight(r: &Resolution) -> usize {
+        let fixed = 512;
+        match &r.result {
+            Ok(entry) => {
+                let texts: usize = entry.resolved.layers.iter().map(|l| l.text.len()).sum();
+                fixed + entry.resolved.size.saturating_mul(4) + texts
+            }
+            Err(e) => fixed + e.message.len(),
+        }
+    }
+
+    fn get(&mut self, key: &CacheKey) -> Option<Arc<Resolution>> {
+        self.lru.get(key).cloned()
+    }
+
+    fn put(&mut self, key: CacheKey, value: Arc<Resolution>) {
+        let weight = Self::weight(&value);
+        if weight > self.max_bytes {
+            return; // served once, never kept
+        }
+        // `push` hands back the entry it replaced or evicted for the count bound.
+        if let Some((_, evicted)) = self.lru.push(key, value) {
+            self.bytes = self.bytes.saturating_sub(Self::weight(&evicted));
+        }
+        self.bytes += weight;
+        while self.bytes > self.max_bytes {
+            match self.lru.pop_lru() {
+                Some((_, evicted)) => {
+                    self.bytes = self.bytes.saturating_sub(Self::weight(&evicted))
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        self.lru.clear();
+        self.bytes = 0;
+    }
+}
+
+/// Resolutions that may run at once: the cores, so lookups that miss the cache queue
+/// (within the request timeout) instead of taking every blocking thread.
+fn resolve_permits() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().max(2))
+}
+
 /// The store's one scope check: nothing it resolved leaves it (config, or an error
 /// that could quote a file) unless `principal` may read every file it touched.
 fn allow(principal: &Principal, access: &Access) -> Result<(), LookupError> {
@@ -76,7 +143,9 @@ pub struct Store {
     source: Source,
     uri: Arc<str>,
     snapshot: ArcSwap<Snapshot>,
-    cache: Mutex<LruCache<CacheKey, Arc<Resolution>>>,
+    cache: Mutex<LabelCache>,
+    /// Resolutions that miss the cache, at once: each takes a blocking thread and CPU.
+    resolving: tokio::sync::Semaphore,
     recovery: RecoverySettings,
     opening_fetch: Option<OpeningFetch>,
 }
@@ -163,7 +232,8 @@ impl Store {
             source,
             uri,
             snapshot: ArcSwap::from_pointee(snapshot),
-            cache: Mutex::new(LruCache::new(capacity)),
+            cache: Mutex::new(LabelCache::new(capacity, settings.cache_max_bytes)),
+            resolving: tokio::sync::Semaphore::new(resolve_permits()),
             recovery: settings.recovery.clone(),
             opening_fetch,
         })
@@ -375,6 +445,11 @@ impl Store {
         let resolution = match hit {
             Some(hit) => hit,
             None => {
+                let _permit = self
+                    .resolving
+                    .acquire()
+                    .await
+                    .map_err(|e| LookupError::Source(SourceError::Task(e.to_string())))?;
                 let store = self.clone();
                 let service = service.to_string();
                 let envs = envs.to_vec();
@@ -394,7 +469,7 @@ impl Store {
     }
 
     fn cached(&self, key: &CacheKey) -> Option<Arc<Resolution>> {
-        self.cache.lock().ok()?.get(key).cloned()
+        self.cache.lock().ok()?.get(key)
     }
 
     /// Resolve a pair in `view` and remember the result under `key` (errors too: a
@@ -688,4 +763,42 @@ fn last_good_baseline(
         catalog.unwrap_or_else(|| head.catalog.clone()),
         found,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::errors::ErrorKind;
+
+    fn failed(bytes: usize) -> Arc<Resolution> {
+        Arc::new(Resolution {
+            access: Access::default(),
+            result: Err(ConfigError::new(ErrorKind::Parse, "x".repeat(bytes))),
+        })
+    }
+
+    fn key(i: usize) -> CacheKey {
+        (i.to_string(), "l".into(), "s".into(), "e".into())
+    }
+
+    #[test]
+    fn label_cache_is_bounded_by_bytes_as_well_as_count() {
+        let capacity = NonZeroUsize::new(1000).unwrap_or(NonZeroUsize::MIN);
+        let mut cache = LabelCache::new(capacity, 20_000);
+        for i in 0..100 {
+            cache.put(key(i), failed(1_000));
+        }
+        assert!(cache.bytes <= 20_000, "{} bytes", cache.bytes);
+        assert!(cache.lru.len() < 20, "{} entries", cache.lru.len());
+        // The newest stay; replacing a key does not count it twice.
+        assert!(cache.get(&key(99)).is_some());
+        let before = cache.bytes;
+        cache.put(key(99), failed(1_000));
+        assert_eq!(cache.bytes, before);
+        // One larger than the whole bound is never kept.
+        cache.put(key(1000), failed(30_000));
+        assert!(cache.get(&key(1000)).is_none());
+        cache.clear();
+        assert_eq!((cache.bytes, cache.lru.len()), (0, 0));
+    }
 }

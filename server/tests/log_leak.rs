@@ -103,7 +103,7 @@ async fn secrets_never_reach_the_log(format: &str) {
     .unwrap();
     std::fs::write(
         repo.join("confhub.yml"),
-        "services:\n  pem:\n    schema: pem.schema.json\n",
+        "environments: [prod]\nservices:\n  pem:\n    schema: pem.schema.json\n",
     )
     .unwrap();
     std::fs::write(

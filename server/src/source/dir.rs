@@ -86,9 +86,26 @@ impl DirSource {
         view.ciphers = self.ciphers.clone();
         let names: Vec<String> = view.files.keys().cloned().collect();
         for name in names {
-            let bytes = view.read(&name)?.unwrap_or_default();
             hasher.update((name.len() as u64).to_le_bytes());
             hasher.update(name.as_bytes());
+            // A file over the size limit is refused unread when parsed; hash its size
+            // and mtime rather than read it here.
+            let len = view.size(&name)?.unwrap_or_default();
+            if len > crate::parse::MAX_FILE_BYTES as u64 {
+                let modified = view
+                    .files
+                    .get(&name)
+                    .and_then(|b| match b {
+                        Blob::Disk(p) => std::fs::metadata(p).and_then(|m| m.modified()).ok(),
+                        Blob::Git(_) => None,
+                    })
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .unwrap_or_default();
+                hasher.update(len.to_le_bytes());
+                hasher.update(modified.as_nanos().to_le_bytes());
+                continue;
+            }
+            let bytes = view.read(&name)?.unwrap_or_default();
             hasher.update((bytes.len() as u64).to_le_bytes());
             hasher.update(&bytes);
         }

@@ -117,10 +117,22 @@ impl<'r> View<'r> {
                 let repo = self.repo?;
                 let tree = repo.find_tree((*tree)?).ok()?;
                 let entry = tree.get_path(std::path::Path::new(rel)).ok()?;
-                (entry.kind() == Some(::git2::ObjectType::Blob)).then(|| Blob::Git(entry.id()))
+                // A symlink is stored as a blob holding its target: not a file here.
+                let file = entry.kind() == Some(::git2::ObjectType::Blob)
+                    && entry.filemode() != i32::from(::git2::FileMode::Link);
+                file.then(|| Blob::Git(entry.id()))
             }
             Root::Disk(base) => {
-                let path = base.join(rel);
+                // No component may be a symlink: one could lead out of the directory
+                // served (`schema: ../../etc/…` is refused above, a link would not be).
+                let mut path = base.clone();
+                for part in rel.split('/') {
+                    path.push(part);
+                    let meta = std::fs::symlink_metadata(&path).ok()?;
+                    if meta.file_type().is_symlink() {
+                        return None;
+                    }
+                }
                 path.is_file().then_some(Blob::Disk(path))
             }
         }
@@ -140,6 +152,34 @@ impl<'r> View<'r> {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Size of a file in bytes, without reading it.
+    pub fn size(&self, rel: &str) -> Result<Option<u64>, SourceError> {
+        let Some(blob) = self.files.get(rel).cloned().or_else(|| self.locate(rel)) else {
+            return Ok(None);
+        };
+        match blob {
+            Blob::Git(oid) => {
+                let repo = self
+                    .repo
+                    .ok_or_else(|| SourceError::Task("git blob without a repository".into()))?;
+                let header = repo.odb().and_then(|odb| odb.read_header(oid));
+                let (size, _) = header.map_err(|e| {
+                    if let Some(s) = &self.suspicion {
+                        s.note(&e);
+                    }
+                    SourceError::git(format!("reading {}", self.display(rel)))(e)
+                })?;
+                Ok(Some(size as u64))
+            }
+            Blob::Disk(path) => std::fs::symlink_metadata(&path)
+                .map(|m| Some(m.len()))
+                .map_err(|source| SourceError::Io {
+                    path: path.display().to_string(),
+                    source,
+                }),
+        }
     }
 
     /// Raw bytes of a file.
@@ -189,6 +229,16 @@ impl<'r> View<'r> {
             return None;
         }
         let shown = self.display(rel);
+        // Sized before it is read: a file over the limit never reaches memory.
+        let result = match self.size(rel) {
+            Ok(Some(len)) => crate::parse::check_size(&shown, len).map(|()| true),
+            Ok(None) => return None,
+            Err(e) => Err(ConfigError::new(ErrorKind::Git, e.to_string()).in_file(shown.clone())),
+        };
+        if let Err(e) = result {
+            self.parsed.insert(rel.to_string(), Err(e.clone()));
+            return Some(Err(e));
+        }
         let result = match self.read(rel) {
             Ok(Some(bytes)) => parse_file(&shown, &bytes).and_then(|mut values| {
                 let text: Arc<str> = String::from_utf8_lossy(&bytes).into();
