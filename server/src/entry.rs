@@ -109,6 +109,30 @@ impl PairEntry {
         envs: &[String],
         previous: Option<&PairEntry>,
     ) -> Result<PairEntry, ConfigError> {
+        // Every resolution comes through here. Repository content is bounded everywhere
+        // we know of; should a bug still panic on some content, that fails this pair
+        // alone instead of the snapshot (and, at start, the server).
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            Self::build_unguarded(view, catalog, uri, label, service, envs, previous)
+        }));
+        built.unwrap_or_else(|_| {
+            tracing::error!(%service, envs = %envs.join(","), "resolving a pair panicked; it is reported as failing");
+            Err(ConfigError::new(
+                ErrorKind::Parse,
+                format!("resolving `{service}/{}` failed unexpectedly (a confhub bug: please report it); other pairs are unaffected", envs.join(",")),
+            ))
+        })
+    }
+
+    fn build_unguarded(
+        view: &mut View<'_>,
+        catalog: &Catalog,
+        uri: &Arc<str>,
+        label: &str,
+        service: &str,
+        envs: &[String],
+        previous: Option<&PairEntry>,
+    ) -> Result<PairEntry, ConfigError> {
         let PairFiles {
             service_known,
             paths,
