@@ -156,6 +156,25 @@ impl<'r> View<'r> {
 
     /// Size of a file in bytes, without reading it.
     pub fn size(&self, rel: &str) -> Result<Option<u64>, SourceError> {
+        self.open_blob(
+            rel,
+            |repo, oid| {
+                let odb = repo.odb()?;
+                odb.read_header(oid).map(|(size, _)| size as u64)
+            },
+            |path| std::fs::symlink_metadata(path).map(|m| m.len()),
+        )
+    }
+
+    /// Find `rel` and apply `in_git` (to its blob) or `on_disk` (to its path), turning
+    /// failures into errors naming the file; a failed object read is noted as a
+    /// suspected damaged clone.
+    fn open_blob<T>(
+        &self,
+        rel: &str,
+        in_git: impl FnOnce(&::git2::Repository, ::git2::Oid) -> Result<T, ::git2::Error>,
+        on_disk: impl FnOnce(&std::path::Path) -> std::io::Result<T>,
+    ) -> Result<Option<T>, SourceError> {
         let Some(blob) = self.files.get(rel).cloned().or_else(|| self.locate(rel)) else {
             return Ok(None);
         };
@@ -164,49 +183,27 @@ impl<'r> View<'r> {
                 let repo = self
                     .repo
                     .ok_or_else(|| SourceError::Task("git blob without a repository".into()))?;
-                let header = repo.odb().and_then(|odb| odb.read_header(oid));
-                let (size, _) = header.map_err(|e| {
+                in_git(repo, oid).map(Some).map_err(|e| {
                     if let Some(s) = &self.suspicion {
                         s.note(&e);
                     }
                     SourceError::git(format!("reading {}", self.display(rel)))(e)
-                })?;
-                Ok(Some(size as u64))
+                })
             }
-            Blob::Disk(path) => std::fs::symlink_metadata(&path)
-                .map(|m| Some(m.len()))
-                .map_err(|source| SourceError::Io {
-                    path: path.display().to_string(),
-                    source,
-                }),
+            Blob::Disk(path) => on_disk(&path).map(Some).map_err(|source| SourceError::Io {
+                path: path.display().to_string(),
+                source,
+            }),
         }
     }
 
     /// Raw bytes of a file.
     pub fn read(&self, rel: &str) -> Result<Option<Vec<u8>>, SourceError> {
-        let Some(blob) = self.files.get(rel).cloned().or_else(|| self.locate(rel)) else {
-            return Ok(None);
-        };
-        match blob {
-            Blob::Git(oid) => {
-                let repo = self
-                    .repo
-                    .ok_or_else(|| SourceError::Task("git blob without a repository".into()))?;
-                let blob = repo.find_blob(oid).map_err(|e| {
-                    if let Some(s) = &self.suspicion {
-                        s.note(&e);
-                    }
-                    SourceError::git(format!("reading {}", self.display(rel)))(e)
-                })?;
-                Ok(Some(blob.content().to_vec()))
-            }
-            Blob::Disk(path) => std::fs::read(&path)
-                .map(Some)
-                .map_err(|source| SourceError::Io {
-                    path: path.display().to_string(),
-                    source,
-                }),
-        }
+        self.open_blob(
+            rel,
+            |repo, oid| repo.find_blob(oid).map(|b| b.content().to_vec()),
+            |path| std::fs::read(path),
+        )
     }
 
     /// A parsed file (memoized for the life of the view), `None` if absent.
