@@ -216,6 +216,7 @@ impl GitSource {
     /// there is none, and left as it is otherwise, so a server can start from the
     /// clone it has while the remote is down. Blocking.
     pub fn prepare(settings: &Settings) -> Result<GitSource, SourceError> {
+        disable_object_cache();
         let (path, remote, uri) = if is_remote(&settings.repo) {
             let digest = hex::encode(&Sha256::digest(redact_url(&settings.repo).as_bytes())[..8]);
             let path = settings.data_dir.join(format!("repo-{digest}.git"));
@@ -832,6 +833,22 @@ impl GitSource {
             }
         }
     }
+}
+
+/// Turn off libgit2's object cache, for the whole process.
+///
+/// Each repository handle keeps every commit and tree it reads (up to libgit2's
+/// process-wide 256 MiB), and the handles pooled in [`GitSource`] live as long as the
+/// server: every version it ever built, and every label it was asked for, stayed in
+/// memory (about 1.7 KiB a commit on a small repository, far more with larger trees).
+/// The cache buys little here: a refresh reads each object of the new version once,
+/// files unchanged since the last version are not read at all, and resolved pairs are
+/// cached above libgit2, bounded. Only the cache's on/off switch has a safe binding
+/// (its size cap does not), and it is process-wide: an application embedding the
+/// server reads its own repositories uncached too.
+fn disable_object_cache() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| git2::opts::enable_caching(false));
 }
 
 /// `<clone>.<suffix>`, in the same directory (so a rename swaps it in).
