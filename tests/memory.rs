@@ -97,3 +97,38 @@ async fn commits_served_before_are_not_kept_in_memory() {
     let resp = server.get("/v1/config/orders/prod").await;
     assert_eq!(resp.status(), 200);
 }
+
+/// The value of an unlabelled sample `name` in a Prometheus text exposition.
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_server_keeps_stays_at_the_size_of_one_version() {
+    let repo = repo();
+    let mut settings = fast_settings(repo.path_str());
+    settings.cache_capacity = 8;
+    let server = TestServer::start(settings).await;
+    let mut last = String::new();
+    for n in 1..=40 {
+        last = commit_and_wait(&repo, &server, n).await;
+        // Every version also asked for by label: the label cache fills, and stops.
+        let resp = server
+            .get(&format!("/v1/config/orders/prod?label={last}"))
+            .await;
+        assert_eq!(resp.status(), 200);
+    }
+    let text = server.get_text("/metrics").await;
+    let commit_series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("confhub_commit_info{"))
+        .collect();
+    assert_eq!(commit_series.len(), 1, "{text}");
+    assert!(commit_series[0].contains(&last), "{}", commit_series[0]);
+    // The four config files of the version, whatever the number of versions before it.
+    assert_eq!(sample(&text, "confhub_parsed_files"), Some(4.0), "{text}");
+    assert_eq!(sample(&text, "confhub_label_cache_entries"), Some(8.0), "{text}");
+    let bytes = sample(&text, "confhub_label_cache_bytes").unwrap_or_default();
+    assert!(bytes > 0.0, "{text}");
+}

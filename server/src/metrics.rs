@@ -34,6 +34,9 @@
 //! | `confhub_fetch_last_success_timestamp_seconds` | gauge | (remote repositories only) |
 //! | `confhub_webhooks_total` | counter | `result` (`accepted`, `rejected`) |
 //! | `confhub_pairs_in_error` | gauge | |
+//! | `confhub_parsed_files` | gauge | |
+//! | `confhub_label_cache_entries` | gauge | |
+//! | `confhub_label_cache_bytes` | gauge | |
 //! | `confhub_commit_info` | gauge (always 1) | `commit`, `branch` |
 //!
 //! `confhub_commit_info` is written by hand at render time, so exactly one label set
@@ -87,6 +90,9 @@ pub struct Metrics {
     webhooks_accepted: Counter,
     webhooks_rejected: Counter,
     pairs_in_error: Gauge,
+    parsed_files: Gauge,
+    label_cache_entries: Gauge,
+    label_cache_bytes: Gauge,
     /// Last successful fetch of a remote (the clone or fetch at start counts), on the
     /// monotonic clock for the age and the wall clock for the timestamp.
     last_fetch_ok: Mutex<Option<(Instant, SystemTime)>>,
@@ -179,6 +185,18 @@ impl Metrics {
             "confhub_pairs_in_error",
             "(service, env) pairs that fail to resolve at the current version (they keep serving their last good config).",
         );
+        describe(
+            "confhub_parsed_files",
+            "Config files of the current version kept parsed, so the next version reads only the files that changed.",
+        );
+        describe(
+            "confhub_label_cache_entries",
+            "Pairs resolved at other labels or env lists, kept (at most cache_capacity).",
+        );
+        describe(
+            "confhub_label_cache_bytes",
+            "Estimated bytes of those pairs (at most cache_max_bytes).",
+        );
         let counter = |name: &'static str| recorder.register_counter(&Key::from_name(name), &META);
         let gauge = |name: &'static str| recorder.register_gauge(&Key::from_name(name), &META);
         let histogram =
@@ -202,6 +220,9 @@ impl Metrics {
             webhooks_accepted: webhooks("accepted"),
             webhooks_rejected: webhooks("rejected"),
             pairs_in_error: gauge("confhub_pairs_in_error"),
+            parsed_files: gauge("confhub_parsed_files"),
+            label_cache_entries: gauge("confhub_label_cache_entries"),
+            label_cache_bytes: gauge("confhub_label_cache_bytes"),
             last_fetch_ok: Mutex::new(None),
             handle,
             recorder,
@@ -302,6 +323,12 @@ impl Metrics {
         let snapshot = state.store.get().map(|s| s.snapshot());
         if let Some(snap) = &snapshot {
             self.pairs_in_error.set(snap.errors().len() as f64);
+            self.parsed_files.set(snap.parsed_files() as f64);
+        }
+        if let Some(store) = state.store.get() {
+            let (entries, bytes) = store.label_cache_usage();
+            self.label_cache_entries.set(entries as f64);
+            self.label_cache_bytes.set(bytes as f64);
         }
         let mut text = self.handle.render();
         if let Some(snap) = &snapshot {

@@ -203,6 +203,12 @@ impl Snapshot {
         }
     }
 
+    /// Files parsed for this version and kept for the next one: never more than the
+    /// version's config files.
+    pub fn parsed_files(&self) -> usize {
+        self.parsed_blobs.len()
+    }
+
     /// Pairs that fail at this version and have nothing to serve.
     pub fn unserved(&self) -> Vec<(String, String)> {
         self.pairs

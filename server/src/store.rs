@@ -300,6 +300,14 @@ impl Store {
         repaired
     }
 
+    /// Entries of the cache of pairs resolved at other labels, and their estimated bytes.
+    pub fn label_cache_usage(&self) -> (usize, usize) {
+        self.cache
+            .lock()
+            .map(|c| (c.lru.len(), c.bytes))
+            .unwrap_or_default()
+    }
+
     /// The current snapshot of the tracked branch.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
