@@ -128,7 +128,11 @@ async fn what_the_server_keeps_stays_at_the_size_of_one_version() {
     assert!(commit_series[0].contains(&last), "{}", commit_series[0]);
     // The four config files of the version, whatever the number of versions before it.
     assert_eq!(sample(&text, "confhub_parsed_files"), Some(4.0), "{text}");
-    assert_eq!(sample(&text, "confhub_label_cache_entries"), Some(8.0), "{text}");
+    assert_eq!(
+        sample(&text, "confhub_label_cache_entries"),
+        Some(8.0),
+        "{text}"
+    );
     let bytes = sample(&text, "confhub_label_cache_bytes").unwrap_or_default();
     assert!(bytes > 0.0, "{text}");
 }
