@@ -260,9 +260,7 @@ async fn a_repeated_history_scans_only_the_commits_pushed_since() {
     let repo = many_commits(300);
     let server = TestServer::start(common::settings(repo.path_str())).await;
     let before = commits_scanned(&server).await;
-    let h: HistoryResponse = server
-        .get_json("/v1/history/orders/prod?limit=1000")
-        .await;
+    let h: HistoryResponse = server.get_json("/v1/history/orders/prod?limit=1000").await;
     assert_eq!(h.entries.len(), 301);
     assert_eq!(h.entries[0].sha, repo.head());
     assert_eq!(h.entries[0].changed_keys, ["pool"]);
@@ -270,18 +268,20 @@ async fn a_repeated_history_scans_only_the_commits_pushed_since() {
     assert_eq!(first, 301, "the first request scans the whole branch");
 
     // Asked again with nothing new: nothing is scanned, the answer is the same.
-    let again: HistoryResponse = server
-        .get_json("/v1/history/orders/prod?limit=1000")
-        .await;
+    let again: HistoryResponse = server.get_json("/v1/history/orders/prod?limit=1000").await;
     assert_eq!(again, h);
     assert_eq!(commits_scanned(&server).await - before, 301);
 
     repo.write("orders.yml", "pool: 1000\n");
     let new = repo.commit("one more");
-    let h: HistoryResponse = wait_for(common::DEADLINE, "the new commit in the history", || async {
-        let h: HistoryResponse = server.get_json("/v1/history/orders/prod?limit=1000").await;
-        (h.entries[0].sha == new).then_some(h)
-    })
+    let h: HistoryResponse = wait_for(
+        common::DEADLINE,
+        "the new commit in the history",
+        || async {
+            let h: HistoryResponse = server.get_json("/v1/history/orders/prod?limit=1000").await;
+            (h.entries[0].sha == new).then_some(h)
+        },
+    )
     .await;
     assert_eq!(h.entries.len(), 302);
     assert_eq!(h.entries[0].message, "one more");
@@ -307,9 +307,8 @@ async fn a_force_push_rebuilds_the_history() {
     repo.write("orders.yml", "pool: 3\nextra: x\n");
     let c3 = repo.commit("three");
     let server = TestServer::start(common::settings(repo.path_str())).await;
-    let shas = |h: &HistoryResponse| -> Vec<String> {
-        h.entries.iter().map(|e| e.sha.clone()).collect()
-    };
+    let shas =
+        |h: &HistoryResponse| -> Vec<String> { h.entries.iter().map(|e| e.sha.clone()).collect() };
     let h: HistoryResponse = server.get_json("/v1/history/orders/prod").await;
     assert_eq!(shas(&h), [c3.clone(), c2.clone(), c1.clone()]);
     let before = commits_scanned(&server).await;
@@ -363,7 +362,10 @@ async fn a_history_longer_than_the_request_timeout_is_unfinished_then_converges(
         assert!(err.message.contains("commits left"), "{}", err.message);
         unfinished += 1;
     };
-    assert!(unfinished > 0, "3,001 commits in 75 ms: the test needs a bigger repository");
+    assert!(
+        unfinished > 0,
+        "3,001 commits in 75 ms: the test needs a bigger repository"
+    );
     assert_eq!(h.entries.len(), 1000);
     assert_eq!(h.entries[0].sha, repo.head());
     assert_eq!(h.entries[999].changed_keys, ["pool"]);

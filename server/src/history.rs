@@ -278,7 +278,9 @@ impl Answer {
         for access in &self.accesses {
             principal.may_read(access).map_err(|d| Denied {
                 because: Some(match d.because {
-                    Some(why) => format!("one of its past versions {}", why.trim_start_matches("it ")),
+                    Some(why) => {
+                        format!("one of its past versions {}", why.trim_start_matches("it "))
+                    }
                     None => "one of its past versions is out of scope".to_string(),
                 }),
                 ..d
@@ -640,6 +642,160 @@ pub fn diff_repo(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn found(i: usize, message_len: usize) -> HistoryEntry {
+        HistoryEntry {
+            sha: format!("{i:040}"),
+            author: "a".into(),
+            email: "a@example.invalid".into(),
+            time: "2026-01-01T00:00:00Z".into(),
+            message: "m".repeat(message_len),
+            changed_keys: vec!["pool".into()],
+        }
+    }
+
+    fn own() -> Access {
+        Access::own("orders", &["prod".to_string()])
+    }
+
+    fn principal(scope: &str) -> Principal {
+        let auth = crate::auth::Auth::new(&[crate::auth::TokenConfig {
+            name: "t".into(),
+            sha256: crate::auth::token_hash("tok"),
+            scopes: vec![scope.into()],
+        }])
+        .expect("token");
+        auth.principal_for(Some("tok")).expect("principal")
+    }
+
+    #[test]
+    fn the_cache_keeps_at_most_its_pairs_least_recently_asked_dropped() {
+        let bounds = Bounds {
+            pairs: 2,
+            ..Bounds::default()
+        };
+        let cache = HistoryCache::with_bounds(bounds, Duration::from_secs(4));
+        let env = |e: &str| vec![e.to_string()];
+        let a = cache.pair("orders", &env("prod"));
+        let b = cache.pair("orders", &env("dev"));
+        assert!(Arc::ptr_eq(&a, &cache.pair("orders", &env("prod"))));
+        let _c = cache.pair("payments", &env("prod"));
+        assert_eq!(cache.pairs_len(), 2);
+        assert!(Arc::ptr_eq(&a, &cache.pair("orders", &env("prod"))));
+        assert!(!Arc::ptr_eq(&b, &cache.pair("orders", &env("dev"))));
+        assert_eq!(cache.budget(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_pair_keeps_at_most_its_entries_the_newest() {
+        let bounds = Bounds {
+            entries: 3,
+            ..Bounds::default()
+        };
+        let mut pair = PairHistory::default();
+        for i in 0..10 {
+            pair.record(found(i, 10), &own());
+            pair.trim(&bounds);
+        }
+        assert_eq!(pair.len(), 3);
+        let answer = pair.answer(1000);
+        let shas: Vec<String> = answer.entries.iter().map(|e| e.sha.clone()).collect();
+        assert_eq!(shas, [found(9, 0).sha, found(8, 0).sha, found(7, 0).sha]);
+        assert_eq!(pair.answer(1).entries.len(), 1);
+        let held: usize = pair.entries.iter().map(entry_bytes).sum();
+        assert_eq!(pair.bytes(), held, "dropped entries no longer counted");
+    }
+
+    #[test]
+    fn a_pair_keeps_at_most_its_bytes() {
+        let bounds = Bounds {
+            bytes: 5_000,
+            ..Bounds::default()
+        };
+        let mut pair = PairHistory::default();
+        for i in 0..20 {
+            pair.record(found(i, 1_000), &own());
+            pair.trim(&bounds);
+            assert!(pair.bytes() <= 5_000, "{} bytes", pair.bytes());
+        }
+        assert!((3..=4).contains(&pair.len()), "{} entries", pair.len());
+        // The last good config's key digests count too.
+        pair.last_good_bytes = 3_000;
+        pair.trim(&bounds);
+        assert!(pair.bytes() <= 5_000);
+        assert!(pair.len() < 3);
+        // One entry bigger than the bound is still shown rather than an empty history.
+        pair.record(found(99, 10_000), &own());
+        pair.trim(&bounds);
+        assert_eq!(pair.len(), 1);
+        assert_eq!(pair.answer(5).entries[0].sha, found(99, 0).sha);
+    }
+
+    #[test]
+    fn every_recorded_access_is_checked_and_too_many_make_it_admin_only() {
+        let mut pair = PairHistory::default();
+        pair.record(found(0, 1), &own());
+        let orders = principal("read:orders/*");
+        assert!(pair.answer(5).for_principal(&orders).is_ok());
+        let mut foreign = own();
+        foreign.foreign.push((
+            crate::catalog::Owner {
+                service: "payments".into(),
+                env: Some("prod".into()),
+            },
+            "payments-prod.yml".into(),
+        ));
+        pair.record(found(1, 1), &foreign);
+        // The entry that read the file is dropped: its access is not forgotten.
+        pair.trim(&Bounds {
+            entries: 1,
+            ..Bounds::default()
+        });
+        pair.record(found(2, 1), &own());
+        let denied = pair.answer(5).for_principal(&orders).unwrap_err();
+        assert!(
+            denied.message("t").contains("payments-prod.yml"),
+            "{denied:?}"
+        );
+        assert!(pair.answer(5).for_principal(&principal("read:*/*")).is_ok());
+
+        let mut pair = PairHistory::default();
+        for i in 0..=MAX_ACCESSES {
+            let mut access = own();
+            access.foreign.push((
+                crate::catalog::Owner {
+                    service: format!("orders{i}"),
+                    env: None,
+                },
+                format!("orders{i}.yml"),
+            ));
+            pair.record(found(i, 1), &access);
+        }
+        assert_eq!(pair.accesses.len(), MAX_ACCESSES);
+        assert!(pair
+            .answer(5)
+            .for_principal(&principal("read:*/*"))
+            .is_err());
+        assert!(pair.answer(5).for_principal(&principal("admin")).is_ok());
+    }
+
+    #[test]
+    fn changed_keys_compare_value_digests() {
+        let ids = |pairs: &[(&str, Value)]| -> BTreeMap<String, ValueId> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), value_id(v)))
+                .collect()
+        };
+        let old = ids(&[("a", Value::from(1)), ("b", Value::from("x"))]);
+        let new = ids(&[("b", Value::from("y")), ("c", Value::from(1))]);
+        assert_eq!(changed_keys(Some(&old), &new), ["a", "b", "c"]);
+        assert!(changed_keys(Some(&old), &old).is_empty());
+        assert_eq!(changed_keys(None, &old), ["a", "b"]);
+        // A number and the string of it are different values.
+        let s = ids(&[("a", Value::from("1"))]);
+        assert_eq!(changed_keys(Some(&old), &s), ["a", "b"]);
+    }
 
     #[test]
     fn diffs_flat_keys() {
