@@ -159,7 +159,8 @@ async fn readyz(
 pub struct ApiError {
     status: StatusCode,
     body: ErrorBody,
-    retry_after: Option<u32>,
+    /// Seconds for `Retry-After` (small: it fits in the padding after `status`).
+    retry_after: Option<std::num::NonZeroU16>,
 }
 
 impl ApiError {
@@ -178,8 +179,8 @@ impl ApiError {
     }
 
     /// The same error, telling the caller to ask again after `seconds`.
-    pub(crate) fn retry_after(mut self, seconds: u32) -> Self {
-        self.retry_after = Some(seconds);
+    pub(crate) fn retry_after(mut self, seconds: u16) -> Self {
+        self.retry_after = std::num::NonZeroU16::new(seconds);
         self
     }
 
@@ -233,7 +234,7 @@ impl IntoResponse for ApiError {
         let mut resp = (self.status, axum::Json(self.body)).into_response();
         if let Some(s) = self.retry_after {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+                .insert(header::RETRY_AFTER, HeaderValue::from(s.get()));
         }
         resp
     }
