@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{wait_until, TestRepo, TestServer};
+use common::{wait_for, wait_until, TestRepo, TestServer};
 use confhub_client::wire::{ConfigResponse, DiffResponse, HistoryResponse};
 use serde_json::json;
 
@@ -230,4 +230,146 @@ async fn rollback_is_a_git_revert() {
         "{:?}",
         h.entries[0]
     );
+}
+
+/// `confhub_history_commits_scanned_total` from `/metrics`.
+async fn commits_scanned(server: &TestServer) -> u64 {
+    let text = server.get_text("/metrics").await;
+    text.lines()
+        .find_map(|l| l.strip_prefix("confhub_history_commits_scanned_total "))
+        .unwrap_or_else(|| panic!("no confhub_history_commits_scanned_total in:\n{text}"))
+        .trim()
+        .parse::<f64>()
+        .unwrap() as u64
+}
+
+/// A repository whose `orders.yml` changes `pool` at each of `n` commits after the first.
+fn many_commits(n: usize) -> TestRepo {
+    let repo = TestRepo::new();
+    repo.write("application.yml", "region: eu\n")
+        .write("orders.yml", "pool: 0\n");
+    repo.commit("initial");
+    repo.commit_many(n, |i| {
+        vec![("orders.yml".to_string(), format!("pool: {}\n", i + 1))]
+    });
+    repo
+}
+
+#[tokio::test]
+async fn a_repeated_history_scans_only_the_commits_pushed_since() {
+    let repo = many_commits(300);
+    let server = TestServer::start(common::settings(repo.path_str())).await;
+    let before = commits_scanned(&server).await;
+    let h: HistoryResponse = server.get_json("/v1/history/orders/prod?limit=1000").await;
+    assert_eq!(h.entries.len(), 301);
+    assert_eq!(h.entries[0].sha, repo.head());
+    assert_eq!(h.entries[0].changed_keys, ["pool"]);
+    let first = commits_scanned(&server).await - before;
+    assert_eq!(first, 301, "the first request scans the whole branch");
+
+    // Asked again with nothing new: nothing is scanned, the answer is the same.
+    let again: HistoryResponse = server.get_json("/v1/history/orders/prod?limit=1000").await;
+    assert_eq!(again, h);
+    assert_eq!(commits_scanned(&server).await - before, 301);
+
+    repo.write("orders.yml", "pool: 1000\n");
+    let new = repo.commit("one more");
+    let h: HistoryResponse = wait_for(
+        common::DEADLINE,
+        "the new commit in the history",
+        || async {
+            let h: HistoryResponse = server.get_json("/v1/history/orders/prod?limit=1000").await;
+            (h.entries[0].sha == new).then_some(h)
+        },
+    )
+    .await;
+    assert_eq!(h.entries.len(), 302);
+    assert_eq!(h.entries[0].message, "one more");
+    assert_eq!(
+        commits_scanned(&server).await - before,
+        302,
+        "the second request scans only the new commit"
+    );
+    // Another env of the same service is a pair of its own, scanned once too.
+    let dev: HistoryResponse = server.get_json("/v1/history/orders/dev?limit=5").await;
+    assert_eq!(dev.entries[0].sha, new);
+    assert_eq!(commits_scanned(&server).await - before, 302 + 302);
+}
+
+#[tokio::test]
+async fn a_force_push_rebuilds_the_history() {
+    let repo = TestRepo::new();
+    repo.write("application.yml", "region: eu\n")
+        .write("orders.yml", "pool: 1\n");
+    let c1 = repo.commit("one");
+    repo.write("orders.yml", "pool: 2\n");
+    let c2 = repo.commit("two");
+    repo.write("orders.yml", "pool: 3\nextra: x\n");
+    let c3 = repo.commit("three");
+    let server = TestServer::start(common::settings(repo.path_str())).await;
+    let shas =
+        |h: &HistoryResponse| -> Vec<String> { h.entries.iter().map(|e| e.sha.clone()).collect() };
+    let h: HistoryResponse = server.get_json("/v1/history/orders/prod").await;
+    assert_eq!(shas(&h), [c3.clone(), c2.clone(), c1.clone()]);
+    let before = commits_scanned(&server).await;
+
+    // Rewind to `one`, then a different second commit: the cached `two` and `three` are
+    // not on the branch any more.
+    repo.git(&["reset", "-q", "--hard", &c1]);
+    repo.write("orders.yml", "pool: 1\nother: y\n");
+    let c2b = repo.commit("two, rewritten");
+    let h: HistoryResponse = wait_for(common::DEADLINE, "the rewritten branch", || async {
+        let h: HistoryResponse = server.get_json("/v1/history/orders/prod").await;
+        (h.entries[0].sha == c2b).then_some(h)
+    })
+    .await;
+    assert_eq!(shas(&h), [c2b.clone(), c1.clone()]);
+    // Relative to `one`, not to the dropped `three`.
+    assert_eq!(h.entries[0].changed_keys, ["other"]);
+    assert_eq!(
+        commits_scanned(&server).await - before,
+        2,
+        "rebuilt from the root"
+    );
+
+    // Back to an ancestor of what was scanned: also a rebuild.
+    repo.git(&["reset", "-q", "--hard", &c1]);
+    wait_until(common::DEADLINE, "the rewound branch", || async {
+        let h: HistoryResponse = server.get_json("/v1/history/orders/prod").await;
+        h.entries.len() == 1 && h.entries[0].sha == c1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_history_longer_than_the_request_timeout_is_unfinished_then_converges() {
+    let repo = many_commits(3000);
+    let mut settings = common::settings(repo.path_str());
+    // Scans get 300 ms of it; the first takes seconds in a debug build.
+    settings.limits.request_timeout = std::time::Duration::from_millis(400);
+    let server = TestServer::start(settings).await;
+    let before = commits_scanned(&server).await;
+    let mut unfinished = 0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let h: HistoryResponse = loop {
+        assert!(std::time::Instant::now() < deadline, "never finished");
+        let resp = server.get("/v1/history/orders/prod?limit=1000").await;
+        if resp.status() == 200 {
+            break resp.json().await.unwrap();
+        }
+        assert_eq!(common::header(&resp, "retry-after"), "1");
+        let err = common::expect_error("history", resp, 503).await;
+        assert_eq!(err.error, "history_unfinished", "{}", err.message);
+        assert!(err.message.contains("commits left"), "{}", err.message);
+        unfinished += 1;
+    };
+    assert!(
+        unfinished > 0,
+        "3,001 commits in 300 ms: the test needs a bigger repository"
+    );
+    assert_eq!(h.entries.len(), 1000);
+    assert_eq!(h.entries[0].sha, repo.head());
+    assert_eq!(h.entries[999].changed_keys, ["pool"]);
+    // Every request continued where the last stopped: each commit was scanned once.
+    assert_eq!(commits_scanned(&server).await - before, 3001);
 }

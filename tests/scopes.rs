@@ -532,3 +532,63 @@ async fn names_with_dashes_cannot_reach_another_pairs_files() {
         failures.join("\n")
     );
 }
+
+/// How a file name is read depends on the environments of each version: while `prod`
+/// was an environment, `payments-prod.yml` was (`payments`, `prod`)'s file, out of a
+/// `read:*/staging` token's scope, even though at the head it is service
+/// `payments-prod`'s own. Its history is refused as a whole: leaving that commit out
+/// would still show which commits touched the file.
+#[tokio::test]
+async fn a_history_that_once_read_a_file_out_of_scope_is_refused() {
+    let repo = TestRepo::new();
+    repo.write("confhub.yml", "environments: [prod, staging]\n")
+        .write("application.yml", "region: eu\n")
+        .write("payments.yml", "currency: EUR\n")
+        .write("payments-prod.yml", "prod_only: p1\n");
+    let c1 = repo.commit("prod is an environment");
+    repo.write("confhub.yml", "environments: [staging]\n")
+        .write("payments-prod.yml", "prod_only: p2\n");
+    let c2 = repo.commit("prod is not an environment any more");
+    let mut settings = common::settings(repo.path_str());
+    settings.tokens = tokens();
+    let server = TestServer::start(settings).await;
+    let get = |path: &str, token: &str| {
+        server
+            .client()
+            .get(server.url(path))
+            .bearer_auth(token)
+            .send()
+    };
+
+    // At the head the pair is the token's own.
+    let resp = get("/v1/config/payments-prod/staging", "tok-staging")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = get("/v1/history/payments-prod/staging", "tok-staging")
+        .await
+        .unwrap();
+    let err = common::expect_error("history", resp, 403).await;
+    assert_eq!(err.error, "forbidden");
+    assert!(err.message.contains("payments-prod.yml"), "{}", err.message);
+    assert!(!err.message.contains(&c1), "{}", err.message);
+
+    // Refused again from the cache, and the admin still reads the whole history.
+    let resp = get("/v1/history/payments-prod/staging", "tok-staging")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let resp = get("/v1/history/payments-prod/staging", "tok-admin")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let h: confhub_client::wire::HistoryResponse = resp.json().await.unwrap();
+    let shas: Vec<&str> = h.entries.iter().map(|e| e.sha.as_str()).collect();
+    assert_eq!(shas, [c2.as_str(), c1.as_str()]);
+
+    // A pair that never read another's file keeps its history for the same token.
+    let resp = get("/v1/history/payments/staging", "tok-staging")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}

@@ -1,15 +1,21 @@
 //! History and diff of a pair's *resolved* config, computed from git: a commit is in a
 //! pair's history only if it changed what that pair resolves to, not merely touched a file.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, VecDeque};
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use confhub_client::wire::{DiffResponse, HistoryEntry, ValueChange};
-use git2::{Oid, Sort, Tree};
+use git2::{Oid, Tree};
+use lru::LruCache;
 use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use tokio::sync::Semaphore;
 
-use crate::auth::Principal;
-use crate::catalog::{Catalog, MANIFEST};
+use crate::auth::{Denied, Principal};
+use crate::catalog::{Access, Catalog, MANIFEST};
 use crate::entry::PairEntry;
 use crate::errors::SourceError;
 use crate::parse::EXTENSIONS;
@@ -158,94 +164,433 @@ fn fingerprint(
     out
 }
 
+/// Pairs whose history is kept; the least recently asked is dropped first.
+pub const MAX_PAIRS: usize = 256;
+/// Entries kept per pair, the oldest dropped first: the most `?limit=` can ask for.
+pub const MAX_ENTRIES: usize = 1000;
+/// Bytes kept per pair (its entries and the key digests of its last good config); the
+/// oldest entries are dropped first.
+pub const MAX_PAIR_BYTES: usize = 1024 * 1024;
+/// History scans and diffs from git that run at once: each takes a core.
+pub const PERMITS: usize = 2;
+/// Distinct scope footprints remembered per pair. Past it the pair's history is shown
+/// to admins only: forgetting one could show a token what a file out of its scope did.
+const MAX_ACCESSES: usize = 64;
+
+/// How much the history cache keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Pairs kept.
+    pub pairs: usize,
+    /// Entries kept per pair.
+    pub entries: usize,
+    /// Bytes kept per pair (estimated from the lengths of what is stored).
+    pub bytes: usize,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            pairs: MAX_PAIRS,
+            entries: MAX_ENTRIES,
+            bytes: MAX_PAIR_BYTES,
+        }
+    }
+}
+
+/// A digest of one resolved value: history compares values and shows only key names,
+/// so the cache never holds a value (nor a decrypted secret).
+type ValueId = [u8; 16];
+
+fn value_id(v: &Value) -> ValueId {
+    // Serializing a `Value` cannot fail: its map keys are strings.
+    let bytes = serde_json::to_vec(v).unwrap_or_default();
+    let digest = Sha256::digest(&bytes);
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&digest[..16]);
+    id
+}
+
+/// Estimated heap and inline bytes of one stored key digest (map node overhead included).
+fn value_id_bytes(key: &str) -> usize {
+    key.len() + std::mem::size_of::<String>() + std::mem::size_of::<ValueId>() + 16
+}
+
+fn entry_bytes(e: &HistoryEntry) -> usize {
+    std::mem::size_of::<HistoryEntry>()
+        + e.sha.len()
+        + e.author.len()
+        + e.email.len()
+        + e.time.len()
+        + e.message.len()
+        + e.changed_keys
+            .iter()
+            .map(|k| k.len() + std::mem::size_of::<String>())
+            .sum::<usize>()
+}
+
+/// What is known of one pair's history, the same for every caller: scopes are checked
+/// per request against the accesses recorded here ([`Answer::for_principal`]).
+#[derive(Debug, Default)]
+pub struct PairHistory {
+    /// The newest first-parent commit scanned; the next scan starts after it.
+    scanned_to: Option<Oid>,
+    last_print: Option<Vec<(String, Oid)>>,
+    last_good: Option<BTreeMap<String, ValueId>>,
+    last_good_bytes: usize,
+    /// Oldest first.
+    entries: VecDeque<HistoryEntry>,
+    entry_bytes: usize,
+    /// What the pair read at every commit that made an entry, dropped entries included
+    /// (the next entry's keys are relative to a dropped one's config).
+    accesses: Vec<Access>,
+    admin_only: bool,
+    branch: String,
+}
+
+/// How a scan ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scan {
+    /// Every commit up to the head is scanned.
+    Done,
+    /// The time ran out with `left` commits still to scan; what was scanned is kept.
+    Unfinished {
+        /// Commits not scanned yet.
+        left: usize,
+    },
+}
+
+/// A pair's history as scanned, before the scope check.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The branch scanned.
+    pub branch: String,
+    entries: Vec<HistoryEntry>,
+    accesses: Vec<Access>,
+    admin_only: bool,
+}
+
+impl Answer {
+    /// The entries, if `principal` may read everything the pair read at every commit of
+    /// its history. Refused as a whole, not filtered: leaving commits out would show
+    /// which commits touched a file out of the token's scope.
+    pub fn for_principal(self, principal: &Principal) -> Result<Vec<HistoryEntry>, Denied> {
+        for access in &self.accesses {
+            principal.may_read(access).map_err(|d| Denied {
+                because: Some(match d.because {
+                    Some(why) => {
+                        format!("one of its past versions {}", why.trim_start_matches("it "))
+                    }
+                    None => "one of its past versions is out of scope".to_string(),
+                }),
+                ..d
+            })?;
+        }
+        if self.admin_only && !principal.is_admin() {
+            return Err(Denied {
+                pair: self
+                    .accesses
+                    .first()
+                    .map(|a| format!("`{}/{}`'s history", a.service, a.envs.join(",")))
+                    .unwrap_or_default(),
+                because: Some(format!(
+                    "its past versions read files of more than {MAX_ACCESSES} different sets of owners; only an admin may read it"
+                )),
+            });
+        }
+        Ok(self.entries)
+    }
+}
+
+impl PairHistory {
+    /// Scan the first-parent commits of the tracked branch not scanned yet, oldest first,
+    /// until the head or `deadline` (at least one commit per call, so repeated calls
+    /// finish). When the head does not descend from the commit scanned last (a force
+    /// push), the history is rebuilt from scratch. At most [`MAX_SCAN`] commits back from
+    /// the head. Blocking.
+    #[allow(clippy::too_many_arguments)]
+    pub fn scan(
+        &mut self,
+        git: &GitSource,
+        uri: &Arc<str>,
+        service: &str,
+        envs: &[String],
+        bounds: &Bounds,
+        deadline: Instant,
+        scanned: &AtomicU64,
+    ) -> Result<Scan, SourceError> {
+        git.with_repo(|repo| {
+            // A deleted branch still has the history of the commit served for it.
+            let (branch, head) = git.serving_commit(repo, None)?;
+            let mut pending = Vec::new();
+            let mut next = Some(head);
+            let mut continues = self.scanned_to.is_none();
+            while let Some(oid) = next {
+                if Some(oid) == self.scanned_to {
+                    continues = true;
+                    break;
+                }
+                if pending.len() == MAX_SCAN {
+                    break;
+                }
+                pending.push(oid);
+                next = repo
+                    .find_commit(oid)
+                    .map_err(SourceError::git(format!("reading {oid}")))?
+                    .parent_ids()
+                    .next();
+            }
+            if !continues {
+                tracing::info!(%service, env = %envs.join(","), %head, "the branch was rewritten; rebuilding the pair's history");
+                *self = PairHistory::default();
+            }
+            self.branch = branch;
+            pending.reverse();
+            let prefix = git.search_prefix();
+            for (i, &oid) in pending.iter().enumerate() {
+                if i > 0 && Instant::now() >= deadline {
+                    return Ok(Scan::Unfinished {
+                        left: pending.len() - i,
+                    });
+                }
+                self.step(git, repo, uri, &prefix, oid, service, envs, bounds)?;
+                self.scanned_to = Some(oid);
+                scanned.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok(Scan::Done)
+        })
+    }
+
+    /// Take in one commit. Fails before changing anything, so a failed commit is
+    /// scanned again next time.
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        git: &GitSource,
+        repo: &git2::Repository,
+        uri: &Arc<str>,
+        prefix: &str,
+        oid: Oid,
+        service: &str,
+        envs: &[String],
+        bounds: &Bounds,
+    ) -> Result<(), SourceError> {
+        let commit = repo
+            .find_commit(oid)
+            .map_err(SourceError::git(format!("reading {oid}")))?;
+        let tree = commit
+            .tree()
+            .map_err(SourceError::git(format!("reading {oid}")))?;
+        let print = fingerprint(&tree, prefix, service, envs);
+        if self.last_print.as_ref() == Some(&print) {
+            return Ok(());
+        }
+        let mut view = git.view(repo, oid)?;
+        self.last_print = Some(print);
+        // A commit that does not resolve was never served: it changes nothing.
+        let Ok(catalog) = Catalog::of(&mut view) else {
+            return Ok(());
+        };
+        let Ok(entry) = PairEntry::build(&mut view, &catalog, uri, &self.branch, service, envs)
+        else {
+            return Ok(());
+        };
+        if entry.placeholder_error.is_some() {
+            return Ok(());
+        }
+        let values: BTreeMap<String, ValueId> = if entry.service_known {
+            flatten(&entry.resolved.values)
+                .into_iter()
+                .map(|(k, v)| (k, value_id(v)))
+                .collect()
+        } else {
+            BTreeMap::new()
+        };
+        let keys = changed_keys(self.last_good.as_ref(), &values);
+        if !keys.is_empty() {
+            let author = commit.author();
+            let found = HistoryEntry {
+                sha: oid.to_string(),
+                author: String::from_utf8_lossy(author.name_bytes()).into_owned(),
+                email: String::from_utf8_lossy(author.email_bytes()).into_owned(),
+                time: crate::timefmt::rfc3339(commit.time().seconds()),
+                message: String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default())
+                    .into_owned(),
+                changed_keys: keys,
+            };
+            self.record(found, &entry.access);
+        }
+        self.last_good_bytes = values.keys().map(|k| value_id_bytes(k)).sum();
+        self.last_good = Some(values);
+        self.trim(bounds);
+        Ok(())
+    }
+
+    fn record(&mut self, found: HistoryEntry, access: &Access) {
+        if !self.accesses.contains(access) {
+            if self.accesses.len() < MAX_ACCESSES {
+                self.accesses.push(access.clone());
+            } else {
+                self.admin_only = true;
+            }
+        }
+        self.entry_bytes += entry_bytes(&found);
+        self.entries.push_back(found);
+    }
+
+    /// Drop the oldest entries beyond the bounds (the newest one always stays).
+    fn trim(&mut self, bounds: &Bounds) {
+        while self.entries.len() > bounds.entries.max(1)
+            || (self.entries.len() > 1 && self.bytes() > bounds.bytes)
+        {
+            if let Some(old) = self.entries.pop_front() {
+                self.entry_bytes -= entry_bytes(&old);
+            }
+        }
+    }
+
+    /// Estimated bytes held.
+    pub fn bytes(&self) -> usize {
+        self.entry_bytes + self.last_good_bytes
+    }
+
+    /// Entries held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// No entries held?
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The newest `limit` entries, newest first, with what a caller must be allowed to read.
+    pub fn answer(&self, limit: usize) -> Answer {
+        Answer {
+            branch: self.branch.clone(),
+            entries: self.entries.iter().rev().take(limit).cloned().collect(),
+            accesses: self.accesses.clone(),
+            admin_only: self.admin_only,
+        }
+    }
+}
+
+/// Keys added, removed or changed, sorted.
+fn changed_keys(
+    old: Option<&BTreeMap<String, ValueId>>,
+    new: &BTreeMap<String, ValueId>,
+) -> Vec<String> {
+    let empty = BTreeMap::new();
+    let old = old.unwrap_or(&empty);
+    let mut keys: Vec<String> = new
+        .iter()
+        .filter(|(k, v)| old.get(*k) != Some(*v))
+        .map(|(k, _)| k.clone())
+        .chain(old.keys().filter(|k| !new.contains_key(*k)).cloned())
+        .collect();
+    keys.sort();
+    keys
+}
+
 /// Commits of the tracked branch that changed the resolved config of (service, envs),
-/// newest first, at most `limit`. Blocking.
+/// newest first, at most `limit`, scanned to the head without a time limit and shown
+/// whatever they read (`confhub history --repo`: whoever can read the repository may).
+/// Blocking.
 pub fn history(
     git: &GitSource,
     uri: &Arc<str>,
-    principal: &Principal,
     service: &str,
     envs: &[String],
     limit: usize,
 ) -> Result<(String, Vec<HistoryEntry>), SourceError> {
-    git.with_repo(|repo| {
-        // A deleted branch still has the history of the commit served for it.
-        let (branch, head) = git.serving_commit(repo, None)?;
-        let mut walk = repo
-            .revwalk()
-            .map_err(SourceError::git("walking history"))?;
-        walk.push(head)
-            .map_err(SourceError::git("walking history"))?;
-        walk.simplify_first_parent()
-            .map_err(SourceError::git("walking history"))?;
-        walk.set_sorting(Sort::TOPOLOGICAL | Sort::REVERSE)
-            .map_err(SourceError::git("walking history"))?;
-        let commits: Vec<Oid> = walk.filter_map(Result::ok).collect();
-        let commits = &commits[commits.len().saturating_sub(MAX_SCAN)..];
+    let bounds = Bounds {
+        pairs: 1,
+        entries: limit.max(1),
+        bytes: usize::MAX,
+    };
+    let mut pair = PairHistory::default();
+    let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+    pair.scan(git, uri, service, envs, &bounds, far, &AtomicU64::new(0))?;
+    let answer = pair.answer(limit);
+    Ok((answer.branch, answer.entries))
+}
 
-        let prefix = git.search_prefix();
-        let mut last_print: Option<Vec<(String, Oid)>> = None;
-        let mut last_good: Option<BTreeMap<String, Value>> = None;
-        let mut entries = Vec::new();
-        for &oid in commits {
-            let commit = repo
-                .find_commit(oid)
-                .map_err(SourceError::git(format!("reading {oid}")))?;
-            let tree = commit
-                .tree()
-                .map_err(SourceError::git(format!("reading {oid}")))?;
-            let print = fingerprint(&tree, &prefix, service, envs);
-            if last_print.as_ref() == Some(&print) {
-                continue;
-            }
-            last_print = Some(print);
-            let mut view = git.view(repo, oid)?;
-            // A commit that does not resolve was never served: it changes nothing.
-            let Ok(catalog) = Catalog::of(&mut view) else {
-                continue;
-            };
-            let Ok(entry) = PairEntry::build(&mut view, &catalog, uri, &branch, service, envs)
-            else {
-                continue;
-            };
-            // A commit at which the pair read a file outside the token's scopes is
-            // left out, as if it had not resolved: its keys are not the token's to see.
-            if entry.placeholder_error.is_some() || principal.may_read(&entry.access).is_err() {
-                continue;
-            }
-            let values = if entry.service_known {
-                flat(&entry)
-            } else {
-                BTreeMap::new()
-            };
-            let empty = BTreeMap::new();
-            let (added, removed, changed) =
-                diff_flat(last_good.as_ref().unwrap_or(&empty), &values);
-            let mut keys: Vec<String> = added
-                .keys()
-                .chain(removed.keys())
-                .chain(changed.keys())
-                .cloned()
-                .collect();
-            keys.sort();
-            if !keys.is_empty() {
-                let author = commit.author();
-                entries.push(HistoryEntry {
-                    sha: oid.to_string(),
-                    author: String::from_utf8_lossy(author.name_bytes()).into_owned(),
-                    email: String::from_utf8_lossy(author.email_bytes()).into_owned(),
-                    time: crate::timefmt::rfc3339(commit.time().seconds()),
-                    message: String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default())
-                        .into_owned(),
-                    changed_keys: keys,
-                });
-            }
-            last_good = Some(values);
+type PairKey = (String, Vec<String>);
+
+/// Pair histories, kept between requests so that a request scans only the commits
+/// pushed since the last one, plus the permits that bound how many scans run at once.
+#[derive(Debug)]
+pub struct HistoryCache {
+    pairs: Mutex<LruCache<PairKey, Arc<tokio::sync::Mutex<PairHistory>>>>,
+    permits: Arc<Semaphore>,
+    bounds: Bounds,
+    budget: Duration,
+    scanned: AtomicU64,
+}
+
+impl Default for HistoryCache {
+    fn default() -> Self {
+        HistoryCache::new(crate::settings::HttpLimits::default().request_timeout)
+    }
+}
+
+impl HistoryCache {
+    /// A cache with the default bounds for a server whose requests must be answered
+    /// within `request_timeout`.
+    pub fn new(request_timeout: Duration) -> HistoryCache {
+        HistoryCache::with_bounds(Bounds::default(), request_timeout)
+    }
+
+    /// A cache with `bounds`.
+    pub fn with_bounds(bounds: Bounds, request_timeout: Duration) -> HistoryCache {
+        let cap = NonZeroUsize::new(bounds.pairs.max(1)).unwrap_or(NonZeroUsize::MIN);
+        HistoryCache {
+            pairs: Mutex::new(LruCache::new(cap)),
+            permits: Arc::new(Semaphore::new(PERMITS)),
+            bounds,
+            // Three quarters of the request timeout, so that the 503 saying how far the
+            // scan got is sent before the timeout answers 408.
+            budget: request_timeout.saturating_mul(3) / 4,
+            scanned: AtomicU64::new(0),
         }
-        entries.reverse();
-        entries.truncate(limit);
-        Ok((branch, entries))
-    })
+    }
+
+    /// The history of (service, envs), empty the first time.
+    pub fn pair(&self, service: &str, envs: &[String]) -> Arc<tokio::sync::Mutex<PairHistory>> {
+        let mut pairs = self.pairs.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (service.to_string(), envs.to_vec());
+        pairs.get_or_insert(key, Default::default).clone()
+    }
+
+    /// Pairs held.
+    pub fn pairs_len(&self) -> usize {
+        self.pairs.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// The permits every history scan and diff takes.
+    pub fn permits(&self) -> &Arc<Semaphore> {
+        &self.permits
+    }
+
+    /// What is kept.
+    pub fn bounds(&self) -> &Bounds {
+        &self.bounds
+    }
+
+    /// How long one request may wait and scan.
+    pub fn budget(&self) -> Duration {
+        self.budget
+    }
+
+    /// Commits scanned since the start, every pair counted.
+    pub fn commits_scanned(&self) -> u64 {
+        self.scanned.load(Ordering::Relaxed)
+    }
+
+    /// Where scans count the commits they take in.
+    pub fn scanned_counter(&self) -> &AtomicU64 {
+        &self.scanned
+    }
 }
 
 /// `confhub diff --repo`: the diff of a pair between two labels of a local repository. Blocking.
@@ -297,6 +642,160 @@ pub fn diff_repo(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn found(i: usize, message_len: usize) -> HistoryEntry {
+        HistoryEntry {
+            sha: format!("{i:040}"),
+            author: "a".into(),
+            email: "a@example.invalid".into(),
+            time: "2026-01-01T00:00:00Z".into(),
+            message: "m".repeat(message_len),
+            changed_keys: vec!["pool".into()],
+        }
+    }
+
+    fn own() -> Access {
+        Access::own("orders", &["prod".to_string()])
+    }
+
+    fn principal(scope: &str) -> Principal {
+        let auth = crate::auth::Auth::new(&[crate::auth::TokenConfig {
+            name: "t".into(),
+            sha256: crate::auth::token_hash("tok"),
+            scopes: vec![scope.into()],
+        }])
+        .expect("token");
+        auth.principal_for(Some("tok")).expect("principal")
+    }
+
+    #[test]
+    fn the_cache_keeps_at_most_its_pairs_least_recently_asked_dropped() {
+        let bounds = Bounds {
+            pairs: 2,
+            ..Bounds::default()
+        };
+        let cache = HistoryCache::with_bounds(bounds, Duration::from_secs(4));
+        let env = |e: &str| vec![e.to_string()];
+        let a = cache.pair("orders", &env("prod"));
+        let b = cache.pair("orders", &env("dev"));
+        assert!(Arc::ptr_eq(&a, &cache.pair("orders", &env("prod"))));
+        let _c = cache.pair("payments", &env("prod"));
+        assert_eq!(cache.pairs_len(), 2);
+        assert!(Arc::ptr_eq(&a, &cache.pair("orders", &env("prod"))));
+        assert!(!Arc::ptr_eq(&b, &cache.pair("orders", &env("dev"))));
+        assert_eq!(cache.budget(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_pair_keeps_at_most_its_entries_the_newest() {
+        let bounds = Bounds {
+            entries: 3,
+            ..Bounds::default()
+        };
+        let mut pair = PairHistory::default();
+        for i in 0..10 {
+            pair.record(found(i, 10), &own());
+            pair.trim(&bounds);
+        }
+        assert_eq!(pair.len(), 3);
+        let answer = pair.answer(1000);
+        let shas: Vec<String> = answer.entries.iter().map(|e| e.sha.clone()).collect();
+        assert_eq!(shas, [found(9, 0).sha, found(8, 0).sha, found(7, 0).sha]);
+        assert_eq!(pair.answer(1).entries.len(), 1);
+        let held: usize = pair.entries.iter().map(entry_bytes).sum();
+        assert_eq!(pair.bytes(), held, "dropped entries no longer counted");
+    }
+
+    #[test]
+    fn a_pair_keeps_at_most_its_bytes() {
+        let bounds = Bounds {
+            bytes: 5_000,
+            ..Bounds::default()
+        };
+        let mut pair = PairHistory::default();
+        for i in 0..20 {
+            pair.record(found(i, 1_000), &own());
+            pair.trim(&bounds);
+            assert!(pair.bytes() <= 5_000, "{} bytes", pair.bytes());
+        }
+        assert!((3..=4).contains(&pair.len()), "{} entries", pair.len());
+        // The last good config's key digests count too.
+        pair.last_good_bytes = 3_000;
+        pair.trim(&bounds);
+        assert!(pair.bytes() <= 5_000);
+        assert!(pair.len() < 3);
+        // One entry bigger than the bound is still shown rather than an empty history.
+        pair.record(found(99, 10_000), &own());
+        pair.trim(&bounds);
+        assert_eq!(pair.len(), 1);
+        assert_eq!(pair.answer(5).entries[0].sha, found(99, 0).sha);
+    }
+
+    #[test]
+    fn every_recorded_access_is_checked_and_too_many_make_it_admin_only() {
+        let mut pair = PairHistory::default();
+        pair.record(found(0, 1), &own());
+        let orders = principal("read:orders/*");
+        assert!(pair.answer(5).for_principal(&orders).is_ok());
+        let mut foreign = own();
+        foreign.foreign.push((
+            crate::catalog::Owner {
+                service: "payments".into(),
+                env: Some("prod".into()),
+            },
+            "payments-prod.yml".into(),
+        ));
+        pair.record(found(1, 1), &foreign);
+        // The entry that read the file is dropped: its access is not forgotten.
+        pair.trim(&Bounds {
+            entries: 1,
+            ..Bounds::default()
+        });
+        pair.record(found(2, 1), &own());
+        let denied = pair.answer(5).for_principal(&orders).unwrap_err();
+        assert!(
+            denied.message("t").contains("payments-prod.yml"),
+            "{denied:?}"
+        );
+        assert!(pair.answer(5).for_principal(&principal("read:*/*")).is_ok());
+
+        let mut pair = PairHistory::default();
+        for i in 0..=MAX_ACCESSES {
+            let mut access = own();
+            access.foreign.push((
+                crate::catalog::Owner {
+                    service: format!("orders{i}"),
+                    env: None,
+                },
+                format!("orders{i}.yml"),
+            ));
+            pair.record(found(i, 1), &access);
+        }
+        assert_eq!(pair.accesses.len(), MAX_ACCESSES);
+        assert!(pair
+            .answer(5)
+            .for_principal(&principal("read:*/*"))
+            .is_err());
+        assert!(pair.answer(5).for_principal(&principal("admin")).is_ok());
+    }
+
+    #[test]
+    fn changed_keys_compare_value_digests() {
+        let ids = |pairs: &[(&str, Value)]| -> BTreeMap<String, ValueId> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), value_id(v)))
+                .collect()
+        };
+        let old = ids(&[("a", Value::from(1)), ("b", Value::from("x"))]);
+        let new = ids(&[("b", Value::from("y")), ("c", Value::from(1))]);
+        assert_eq!(changed_keys(Some(&old), &new), ["a", "b", "c"]);
+        assert!(changed_keys(Some(&old), &old).is_empty());
+        assert_eq!(changed_keys(None, &old), ["a", "b"]);
+        // A number and the string of it are different values.
+        let s = ids(&[("a", Value::from("1"))]);
+        assert_eq!(changed_keys(Some(&old), &s), ["a", "b"]);
+    }
 
     #[test]
     fn diffs_flat_keys() {

@@ -85,6 +85,7 @@ pub async fn run(
         auth,
         limiter: http::guard::Limiter::new(&settings.limits),
         keyring: settings.keyring.clone(),
+        history: Arc::new(history::HistoryCache::new(settings.limits.request_timeout)),
         ..AppState::default()
     });
     state.live_status.init(

@@ -493,8 +493,6 @@ fn main() -> anyhow::Result<ExitCode> {
                     let (label, entries) = confhub_server::history::history(
                         &git,
                         &uri,
-                        // A local repository needs no token: whoever can read it may.
-                        &confhub_server::auth::Principal::open(),
                         &args.service,
                         &envs,
                         args.limit,

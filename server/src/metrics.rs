@@ -15,7 +15,7 @@
 //!   "collector" pattern): WebSocket connections, subscriptions and frames pushed
 //!   ([`crate::hub::Hub`]), webhook calls and fetch freshness
 //!   ([`crate::watch::LiveStatus`]), pairs in error and the current commit (the
-//!   snapshot). Nothing on the push path pays for them.
+//!   snapshot), history scans ([`crate::history::HistoryCache`]). Nothing on the push path pays for them.
 //!
 //! | metric | type | labels |
 //! |---|---|---|
@@ -37,6 +37,8 @@
 //! | `confhub_parsed_files` | gauge | |
 //! | `confhub_label_cache_entries` | gauge | |
 //! | `confhub_label_cache_bytes` | gauge | |
+//! | `confhub_history_commits_scanned_total` | counter | |
+//! | `confhub_history_pairs_cached` | gauge | |
 //! | `confhub_commit_info` | gauge (always 1) | `commit`, `branch` |
 //!
 //! `confhub_commit_info` is written by hand at render time, so exactly one label set
@@ -93,6 +95,8 @@ pub struct Metrics {
     parsed_files: Gauge,
     label_cache_entries: Gauge,
     label_cache_bytes: Gauge,
+    history_scanned: Counter,
+    history_pairs: Gauge,
     /// Last successful fetch of a remote (the clone or fetch at start counts), on the
     /// monotonic clock for the age and the wall clock for the timestamp.
     last_fetch_ok: Mutex<Option<(Instant, SystemTime)>>,
@@ -197,6 +201,14 @@ impl Metrics {
             "confhub_label_cache_bytes",
             "Estimated bytes of those pairs (at most cache_max_bytes).",
         );
+        describe(
+            "confhub_history_commits_scanned_total",
+            "Commits taken in by /v1/history scans, every pair counted (a repeated request scans only the commits pushed since).",
+        );
+        describe(
+            "confhub_history_pairs_cached",
+            "(service, env) pairs whose history is kept between requests.",
+        );
         let counter = |name: &'static str| recorder.register_counter(&Key::from_name(name), &META);
         let gauge = |name: &'static str| recorder.register_gauge(&Key::from_name(name), &META);
         let histogram =
@@ -223,6 +235,8 @@ impl Metrics {
             parsed_files: gauge("confhub_parsed_files"),
             label_cache_entries: gauge("confhub_label_cache_entries"),
             label_cache_bytes: gauge("confhub_label_cache_bytes"),
+            history_scanned: counter("confhub_history_commits_scanned_total"),
+            history_pairs: gauge("confhub_history_pairs_cached"),
             last_fetch_ok: Mutex::new(None),
             handle,
             recorder,
@@ -309,6 +323,9 @@ impl Metrics {
         let live = state.live_status.get();
         self.webhooks_accepted.absolute(live.webhooks_accepted);
         self.webhooks_rejected.absolute(live.webhooks_rejected);
+        self.history_scanned
+            .absolute(state.history.commits_scanned());
+        self.history_pairs.set(state.history.pairs_len() as f64);
         let last_ok = *self.last_fetch_ok.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((at, wall)) = last_ok {
             // Registered on first use: a repository that is never fetched has no such series.

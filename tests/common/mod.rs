@@ -127,6 +127,60 @@ impl TestRepo {
         self.head()
     }
 
+    /// `n` commits on the current branch in one `git fast-import` (thousands take about a
+    /// second, where `commit` takes a process or three each): commit `i` writes the files
+    /// `files(i)` returns, as (path, contents). The work tree and index follow. Returns the
+    /// new head's sha.
+    pub fn commit_many(&self, n: usize, files: impl Fn(usize) -> Vec<(String, String)>) -> String {
+        use std::io::Write as _;
+        let branch = self.git(&["symbolic-ref", "HEAD"]);
+        let parent = Command::new("git")
+            .args(["rev-parse", "--verify", "-q", "HEAD"])
+            .current_dir(self.path())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+        let mut stream = Vec::new();
+        let data = |out: &mut Vec<u8>, bytes: &[u8]| {
+            writeln!(out, "data {}", bytes.len()).unwrap();
+            out.extend_from_slice(bytes);
+            out.push(b'\n');
+        };
+        for i in 0..n {
+            writeln!(stream, "commit {branch}").unwrap();
+            writeln!(
+                stream,
+                "committer Confhub Tests <tests@confhub.invalid> {} +0000",
+                1_700_000_000 + i
+            )
+            .unwrap();
+            data(&mut stream, format!("generated commit {i}").as_bytes());
+            if i == 0 {
+                if let Some(p) = &parent {
+                    writeln!(stream, "from {p}").unwrap();
+                }
+            }
+            for (path, contents) in files(i) {
+                writeln!(stream, "M 100644 inline {path}").unwrap();
+                data(&mut stream, contents.as_bytes());
+            }
+        }
+        stream.extend_from_slice(b"done\n");
+        let mut child = Command::new("git")
+            .args(["fast-import", "--quiet", "--done"])
+            .current_dir(self.path())
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("git fast-import");
+        child.stdin.take().unwrap().write_all(&stream).unwrap();
+        assert!(child.wait().unwrap().success(), "git fast-import failed");
+        self.git(&["reset", "-q", "--hard"]);
+        self.head()
+    }
+
     /// Lightweight tag at HEAD.
     pub fn tag(&self, name: &str) {
         self.git(&["tag", name]);

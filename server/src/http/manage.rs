@@ -52,24 +52,70 @@ pub(super) async fn history(
     if !entry.service_known {
         return Err(unknown_service(&service));
     }
-    let blocking_store = store.clone();
-    let (svc, envs2) = (service.clone(), envs.clone());
-    let (label, entries) = tokio::task::spawn_blocking(move || match blocking_store.source() {
-        Source::Git(git) => {
-            history::history(git, blocking_store.uri(), &principal, &svc, &envs2, limit).map(Some)
-        }
-        Source::Dir(_) => Ok(None),
-    })
-    .await
-    .map_err(|e| ApiError::from(LookupError::Source(SourceError::Task(e.to_string()))))?
-    .map_err(|e| ApiError::from(LookupError::Source(e)))?
-    .ok_or_else(|| {
-        ApiError::new(
+    let Source::Git(_) = store.source() else {
+        return Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "no_history",
             "history needs a git repository; this server serves a --dev directory",
-        )
-    })?;
+        ));
+    };
+    let cache = state.history.clone();
+    let deadline = tokio::time::Instant::now() + cache.budget();
+    let pair = cache.pair(&service, &envs);
+    // One scan per pair at a time (the second caller then finds it done), and at most
+    // [`history::PERMITS`] scans at all, each for at most the budget.
+    let (held, permit) = tokio::time::timeout_at(deadline, async {
+        let held = pair.lock_owned().await;
+        let permit = cache.permits().clone().acquire_owned().await;
+        (held, permit)
+    })
+    .await
+    .map_err(|_| busy(&cache))?;
+    let permit = permit.map_err(|e| task_error(e.to_string()))?;
+    let (svc, envs2) = (service.clone(), envs.clone());
+    let blocking_cache = cache.clone();
+    let scanned = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let mut held = held;
+        let Source::Git(git) = store.source() else {
+            return Ok(Err(0));
+        };
+        let bounds = *blocking_cache.bounds();
+        let scan = held.scan(
+            git,
+            store.uri(),
+            &svc,
+            &envs2,
+            &bounds,
+            deadline.into_std(),
+            blocking_cache.scanned_counter(),
+        )?;
+        Ok(match scan {
+            history::Scan::Done => Ok(held.answer(limit)),
+            history::Scan::Unfinished { left } => Err(left),
+        })
+    })
+    .await
+    .map_err(|e| task_error(e.to_string()))?
+    .map_err(|e: SourceError| ApiError::from(LookupError::Source(e)))?;
+    let answer = match scanned {
+        Ok(answer) => answer,
+        Err(left) => {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "history_unfinished",
+                format!(
+                    "the history of `{service}/{}` is not scanned to the head yet ({left} commits left); what was scanned is kept: ask again to continue",
+                    envs.join(",")
+                ),
+            )
+            .retry_after(1))
+        }
+    };
+    let label = answer.branch.clone();
+    let entries = answer
+        .for_principal(&principal)
+        .map_err(|d| ApiError::from(LookupError::Forbidden(d.message(principal.who()))))?;
     Ok(Json(HistoryResponse {
         service,
         env: envs.join(","),
@@ -98,6 +144,12 @@ pub(super) async fn diff(
     })?;
     let from = parse_label(from)?;
     let to = query.get("to").map(|t| parse_label(t)).transpose()?;
+    let cache = state.history.clone();
+    // A diff resolves up to two versions from git: it shares the history's permits.
+    let _permit = tokio::time::timeout(cache.budget(), cache.permits().clone().acquire_owned())
+        .await
+        .map_err(|_| busy(&cache))?
+        .map_err(|e| task_error(e.to_string()))?;
     let store = store(&state)?;
     let old = store
         .lookup(&principal, Some(&from), &service, &envs)
@@ -110,6 +162,24 @@ pub(super) async fn diff(
     }
     let to_label = to.unwrap_or_else(|| new.label.clone());
     Ok(Json(history::diff(&from, &to_label, &old, &new)))
+}
+
+/// 503: every permit stayed taken for the whole budget.
+fn busy(cache: &history::HistoryCache) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        format!(
+            "{} history or diff requests are already working and none finished within {:?}; ask again",
+            history::PERMITS,
+            cache.budget()
+        ),
+    )
+    .retry_after(1)
+}
+
+fn task_error(e: String) -> ApiError {
+    ApiError::from(LookupError::Source(SourceError::Task(e)))
 }
 
 fn unknown_service(service: &str) -> ApiError {

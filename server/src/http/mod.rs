@@ -51,6 +51,8 @@ pub struct AppState {
     pub keyring: Option<crate::crypto::Keyring>,
     /// This server's Prometheus metrics (`GET /metrics`, [`crate::metrics`]).
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Pair histories kept between requests, and the permits of history and diff work.
+    pub history: Arc<crate::history::HistoryCache>,
 }
 
 /// The application router.
@@ -157,6 +159,8 @@ async fn readyz(
 pub struct ApiError {
     status: StatusCode,
     body: ErrorBody,
+    /// Seconds for `Retry-After` (small: it fits in the padding after `status`).
+    retry_after: Option<std::num::NonZeroU16>,
 }
 
 impl ApiError {
@@ -170,7 +174,14 @@ impl ApiError {
                 line: None,
                 key: None,
             },
+            retry_after: None,
         }
+    }
+
+    /// The same error, telling the caller to ask again after `seconds`.
+    pub(crate) fn retry_after(mut self, seconds: u16) -> Self {
+        self.retry_after = std::num::NonZeroU16::new(seconds);
+        self
     }
 
     pub(crate) fn not_ready() -> Self {
@@ -205,6 +216,7 @@ impl From<LookupError> for ApiError {
             LookupError::Config(c) => ApiError {
                 status: StatusCode::UNPROCESSABLE_ENTITY,
                 body: c.to_body(),
+                retry_after: None,
             },
             LookupError::Forbidden(message) => {
                 ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
@@ -219,7 +231,12 @@ impl From<LookupError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, axum::Json(self.body)).into_response()
+        let mut resp = (self.status, axum::Json(self.body)).into_response();
+        if let Some(s) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s.get()));
+        }
+        resp
     }
 }
 
