@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 use common::{
     expect_error, flatten, header, scalar_text, settings, workspace_root, TestRepo, TestServer,
