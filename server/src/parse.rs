@@ -248,7 +248,7 @@ fn profile_values(entries: &[(String, Value)], key: &str) -> Option<Vec<String>>
 
 fn activation_of(
     entries: &[(String, Value)],
-    line: u64,
+    line_of: &dyn Fn(&str) -> u64,
     warnings: &mut Vec<(String, Option<u64>)>,
 ) -> Result<Activation, (String, Option<u64>)> {
     if entries
@@ -257,15 +257,16 @@ fn activation_of(
     {
         return Ok(Activation::Never);
     }
-    let (written, legacy) = match profile_values(entries, ON_PROFILE) {
-        Some(w) => (w, false),
+    let (written, legacy, line) = match profile_values(entries, ON_PROFILE) {
+        Some(w) => (w, false, line_of(ON_PROFILE)),
         None => match profile_values(entries, LEGACY_PROFILES) {
             Some(w) => {
+                let line = line_of(LEGACY_PROFILES);
                 warnings.push((
                     format!("`{LEGACY_PROFILES}` is deprecated (Spring Boot 2.4 and later refuse it): write `{ON_PROFILE}`"),
                     Some(line),
                 ));
-                (w, true)
+                (w, true, line)
             }
             None => return Ok(Activation::Always),
         },
@@ -344,8 +345,23 @@ pub fn parse_documents(file: &str, bytes: &[u8]) -> Result<ParsedDocuments, Conf
     .map_err(|(m, l)| fail(m, l))?;
     let mut documents = Vec::with_capacity(raw.len());
     for (index, (lines, entries)) in raw.into_iter().enumerate() {
+        // Warnings and errors about the activation point at its key.
+        let line_of = |key: &str| {
+            let section: String = text
+                .lines()
+                .skip(lines.0.saturating_sub(1) as usize)
+                .take((lines.1 + 1).saturating_sub(lines.0) as usize)
+                .collect::<Vec<_>>()
+                .join("\n");
+            let found = match format {
+                Format::Yaml => locate_yaml_key(&section, key),
+                Format::Properties => locate_properties_key(&section, key),
+                Format::Json => None,
+            };
+            found.map_or(lines.0, |l| l + lines.0 - 1)
+        };
         let activation =
-            activation_of(&entries, lines.0, &mut warnings).map_err(|(m, l)| fail(m, l))?;
+            activation_of(&entries, &line_of, &mut warnings).map_err(|(m, l)| fail(m, l))?;
         documents.push(Document {
             index,
             lines,
@@ -1329,7 +1345,7 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.message.contains("malformed profile expression"), "{e}");
-        assert_eq!(e.line, Some(2));
+        assert_eq!(e.line, Some(3), "the line of the expression");
     }
 
     #[test]
