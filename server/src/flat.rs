@@ -363,7 +363,7 @@ fn insert_at(root: &mut Node, path: &[Seg<'_>], literal: Option<&str>, value: &V
         _ => return false,
     };
     // An empty map or list never erases content already there.
-    if !(new.is_empty_container() && !matches!(slot, Node::Leaf(_))) {
+    if !new.is_empty_container() || matches!(slot, Node::Leaf(_)) {
         *slot = new;
     }
     true

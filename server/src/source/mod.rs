@@ -240,6 +240,11 @@ impl<'r> View<'r> {
             Ok(Some(bytes)) => parse_documents(&shown, &bytes).and_then(|parsed| {
                 let text: Arc<str> = String::from_utf8_lossy(&bytes).into();
                 let mut file = ParsedFile::new(&shown, text, parsed);
+                // Once per blob: a file is parsed again only when it changes. Warnings
+                // name keys and lines, never values.
+                for warning in &file.warnings {
+                    tracing::warn!(%warning, "config file works but deserves a look");
+                }
                 // Values are decrypted where Spring keeps them, flat, document by
                 // document; the nested view is rebuilt from the plaintext.
                 let mut documents = std::mem::take(&mut file.documents);
