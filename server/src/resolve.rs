@@ -906,6 +906,36 @@ mod tests {
     }
 
     #[test]
+    fn documents_apply_by_profile_later_ones_first() {
+        let app = file(
+            "application.yml",
+            "a: 1\nlist: [x, y]\n---\nspring.config.activate.on-profile: prod\na: 2\nlist: []\n---\nspring.config.activate.on-profile: '!prod'\nb: 3\n",
+        );
+        let prod = resolve_for(vec![app.clone()], &["prod".into()]).unwrap();
+        let order: Vec<usize> = prod.sources.iter().map(|(_, i)| *i).collect();
+        assert_eq!(order, vec![1, 0]);
+        assert_eq!(prod.values, json!({"a": 2, "list": []}));
+        // Spring's file forms: the emptied list is `""`, activation keys are gone.
+        assert_eq!(
+            prod.spring_values,
+            vec![("a".to_string(), json!(2)), ("list".to_string(), json!(""))]
+        );
+        let dev = resolve_for(vec![app], &["dev".into()]).unwrap();
+        assert_eq!(dev.values, json!({"a": 1, "b": 3, "list": ["x", "y"]}));
+        assert_eq!(dev.layers.len(), 1);
+    }
+
+    #[test]
+    fn placeholders_read_the_flat_key_that_won() {
+        let v = values(vec![file(
+            "application.yml",
+            "spring.datasource.url: flat\nspring:\n  datasource:\n    url: nested\nuses: ${spring.datasource.url}\n",
+        )]);
+        assert_eq!(v["uses"], json!("nested"));
+        assert_eq!(v["spring"], json!({"datasource": {"url": "nested"}}));
+    }
+
+    #[test]
     fn origin_is_the_highest_file_setting_the_key() {
         let layers = vec![
             file("orders.yml", "db: {pool: 10}\n"),
