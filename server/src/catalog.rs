@@ -255,7 +255,7 @@ fn read_manifest(view: &mut View<'_>) -> Result<Manifest, ConfigError> {
             kind: ErrorKind::Manifest,
             ..e
         }),
-        Some(Ok(file)) => serde_json::from_value(serde_json::Value::Object(file.values.clone()))
+        Some(Ok(file)) => serde_json::from_value(serde_json::Value::Object(file.values().clone()))
             .map_err(|e| {
                 ConfigError::new(ErrorKind::Manifest, format!("invalid manifest: {e}"))
                     .in_file(view.display(MANIFEST))

@@ -186,6 +186,17 @@ impl Node {
         }
     }
 
+    /// As a JSON value, without copying.
+    pub fn into_value(self) -> Value {
+        match self {
+            Node::Leaf(v) => v,
+            Node::Map(m) => {
+                Value::Object(m.into_iter().map(|(k, v)| (k, v.into_value())).collect())
+            }
+            Node::List(l) => Value::Array(l.into_iter().map(Node::into_value).collect()),
+        }
+    }
+
     fn is_empty_container(&self) -> bool {
         match self {
             Node::Map(m) => m.is_empty(),
@@ -237,7 +248,7 @@ fn node_of(value: &Value) -> Node {
 ///   Config's own `.yml` and `.json` use), whichever comes first.
 /// - A key that is not a well-formed path (`a..b`, `a[x]`) is kept as written at the top.
 pub fn nest(entries: &[(String, Value)]) -> Map<String, Value> {
-    match nest_ordered(entries).to_value() {
+    match nest_ordered(entries).into_value() {
         Value::Object(m) => m,
         _ => Map::new(),
     }

@@ -20,8 +20,9 @@ pub struct ParsedFile {
     /// Repository-relative path, as shown to users.
     pub path: String,
     /// Every document merged top to bottom, nested, whatever its activation: the file
-    /// read as data (the manifest, a JSON Schema). Resolution reads `documents`.
-    pub values: Map<String, Value>,
+    /// read as data (the manifest, a JSON Schema), built on first use ([`ParsedFile::values`]).
+    /// Resolution reads `documents`.
+    values: std::sync::OnceLock<Map<String, Value>>,
     /// The original text, kept to point errors at a line.
     pub text: Arc<str>,
     /// Flat keys (`db.password`, `keys[0]`) whose values were `{cipher}` values,
@@ -47,10 +48,9 @@ impl std::fmt::Debug for ParsedFile {
 impl ParsedFile {
     /// A file from its parsed documents (values not decrypted).
     pub fn new(path: &str, text: Arc<str>, parsed: ParsedDocuments) -> ParsedFile {
-        let values = merge_all(&parsed.documents);
         ParsedFile {
             path: path.to_string(),
-            values,
+            values: std::sync::OnceLock::new(),
             text,
             secret_keys: BTreeSet::new(),
             documents: parsed.documents,
@@ -64,9 +64,15 @@ impl ParsedFile {
         Ok(ParsedFile::new(path, text.into(), parsed))
     }
 
-    /// Rebuild `values` after the documents' entries changed (decryption).
+    /// Forget the nested view after the documents' entries changed (decryption).
     pub fn refresh_values(&mut self) {
-        self.values = merge_all(&self.documents);
+        self.values = std::sync::OnceLock::new();
+    }
+
+    /// The whole file as nested data: every document merged top to bottom, whatever
+    /// its activation (for files read as data: the manifest, JSON Schemas).
+    pub fn values(&self) -> &Map<String, Value> {
+        self.values.get_or_init(|| merge_all(&self.documents))
     }
 
     /// Line of a flat key in this file (its last setting, in any document), when it
