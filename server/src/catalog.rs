@@ -72,7 +72,16 @@ impl Catalog {
                     .collect();
                 // A Spring repository often has no `application-prod.yml`, only
                 // documents activated `on-profile: prod`: those profiles are envs too.
-                envs.extend(activation_profiles(view).into_iter().flatten());
+                // Looked for only when a file name needs them (`orders-prod.properties`
+                // with no `application-prod`): every lookup builds a catalog, and most
+                // repositories need not have their files read for it.
+                let needs_profiles = root_stems.iter().any(|s| {
+                    !s.starts_with("application-")
+                        && s.rsplit_once('-').is_some_and(|(_, e)| !envs.contains(e))
+                });
+                if needs_profiles {
+                    envs.extend(activation_profiles(view).into_iter().flatten());
+                }
                 (envs, false)
             }
         };
@@ -131,6 +140,16 @@ pub fn activation_profiles(view: &mut View<'_>) -> Vec<BTreeSet<String>> {
         .collect();
     let mut out = Vec::new();
     for path in paths {
+        // Only a file that mentions profiles is parsed for them (each key spells
+        // `profile` somewhere: `on-profile`, `spring.profiles`, `profiles:`).
+        let mentions = view
+            .read(&path)
+            .ok()
+            .flatten()
+            .is_some_and(|b| b.windows(7).any(|w| w == b"profile"));
+        if !mentions {
+            continue;
+        }
         let Some(Ok(file)) = view.parsed(&path) else {
             continue;
         };

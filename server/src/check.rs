@@ -113,9 +113,17 @@ fn check_view(view: &mut View<'_>) -> Report {
     } else {
         catalog.envs.iter().map(|e| vec![e.clone()]).collect()
     };
-    // A document for `prod & eu` applies only when both are asked for (`prod,eu`):
-    // check every such combination too.
-    let mut combos: Vec<Vec<String>> = activation_profiles(view)
+    // Every profile a document is activated for is checked, and a document for
+    // `prod & eu` applies only when both are asked for (`prod,eu`): check every such
+    // combination too.
+    let profiles = activation_profiles(view);
+    for name in profiles.iter().flatten() {
+        let single = vec![name.clone()];
+        if catalog.env_known(name) && !env_sets.contains(&single) {
+            env_sets.push(single);
+        }
+    }
+    let mut combos: Vec<Vec<String>> = profiles
         .into_iter()
         .filter(|names| names.len() > 1 && names.iter().all(|n| catalog.env_known(n)))
         .map(|names| names.into_iter().collect())
