@@ -6,7 +6,6 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
 
 use common::{
     expect_error, flatten, header, scalar_text, settings, workspace_root, TestRepo, TestServer,
@@ -565,66 +564,20 @@ async fn broken_placeholder_in_a_rendered_file_is_an_error_not_a_500() {
 // ---------------------------------------------------------------------------
 // The real npm client
 
-/// Install `tests/node`'s locked dependencies when they are missing (fresh machine).
-fn ensure_node_modules(node_dir: &Path) {
-    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    if node_dir
-        .join("node_modules/cloud-config-client/package.json")
-        .exists()
-    {
-        return;
-    }
-    let out = std::process::Command::new("npm")
-        .args(["ci", "--no-audit", "--no-fund", "--prefix"])
-        .arg(node_dir)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .expect("run npm (is Node.js installed?)");
-    assert!(
-        out.status.success(),
-        "npm ci --prefix {} failed:\n{}{}",
-        node_dir.display(),
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Run `tests/node/read-config.js` against the server; return its JSON output.
+/// The npm client's view of `name`/`profiles` (see `common::node_load`).
 async fn node_load(server: &TestServer, name: &str, profiles: &str, label: Option<&str>) -> Value {
-    let script = workspace_root().join("tests/node/read-config.js");
-    let mut cmd = tokio::process::Command::new("node");
-    cmd.arg(&script)
-        .args(["--endpoint", &server.base_url()])
-        .args(["--name", name])
-        .args(["--profiles", profiles])
-        .args(["--keys", "db.pool,db.url,enabled,features[0]"])
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true);
-    if let Some(label) = label {
-        cmd.args(["--label", label]);
-    }
-    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
-        .await
-        .expect("node finished within 60 s")
-        .expect("run node (is Node.js installed?)");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "node read-config.js {name} {profiles} {label:?} failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+    common::node_load(
+        server,
+        name,
+        profiles,
+        label,
+        &["db.pool", "db.url", "enabled", "features[0]"],
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_cloud_config_client_sees_the_native_values() {
-    let node_dir = workspace_root().join("tests/node");
-    tokio::task::spawn_blocking(move || ensure_node_modules(&node_dir))
-        .await
-        .unwrap();
-
     let fx = fixture();
     let server = start(&fx.repo).await;
 

@@ -7,19 +7,14 @@ use std::fmt::Write as _;
 use std::hint::black_box;
 use std::sync::Arc;
 
-use confhub_server::parse::parse_file;
 use confhub_server::resolve::{digest_of, resolve, ParsedFile};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 fn parsed(path: &str, text: &str) -> Arc<ParsedFile> {
-    let values = parse_file(path, text.as_bytes())
-        .unwrap_or_else(|e| panic!("bench input {path} does not parse: {e}"));
-    Arc::new(ParsedFile {
-        path: path.to_string(),
-        values,
-        text: text.into(),
-        secret_keys: Default::default(),
-    })
+    Arc::new(
+        ParsedFile::from_text(path, text)
+            .unwrap_or_else(|e| panic!("bench input {path} does not parse: {e}")),
+    )
 }
 
 /// The example repository's shape: four small files, a few placeholders.

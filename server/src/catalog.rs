@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Deserialize;
 
 use crate::errors::{ConfigError, ErrorKind};
-use crate::parse::EXTENSIONS;
+use crate::parse::{Activation, ProfileExpr, EXTENSIONS};
 use crate::source::View;
 
 /// The optional manifest at the root of the config repository.
@@ -63,15 +63,27 @@ impl Catalog {
             .collect();
         let (envs, envs_declared): (BTreeSet<String>, bool) = match &manifest.environments {
             Some(envs) => (envs.iter().cloned().collect(), true),
-            None => (
-                root_stems
+            None => {
+                let mut envs: BTreeSet<String> = root_stems
                     .iter()
                     .filter_map(|s| s.strip_prefix("application-"))
                     .filter(|e| !e.is_empty())
                     .map(str::to_string)
-                    .collect(),
-                false,
-            ),
+                    .collect();
+                // A Spring repository often has no `application-prod.yml`, only
+                // documents activated `on-profile: prod`: those profiles are envs too.
+                // Looked for only when a file name needs them (`orders-prod.properties`
+                // with no `application-prod`): every lookup builds a catalog, and most
+                // repositories need not have their files read for it.
+                let needs_profiles = root_stems.iter().any(|s| {
+                    !s.starts_with("application-")
+                        && s.rsplit_once('-').is_some_and(|(_, e)| !envs.contains(e))
+                });
+                if needs_profiles {
+                    envs.extend(activation_profiles(view).into_iter().flatten());
+                }
+                (envs, false)
+            }
         };
         let mut services = BTreeSet::new();
         let mut add = |stem: &str| {
@@ -114,6 +126,57 @@ impl Catalog {
             service: service.to_string(),
             env: env.map(str::to_string),
         })
+    }
+}
+
+/// The profile names of every `on-profile` expression in the view's config files, one
+/// set an expression (files that do not parse are skipped: they fail elsewhere).
+pub fn activation_profiles(view: &mut View<'_>) -> Vec<BTreeSet<String>> {
+    let paths: Vec<String> = view
+        .files
+        .keys()
+        .filter(|p| p.as_str() != MANIFEST)
+        .cloned()
+        .collect();
+    let mut out = Vec::new();
+    for path in paths {
+        // Only a file that mentions profiles is parsed for them (each key spells
+        // `profile` somewhere: `on-profile`, `spring.profiles`, `profiles:`).
+        let mentions = view
+            .read(&path)
+            .ok()
+            .flatten()
+            .is_some_and(|b| b.windows(7).any(|w| w == b"profile"));
+        if !mentions {
+            continue;
+        }
+        let Some(Ok(file)) = view.parsed(&path) else {
+            continue;
+        };
+        for doc in &file.documents {
+            if let Activation::OnProfile { expressions, .. } = &doc.activation {
+                for e in expressions {
+                    let mut names = BTreeSet::new();
+                    profile_names(e, &mut names);
+                    out.push(names);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn profile_names(e: &ProfileExpr, out: &mut BTreeSet<String>) {
+    match e {
+        ProfileExpr::Name(n) => {
+            out.insert(n.clone());
+        }
+        ProfileExpr::Not(e) => profile_names(e, out),
+        ProfileExpr::And(all) | ProfileExpr::Or(all) => {
+            for e in all {
+                profile_names(e, out);
+            }
+        }
     }
 }
 
@@ -211,7 +274,7 @@ fn read_manifest(view: &mut View<'_>) -> Result<Manifest, ConfigError> {
             kind: ErrorKind::Manifest,
             ..e
         }),
-        Some(Ok(file)) => serde_json::from_value(serde_json::Value::Object(file.values.clone()))
+        Some(Ok(file)) => serde_json::from_value(serde_json::Value::Object(file.values().clone()))
             .map_err(|e| {
                 ConfigError::new(ErrorKind::Manifest, format!("invalid manifest: {e}"))
                     .in_file(view.display(MANIFEST))

@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::catalog::Catalog;
 use crate::catalog::MANIFEST;
+use crate::catalog::{activation_profiles, Catalog};
 use crate::crypto::Keyring;
 use crate::entry::PairEntry;
 use crate::errors::{ConfigError, ErrorKind, SourceError};
@@ -28,6 +28,9 @@ pub struct Report {
     pub pairs_ok: usize,
     /// Every distinct problem.
     pub problems: Vec<ConfigError>,
+    /// What works, as in Spring, but deserves a look (the legacy `spring.profiles`, a
+    /// `.properties` key set twice): reported, never a failure.
+    pub warnings: Vec<ConfigError>,
 }
 
 /// Check the repository (or, if it is not a git repository, the directory) at `repo`,
@@ -86,8 +89,10 @@ fn check_view(view: &mut View<'_>) -> Report {
     // Every file, even one no pair reads, must parse.
     let paths: Vec<String> = view.files.keys().cloned().collect();
     for path in &paths {
-        if let Some(Err(e)) = view.parsed(path) {
-            push(&mut report, e);
+        match view.parsed(path) {
+            Some(Err(e)) => push(&mut report, e),
+            Some(Ok(file)) => report.warnings.extend(file.warnings.iter().cloned()),
+            None => {}
         }
     }
     let catalog = match Catalog::of(view) {
@@ -103,21 +108,32 @@ fn check_view(view: &mut View<'_>) -> Report {
     report.services = catalog.services.len();
     report.envs = catalog.envs.len();
     let uri: Arc<str> = Arc::from("check");
-    let envs: Vec<String> = if catalog.envs.is_empty() {
-        vec!["default".into()]
+    let mut env_sets: Vec<Vec<String>> = if catalog.envs.is_empty() {
+        vec![vec!["default".into()]]
     } else {
-        catalog.envs.iter().cloned().collect()
+        catalog.envs.iter().map(|e| vec![e.clone()]).collect()
     };
+    // Every profile a document is activated for is checked, and a document for
+    // `prod & eu` applies only when both are asked for (`prod,eu`): check every such
+    // combination too.
+    let profiles = activation_profiles(view);
+    for name in profiles.iter().flatten() {
+        let single = vec![name.clone()];
+        if catalog.env_known(name) && !env_sets.contains(&single) {
+            env_sets.push(single);
+        }
+    }
+    let mut combos: Vec<Vec<String>> = profiles
+        .into_iter()
+        .filter(|names| names.len() > 1 && names.iter().all(|n| catalog.env_known(n)))
+        .map(|names| names.into_iter().collect())
+        .collect();
+    combos.sort();
+    combos.dedup();
+    env_sets.extend(combos);
     for service in &catalog.services {
-        for env in &envs {
-            match PairEntry::build(
-                view,
-                &catalog,
-                &uri,
-                "check",
-                service,
-                std::slice::from_ref(env),
-            ) {
+        for envs in &env_sets {
+            match PairEntry::build(view, &catalog, &uri, "check", service, envs) {
                 Ok(entry) => match entry.placeholder_error {
                     Some(e) => push(&mut report, e),
                     None => report.pairs_ok += 1,

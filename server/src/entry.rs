@@ -4,14 +4,14 @@
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use confhub_client::wire::{ConfigResponse, ServerFrame, SpringEnvironment, SpringPropertySource};
-use serde_json::{Map, Value};
+use confhub_client::wire::{ConfigResponse, ServerFrame};
 
 use crate::catalog::{pair_files, Access, Catalog, PairFiles};
 use crate::errors::ConfigError;
 use crate::errors::ErrorKind;
+use crate::flat::Entries;
 use crate::render;
-use crate::resolve::{flatten, merge_only, resolve, Resolved};
+use crate::resolve::{merge_only_for, resolve_for, spring_source, Resolved};
 use crate::source::View;
 
 /// Response bodies a pair can be served as.
@@ -152,9 +152,9 @@ impl PairEntry {
         let reusable = previous.filter(|p| {
             !has_schema
                 && p.service_known == service_known
-                && p.resolved.layers.len() == layers.len()
+                && p.resolved.inputs.len() == layers.len()
                 && p.resolved
-                    .layers
+                    .inputs
                     .iter()
                     .zip(&layers)
                     .all(|(a, b)| Arc::ptr_eq(a, b))
@@ -162,9 +162,13 @@ impl PairEntry {
         let (resolved, placeholder_error) = match reusable {
             Some(p) => (p.resolved.clone(), p.placeholder_error.clone()),
             None => {
-                let (resolved, placeholder_error) = match resolve(layers.clone()) {
+                // The requested envs are the active profiles: they pick the documents
+                // (`spring.config.activate.on-profile`) that apply.
+                let (resolved, placeholder_error) = match resolve_for(layers.clone(), envs) {
                     Ok(r) => (r, None),
-                    Err(e) if e.kind == ErrorKind::Placeholder => (merge_only(layers), Some(e)),
+                    Err(e) if e.kind == ErrorKind::Placeholder => {
+                        (merge_only_for(layers, envs), Some(e))
+                    }
                     Err(e) => return Err(e),
                 };
                 if service_known && placeholder_error.is_none() {
@@ -208,7 +212,13 @@ impl PairEntry {
 
     fn render(&self, body: Body) -> Bytes {
         let r = &self.resolved;
-        let values = |resolved: bool| if resolved { &r.values } else { &r.merged };
+        let spring = |resolved: bool| {
+            if resolved {
+                &r.spring_values
+            } else {
+                &r.spring_merged
+            }
+        };
         let text = match body {
             Body::Json => json(&ConfigResponse {
                 service: self.service.clone(),
@@ -231,53 +241,78 @@ impl PairEntry {
             Body::Env => render::dotenv(&r.values),
             Body::SpringEnv => json(&self.spring_environment(false)),
             Body::SpringEnvV2 => json(&self.spring_environment(true)),
-            Body::SpringYaml(resolved) => render::yaml(values(resolved)),
-            Body::SpringProperties(resolved) => render::properties(values(resolved), ": "),
-            Body::SpringJson(resolved) => json(values(resolved)),
+            Body::SpringYaml(resolved) => render::spring_yaml(spring(resolved)),
+            Body::SpringProperties(resolved) => render::spring_properties(spring(resolved)),
+            Body::SpringJson(resolved) => render::spring_json(spring(resolved)),
         };
         Bytes::from(text)
     }
 
-    fn spring_environment(&self, v2: bool) -> SpringEnvironment {
+    /// Spring's `Environment`: one property source a document that applies, highest
+    /// first, its keys flat and in file order (so serialized here, not through a JSON
+    /// map, which would sort them).
+    fn spring_environment(&self, v2: bool) -> SpringEnvironmentOut<'_> {
         let property_sources = self
             .resolved
-            .layers
+            .sources
             .iter()
-            .map(|layer| {
-                let obj = Value::Object(layer.values.clone());
-                let mut source = Map::new();
-                for (key, value) in flatten(&obj) {
-                    // Spring flattens YAML nulls to empty strings.
-                    let value = if value.is_null() {
-                        Value::String(String::new())
-                    } else {
-                        value.clone()
-                    };
-                    let value = if v2 {
-                        let origin = match layer.line_of(&key) {
-                            Some(line) => format!("{}:{line}", layer.path),
-                            None => layer.path.clone(),
+            .map(|(file, doc)| {
+                let mut source = spring_source(&file.documents[*doc]);
+                if v2 {
+                    for (key, value) in &mut source {
+                        let origin = match file.line_in(*doc, key) {
+                            Some(line) => format!("{}:{line}", file.path),
+                            None => file.path.clone(),
                         };
-                        serde_json::json!({"value": value, "origin": origin})
-                    } else {
-                        value
-                    };
-                    source.insert(key, value);
+                        *value = serde_json::json!({"value": value, "origin": origin});
+                    }
                 }
-                SpringPropertySource {
-                    name: format!("{}/{}", self.uri, layer.path),
-                    source,
+                SpringSourceOut {
+                    name: format!("{}/{}", self.uri, file.source_name(*doc)),
+                    source: Ordered(source),
                 }
             })
             .collect();
-        SpringEnvironment {
-            name: self.service.clone(),
-            profiles: self.envs.clone(),
-            label: Some(self.label.clone()),
-            version: Some(self.version.clone()),
-            state: Some(String::new()),
+        SpringEnvironmentOut {
+            name: &self.service,
+            profiles: &self.envs,
+            label: Some(&self.label),
+            version: Some(&self.version),
+            state: Some(""),
             property_sources,
         }
+    }
+}
+
+/// [`confhub_client::wire::SpringEnvironment`], serialized with keys in order.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SpringEnvironmentOut<'a> {
+    name: &'a str,
+    profiles: &'a [String],
+    label: Option<&'a str>,
+    version: Option<&'a str>,
+    state: Option<&'a str>,
+    property_sources: Vec<SpringSourceOut>,
+}
+
+#[derive(serde::Serialize)]
+struct SpringSourceOut {
+    name: String,
+    source: Ordered,
+}
+
+/// Flat entries serialized as a JSON object in their order.
+struct Ordered(Entries);
+
+impl serde::Serialize for Ordered {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in &self.0 {
+            map.serialize_entry(k, v)?;
+        }
+        map.end()
     }
 }
 

@@ -19,6 +19,7 @@ pub mod check;
 pub mod crypto;
 pub mod entry;
 pub mod errors;
+pub mod flat;
 pub mod history;
 pub mod http;
 pub mod hub;

@@ -348,6 +348,10 @@ fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
             println!("{problem}");
         }
     }
+    // Warnings never fail the check; they go where a human reads them.
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
     eprintln!(
         "{}: {} services × {} envs, {} pairs ok, {} problem(s) at {}",
         args.repo.display(),

@@ -1,6 +1,8 @@
 //! Turning one config file (`.yml`, `.yaml`, `.json`, `.properties`) into a JSON map.
 //! All YAML parsing in the crate goes through here.
 
+use std::collections::HashMap;
+
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -53,8 +55,267 @@ pub fn check_size(file: &str, len: u64) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Parse `bytes` (the contents of `file`) into a map.
+/// One document of a config file: the whole file, or one `---` section of a YAML file or
+/// one `#---`/`!---` section of a `.properties` file.
+#[derive(Debug, Clone)]
+pub struct Document {
+    /// Spring's number for it among the file's documents, counted from 0 (Spring names a
+    /// property source `… (document #N)` when a file has more than one).
+    pub index: usize,
+    /// Its first and last line (1-based) in the file.
+    pub lines: (u64, u64),
+    /// When it applies.
+    pub activation: Activation,
+    /// Its keys, flat (`a.b.c`, `a.b[0]`), in file order. A key set twice keeps its first
+    /// place and its last value. Leaves are scalars, `null`, `[]` or `{}`.
+    pub entries: Vec<(String, Value)>,
+}
+
+/// When a document applies, from its `spring.config.activate.on-profile` (or legacy
+/// `spring.profiles`) key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Activation {
+    /// No activation key: every profile.
+    Always,
+    /// `on-profile`: when any of the expressions matches the requested profiles.
+    OnProfile {
+        /// The expressions as written (a list, or a comma-separated string).
+        written: Vec<String>,
+        /// Parsed.
+        expressions: Vec<ProfileExpr>,
+        /// Set with the legacy `spring.profiles` key.
+        legacy: bool,
+    },
+    /// `spring.config.activate.on-cloud-platform`: confhub runs on no cloud platform a
+    /// document could name, so it never applies.
+    Never,
+}
+
+impl Activation {
+    /// Does a document with this activation apply when `profiles` are requested?
+    pub fn applies(&self, profiles: &[String]) -> bool {
+        match self {
+            Activation::Always => true,
+            Activation::Never => false,
+            Activation::OnProfile { expressions, .. } => {
+                expressions.iter().any(|e| e.matches(profiles))
+            }
+        }
+    }
+}
+
+/// A Spring profile expression (`prod`, `!prod`, `prod & eu`, `prod | eu`, parentheses),
+/// as `org.springframework.core.env.Profiles.of` parses it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ProfileExpr {
+    /// A profile name.
+    Name(String),
+    /// `!e`.
+    Not(Box<ProfileExpr>),
+    /// `a & b & …`.
+    And(Vec<ProfileExpr>),
+    /// `a | b | …`.
+    Or(Vec<ProfileExpr>),
+}
+
+impl ProfileExpr {
+    /// Does the expression match when `profiles` are active?
+    pub fn matches(&self, profiles: &[String]) -> bool {
+        match self {
+            ProfileExpr::Name(n) => profiles.iter().any(|p| p == n),
+            ProfileExpr::Not(e) => !e.matches(profiles),
+            ProfileExpr::And(all) => all.iter().all(|e| e.matches(profiles)),
+            ProfileExpr::Or(any) => any.iter().any(|e| e.matches(profiles)),
+        }
+    }
+
+    /// Parse one expression. Like Spring's `ProfilesParser`, mixing `&` and `|` without
+    /// parentheses is malformed.
+    pub fn parse(text: &str) -> Result<ProfileExpr, String> {
+        let malformed = || format!("malformed profile expression `{text}`");
+        let mut tokens = Vec::new();
+        let mut name = String::new();
+        for c in text.chars() {
+            if matches!(c, '(' | ')' | '&' | '|' | '!') || c.is_whitespace() {
+                if !name.is_empty() {
+                    tokens.push(std::mem::take(&mut name));
+                }
+                if !c.is_whitespace() {
+                    tokens.push(c.to_string());
+                }
+            } else {
+                name.push(c);
+            }
+        }
+        if !name.is_empty() {
+            tokens.push(name);
+        }
+        if tokens.is_empty() {
+            return Err(malformed());
+        }
+        let mut at = 0;
+        let expr = parse_or_and(&tokens, &mut at, 0).ok_or_else(malformed)?;
+        if at != tokens.len() {
+            return Err(malformed());
+        }
+        Ok(expr)
+    }
+}
+
+fn parse_or_and(tokens: &[String], at: &mut usize, depth: usize) -> Option<ProfileExpr> {
+    // Nesting is bounded by the file size limit; refuse absurd depths before recursing.
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    let first = parse_unary(tokens, at, depth)?;
+    let mut op: Option<&str> = None;
+    let mut items = vec![first];
+    while let Some(t) = tokens.get(*at).map(String::as_str) {
+        if t != "&" && t != "|" {
+            break;
+        }
+        if op.is_some_and(|o| o != t) {
+            return None;
+        }
+        op = Some(if t == "&" { "&" } else { "|" });
+        *at += 1;
+        items.push(parse_unary(tokens, at, depth)?);
+    }
+    Some(match op {
+        None => items.pop()?,
+        Some("&") => ProfileExpr::And(items),
+        Some(_) => ProfileExpr::Or(items),
+    })
+}
+
+fn parse_unary(tokens: &[String], at: &mut usize, depth: usize) -> Option<ProfileExpr> {
+    let t = tokens.get(*at)?.as_str();
+    *at += 1;
+    match t {
+        "!" => Some(ProfileExpr::Not(Box::new(parse_unary(
+            tokens,
+            at,
+            depth + 1,
+        )?))),
+        "(" => {
+            let e = parse_or_and(tokens, at, depth + 1)?;
+            (tokens.get(*at).map(String::as_str) == Some(")")).then(|| *at += 1)?;
+            Some(e)
+        }
+        ")" | "&" | "|" => None,
+        name => Some(ProfileExpr::Name(name.to_string())),
+    }
+}
+
+/// Keys that say when a document applies: read, then left out of what is served
+/// (Spring strips `spring.profiles` from its file forms; confhub strips these too, in
+/// every form but Spring's Environment).
+pub const ON_PROFILE: &str = "spring.config.activate.on-profile";
+/// The legacy activation key (Spring Boot before 2.4).
+pub const LEGACY_PROFILES: &str = "spring.profiles";
+/// The cloud-platform activation key.
+pub const ON_CLOUD_PLATFORM: &str = "spring.config.activate.on-cloud-platform";
+
+/// Is `key` one of the activation keys (or an item of one)?
+pub fn is_activation_key(key: &str) -> bool {
+    crate::flat::is_under(key, "spring.config.activate")
+        || (crate::flat::is_under(key, LEGACY_PROFILES) && !key.starts_with("spring.profiles."))
+}
+
+/// The values of `key` as a profile list: `a` / `a,b` / `key[0]…`.
+fn profile_values(entries: &[(String, Value)], key: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    let mut found = false;
+    for (k, v) in entries {
+        let item = k == key
+            || k.strip_prefix(key).is_some_and(|r| {
+                r.starts_with('[') && r.ends_with(']') && r[1..r.len() - 1].parse::<usize>().is_ok()
+            });
+        if !item {
+            continue;
+        }
+        found = true;
+        let text = crate::render::scalar_text(v);
+        out.extend(
+            text.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+        );
+    }
+    found.then_some(out)
+}
+
+fn activation_of(
+    entries: &[(String, Value)],
+    line_of: &dyn Fn(&str) -> u64,
+    warnings: &mut Vec<(String, Option<u64>)>,
+) -> Result<Activation, (String, Option<u64>)> {
+    if entries
+        .iter()
+        .any(|(k, _)| crate::flat::is_under(k, ON_CLOUD_PLATFORM))
+    {
+        return Ok(Activation::Never);
+    }
+    let (written, legacy, line) = match profile_values(entries, ON_PROFILE) {
+        Some(w) => (w, false, line_of(ON_PROFILE)),
+        None => match profile_values(entries, LEGACY_PROFILES) {
+            Some(w) => {
+                let line = line_of(LEGACY_PROFILES);
+                warnings.push((
+                    format!("`{LEGACY_PROFILES}` is deprecated (Spring Boot 2.4 and later refuse it): write `{ON_PROFILE}`"),
+                    Some(line),
+                ));
+                (w, true, line)
+            }
+            None => return Ok(Activation::Always),
+        },
+    };
+    if written.is_empty() {
+        return Ok(Activation::Always);
+    }
+    let expressions = written
+        .iter()
+        .map(|w| ProfileExpr::parse(w).map_err(|m| (m, Some(line))))
+        .collect::<Result<_, _>>()?;
+    Ok(Activation::OnProfile {
+        written,
+        expressions,
+        legacy,
+    })
+}
+
+/// A file read into documents, and what `check` should warn about.
+#[derive(Debug, Clone, Default)]
+pub struct ParsedDocuments {
+    /// Its documents, in file order (empty ones left out, as Spring leaves them out).
+    pub documents: Vec<Document>,
+    /// Things that work but deserve a look (`file:line: message`).
+    pub warnings: Vec<ConfigError>,
+}
+
+/// Parse `bytes` (the contents of `file`) into a map: every document, merged top to
+/// bottom whatever its activation. For files read as data (the manifest, JSON Schemas).
 pub fn parse_file(file: &str, bytes: &[u8]) -> Result<Map<String, Value>, ConfigError> {
+    let parsed = parse_documents(file, bytes)?;
+    Ok(merge_all(&parsed.documents))
+}
+
+/// Every document of `docs` merged top to bottom, nested.
+pub fn merge_all(docs: &[Document]) -> Map<String, Value> {
+    if let [only] = docs {
+        // One document merges with nothing: its keys are already distinct.
+        return crate::flat::nest(&only.entries);
+    }
+    let mut merge = crate::flat::Merge::default();
+    for doc in docs {
+        merge.apply(&doc.entries);
+    }
+    crate::flat::nest(&merge.into_entries())
+}
+
+/// Parse `bytes` (the contents of `file`) into its documents.
+pub fn parse_documents(file: &str, bytes: &[u8]) -> Result<ParsedDocuments, ConfigError> {
     let fail = |msg: String, line: Option<u64>| {
         ConfigError::new(ErrorKind::Parse, msg)
             .in_file(file)
@@ -70,14 +331,91 @@ pub fn parse_file(file: &str, bytes: &[u8]) -> Result<Map<String, Value>, Config
         fail("file is not valid UTF-8".into(), Some(line))
     })?;
     let format = Format::of(file).ok_or_else(|| fail("not a config file".into(), None))?;
-    match format {
-        Format::Yaml => parse_yaml(text).map_err(|(m, l)| fail(m, l)),
-        Format::Json => parse_json(text).map_err(|(m, l)| fail(m, l)),
-        Format::Properties => parse_properties(text).map_err(|(m, l)| fail(m, l)),
+    let mut warnings = Vec::new();
+    let raw = match format {
+        Format::Yaml => parse_yaml(text),
+        Format::Json => parse_json(text).map(|m| {
+            let mut entries = Vec::new();
+            let mut index = HashMap::new();
+            flatten_json_into(&Value::Object(m), "", &mut entries, &mut index);
+            vec![((1, text.lines().count().max(1) as u64), entries)]
+        }),
+        Format::Properties => parse_properties(text, &mut warnings),
     }
+    .map_err(|(m, l)| fail(m, l))?;
+    let mut documents = Vec::with_capacity(raw.len());
+    for (index, (lines, entries)) in raw.into_iter().enumerate() {
+        // Warnings and errors about the activation point at its key.
+        let line_of = |key: &str| {
+            let section: String = text
+                .lines()
+                .skip(lines.0.saturating_sub(1) as usize)
+                .take((lines.1 + 1).saturating_sub(lines.0) as usize)
+                .collect::<Vec<_>>()
+                .join("\n");
+            let found = match format {
+                Format::Yaml => locate_yaml_key(&section, key),
+                Format::Properties => locate_properties_key(&section, key),
+                Format::Json => None,
+            };
+            found.map_or(lines.0, |l| l + lines.0 - 1)
+        };
+        let activation =
+            activation_of(&entries, &line_of, &mut warnings).map_err(|(m, l)| fail(m, l))?;
+        documents.push(Document {
+            index,
+            lines,
+            activation,
+            entries,
+        });
+    }
+    Ok(ParsedDocuments {
+        documents,
+        warnings: warnings
+            .into_iter()
+            .map(|(m, l)| {
+                ConfigError::new(ErrorKind::Parse, m)
+                    .in_file(file)
+                    .at_line(l)
+            })
+            .collect(),
+    })
 }
 
-type ParseResult = Result<Map<String, Value>, (String, Option<u64>)>;
+/// Documents as (first line, last line) and flat entries.
+type RawDocs = Vec<((u64, u64), Vec<(String, Value)>)>;
+type ParseResult = Result<RawDocs, (String, Option<u64>)>;
+
+/// Split YAML text at document markers (`---` at the start of a line, which no scalar
+/// may contain), returning each section with the line it starts on. A section holding
+/// only comments or directives joins the next one.
+fn yaml_sections(text: &str) -> Vec<(u64, &str)> {
+    let is_marker = |l: &str| {
+        l.strip_prefix("---")
+            .is_some_and(|r| r.is_empty() || r.starts_with([' ', '\t', '\r', '\n']))
+    };
+    let mut sections = Vec::new();
+    let mut start = 0usize;
+    let mut start_line = 1u64;
+    let mut offset = 0usize;
+    for (idx, line) in text.split_inclusive('\n').enumerate() {
+        if idx > 0 && is_marker(line) {
+            let section = &text[start..offset];
+            let meaningful = section.lines().any(|l| {
+                let t = l.trim();
+                !(t.is_empty() || t.starts_with('#') || t.starts_with('%') || is_marker(l))
+            });
+            if meaningful {
+                sections.push((start_line, section));
+                start = offset;
+                start_line = idx as u64 + 1;
+            }
+        }
+        offset += line.len();
+    }
+    sections.push((start_line, &text[start..]));
+    sections
+}
 
 fn parse_yaml(text: &str) -> ParseResult {
     if let Some(line) = flow_depth_over(text, 2 * MAX_DEPTH) {
@@ -86,34 +424,42 @@ fn parse_yaml(text: &str) -> ParseResult {
             Some(line),
         ));
     }
-    let mut merged = Map::new();
-    for doc in serde_yaml::Deserializer::from_str(text) {
-        // Deserializing into a mapping (not any value) makes a non-map top level an
-        // error that carries the document's position.
-        let mapping = Option::<serde_yaml::Mapping>::deserialize(doc).map_err(|e| {
-            let line = e.location().map(|l| l.line() as u64);
-            let message = yaml_message(&e);
-            // The library points a duplicate key at the start of its map; point at the
-            // repeated key instead.
-            let line = duplicate_key_name(&message)
-                .and_then(|key| locate_duplicate(text, line.unwrap_or(1), key))
-                .or(line);
-            (message, line)
-        })?;
-        let Some(mapping) = mapping else { continue };
-        let mut value = serde_yaml::Value::Mapping(mapping);
-        value
-            .apply_merge()
-            .map_err(|e| (yaml_message(&e), e.location().map(|l| l.line() as u64)))?;
-        let json = yaml_to_json(value, "").map_err(|(msg, key)| {
-            let line = locate_yaml_key(text, &key);
-            (format!("key `{key}`: {msg}"), line)
-        })?;
-        if let Value::Object(map) = json {
-            deep_merge(&mut merged, map);
+    let mut docs = Vec::new();
+    for (first_line, section) in yaml_sections(text) {
+        let shift = first_line - 1;
+        let last_line = shift + section.lines().count().max(1) as u64;
+        for doc in serde_yaml::Deserializer::from_str(section) {
+            // Deserializing into a mapping (not any value) makes a non-map top level an
+            // error that carries the document's position.
+            let mapping = Option::<serde_yaml::Mapping>::deserialize(doc).map_err(|e| {
+                let line = e.location().map(|l| l.line() as u64);
+                let message = yaml_message(&e);
+                // The library points a duplicate key at the start of its map; point at
+                // the repeated key instead.
+                let line = duplicate_key_name(&message)
+                    .and_then(|key| locate_duplicate(section, line.unwrap_or(1), key))
+                    .or(line);
+                (message, line.map(|l| l + shift))
+            })?;
+            // An empty document (only comments) is no document, as in Spring.
+            let Some(mapping) = mapping else { continue };
+            let mut value = serde_yaml::Value::Mapping(mapping);
+            value.apply_merge().map_err(|e| {
+                (
+                    yaml_message(&e),
+                    e.location().map(|l| l.line() as u64 + shift),
+                )
+            })?;
+            let mut entries = Vec::new();
+            let mut index = HashMap::new();
+            flatten_yaml(value, "", &mut entries, &mut index).map_err(|(msg, key)| {
+                let line = locate_yaml_key(section, &key).map(|l| l + shift);
+                (format!("key `{key}`: {msg}"), line)
+            })?;
+            docs.push(((first_line, last_line), entries));
         }
     }
-    Ok(merged)
+    Ok(docs)
 }
 
 /// The line where flow collections (`[`, `{`) first nest deeper than `limit`, as the YAML
@@ -316,45 +662,32 @@ fn yaml_message(e: &serde_yaml::Error) -> String {
     )
 }
 
+/// Spring's key for `key` under `prefix`: `prefix.key`, or `prefix[key]` for a key
+/// written in brackets.
 fn join_key(prefix: &str, key: &str) -> String {
     if prefix.is_empty() {
         key.to_string()
+    } else if key.starts_with('[') {
+        format!("{prefix}{key}")
     } else {
         format!("{prefix}.{key}")
     }
 }
 
-fn yaml_to_json(value: serde_yaml::Value, path: &str) -> Result<Value, (String, String)> {
+/// Flatten a YAML document as Spring's `YamlProcessor` does: nested maps and dotted keys
+/// give the same flat key (the later one wins), list items are `key[i]`.
+fn flatten_yaml(
+    value: serde_yaml::Value,
+    path: &str,
+    out: &mut Vec<(String, Value)>,
+    index: &mut HashMap<String, usize>,
+) -> Result<(), (String, String)> {
     use serde_yaml::Value as Y;
-    Ok(match value {
-        Y::Null => Value::Null,
-        Y::Bool(b) => Value::Bool(b),
-        Y::Number(n) => {
-            if let Some(i) = n.as_i64() {
-                Value::from(i)
-            } else if let Some(u) = n.as_u64() {
-                Value::from(u)
-            } else {
-                let f = n.as_f64().unwrap_or(f64::NAN);
-                serde_json::Number::from_f64(f)
-                    .map(Value::Number)
-                    .ok_or_else(|| {
-                        (
-                            format!("`{n}` (NaN or infinity) cannot be represented; quote it"),
-                            path.to_string(),
-                        )
-                    })?
-            }
-        }
-        Y::String(s) => Value::String(s),
-        Y::Sequence(seq) => Value::Array(
-            seq.into_iter()
-                .enumerate()
-                .map(|(i, v)| yaml_to_json(v, &format!("{path}[{i}]")))
-                .collect::<Result<_, _>>()?,
-        ),
+    match value {
         Y::Mapping(m) => {
-            let mut out = Map::new();
+            if m.is_empty() && !path.is_empty() {
+                crate::flat::put(out, index, path.to_string(), Value::Object(Map::new()));
+            }
             for (k, v) in m {
                 let key = match k {
                     Y::String(s) => s,
@@ -377,17 +710,75 @@ fn yaml_to_json(value: serde_yaml::Value, path: &str) -> Result<Value, (String, 
                         ))
                     }
                 };
-                let child = join_key(path, &key);
-                let v = yaml_to_json(v, &child)?;
-                out.insert(key, v);
+                flatten_yaml(v, &join_key(path, &key), out, index)?;
             }
-            Value::Object(out)
         }
-        Y::Tagged(t) => yaml_to_json(t.value, path)?,
-    })
+        Y::Sequence(seq) => {
+            if seq.is_empty() {
+                crate::flat::put(out, index, path.to_string(), Value::Array(Vec::new()));
+            }
+            for (i, v) in seq.into_iter().enumerate() {
+                flatten_yaml(v, &format!("{path}[{i}]"), out, index)?;
+            }
+        }
+        Y::Tagged(t) => flatten_yaml(t.value, path, out, index)?,
+        scalar => {
+            let v = match scalar {
+                Y::Null => Value::Null,
+                Y::Bool(b) => Value::Bool(b),
+                Y::String(s) => Value::String(s),
+                Y::Number(n) => {
+                    if let Some(i) = n.as_i64() {
+                        Value::from(i)
+                    } else if let Some(u) = n.as_u64() {
+                        Value::from(u)
+                    } else {
+                        let f = n.as_f64().unwrap_or(f64::NAN);
+                        serde_json::Number::from_f64(f)
+                            .map(Value::Number)
+                            .ok_or_else(|| {
+                                (
+                                    format!(
+                                        "`{n}` (NaN or infinity) cannot be represented; quote it"
+                                    ),
+                                    path.to_string(),
+                                )
+                            })?
+                    }
+                }
+                _ => Value::Null,
+            };
+            crate::flat::put(out, index, path.to_string(), v);
+        }
+    }
+    Ok(())
 }
 
-fn parse_json(text: &str) -> ParseResult {
+fn flatten_json_into(
+    value: &Value,
+    path: &str,
+    out: &mut Vec<(String, Value)>,
+    index: &mut HashMap<String, usize>,
+) {
+    match value {
+        Value::Object(m) => {
+            if m.is_empty() && !path.is_empty() {
+                crate::flat::put(out, index, path.to_string(), value.clone());
+            }
+            for (k, v) in m {
+                flatten_json_into(v, &join_key(path, k), out, index);
+            }
+        }
+        Value::Array(a) if !a.is_empty() => {
+            for (i, v) in a.iter().enumerate() {
+                flatten_json_into(v, &format!("{path}[{i}]"), out, index);
+            }
+        }
+        leaf => crate::flat::put(out, index, path.to_string(), leaf.clone()),
+    }
+}
+
+fn parse_json(text: &str) -> Result<Map<String, Value>, (String, Option<u64>)> {
     // serde_json keeps the last of duplicate keys silently; a config file with two
     // `db` keys is a mistake, so detect them with a map type that refuses duplicates.
     let value: NoDupValue = serde_json::from_str(text).map_err(|e| {
@@ -474,58 +865,112 @@ impl<'de> Deserialize<'de> for NoDupValue {
     }
 }
 
-/// Java `.properties`: `key=value`, `key: value` or `key value`; `#`/`!` comments;
-/// `\` line continuations and escapes. `a.b=1` nests, `a[0]=x` makes a list.
-fn parse_properties(text: &str) -> ParseResult {
-    let mut flat: Vec<(String, String, u64)> = Vec::new();
-    // Line of each key's first definition: finding duplicates must not be quadratic.
-    let mut seen: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+/// Java `.properties`, read as Spring Boot's `OriginTrackedPropertiesLoader` reads it:
+/// `key=value`, `key: value` or `key value`; `#`/`!` comments; `\` line continuations
+/// and escapes; `#---` or `!---` alone on a line starts a new document (unless the line
+/// before is a comment with the same prefix); `key[]=a,b` is `key[0]=a`, `key[1]=b`; a
+/// key set twice keeps its last value.
+fn parse_properties(text: &str, warnings: &mut Vec<(String, Option<u64>)>) -> ParseResult {
+    let mut docs: RawDocs = Vec::new();
+    let mut entries: Vec<(String, Value)> = Vec::new();
+    let mut index: HashMap<String, usize> = HashMap::new();
+    // Line each key of the current document was first set on, for the duplicate warning.
+    let mut first_line: HashMap<String, u64> = HashMap::new();
+    let mut doc_start = 1u64;
+    let mut last_comment: Option<char> = None;
     let mut lines = text.lines().enumerate().peekable();
+    let mut last_line = 1u64;
     while let Some((idx, raw)) = lines.next() {
         let line_no = idx as u64 + 1;
+        last_line = line_no;
         let trimmed = raw.trim_start();
-        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with('!') {
+        if let Some(prefix) = trimmed.chars().next().filter(|c| *c == '#' || *c == '!') {
+            let separator = raw.len() == trimmed.len()
+                && raw[1..].starts_with("---")
+                && raw[4..].trim().is_empty()
+                && last_comment != Some(prefix);
+            if separator {
+                if !entries.is_empty() {
+                    docs.push(((doc_start, line_no - 1), std::mem::take(&mut entries)));
+                    index.clear();
+                    first_line.clear();
+                }
+                doc_start = line_no + 1;
+            } else {
+                // Spring's loader reopens the previous document when a comment follows
+                // a separator before any key.
+                if entries.is_empty() {
+                    if let Some(((start, _), prev)) = docs.pop() {
+                        doc_start = start;
+                        entries = prev;
+                        index = entries
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (k, _))| (k.clone(), i))
+                            .collect();
+                    }
+                }
+                last_comment = Some(prefix);
+            }
+            continue;
+        }
+        last_comment = None;
+        if trimmed.is_empty() {
             continue;
         }
         let mut logical = trimmed.to_string();
         while ends_with_continuation(&logical) {
             logical.pop();
             match lines.next() {
-                Some((_, next)) => logical.push_str(next.trim_start()),
+                Some((i, next)) => {
+                    last_line = i as u64 + 1;
+                    logical.push_str(next.trim_start());
+                }
                 None => break,
             }
         }
         let (key, value) = split_property(&logical);
         let key = unescape_property(&key).map_err(|m| (m, Some(line_no)))?;
-        let value = unescape_property(&value).map_err(|m| (m, Some(line_no)))?;
+        let key = key.trim().to_string();
         if key.is_empty() {
-            return Err(("empty key".into(), Some(line_no)));
+            continue;
         }
-        if let Some(first) = seen.get(&key) {
+        if split_key(&key).is_some_and(|s| s.len() > MAX_DEPTH) {
             return Err((
-                format!("duplicate key `{key}` (first set on line {first})"),
+                format!(
+                    "key `{}…` nests deeper than {MAX_DEPTH} levels",
+                    key.chars().take(40).collect::<String>()
+                ),
                 Some(line_no),
             ));
         }
-        seen.insert(key.clone(), line_no);
-        flat.push((key, value, line_no));
-    }
-    let mut root = Value::Object(Map::new());
-    for (key, value, line) in flat {
-        insert_flat(&mut root, &key, Value::String(value))
-            .map_err(|m| (format!("key `{key}`: {m}"), Some(line)))?;
-    }
-    match root {
-        Value::Object(map) => {
-            let mut map = Value::Object(map);
-            compact_lists(&mut map).map_err(|m| (m, None))?;
-            match map {
-                Value::Object(m) => Ok(m),
-                _ => Ok(Map::new()),
+        if let Some(list) = key.strip_suffix("[]") {
+            for (i, item) in value.split(',').enumerate() {
+                let item = unescape_property(item).map_err(|m| (m, Some(line_no)))?;
+                crate::flat::put(
+                    &mut entries,
+                    &mut index,
+                    format!("{list}[{i}]"),
+                    Value::String(item),
+                );
             }
+            continue;
         }
-        _ => Ok(Map::new()),
+        let value = unescape_property(&value).map_err(|m| (m, Some(line_no)))?;
+        if let Some(first) = first_line.get(&key) {
+            warnings.push((
+                format!("key `{key}` is set again (first on line {first}); the last value wins, as in Java"),
+                Some(line_no),
+            ));
+        } else {
+            first_line.insert(key.clone(), line_no);
+        }
+        crate::flat::put(&mut entries, &mut index, key, Value::String(value));
     }
+    if !entries.is_empty() {
+        docs.push(((doc_start, last_line), entries));
+    }
+    Ok(docs)
 }
 
 fn ends_with_continuation(s: &str) -> bool {
@@ -621,63 +1066,6 @@ pub(crate) fn split_key(key: &str) -> Option<Vec<Seg<'_>>> {
     Some(segs)
 }
 
-/// Lists are built as maps keyed by index while parsing; marker key prefix for them.
-const LIST_MARK: &str = "\u{0}list";
-
-fn insert_flat(root: &mut Value, key: &str, value: Value) -> Result<(), String> {
-    let segs = split_key(key).ok_or_else(|| "malformed key".to_string())?;
-    // YAML and JSON stop at 128 levels; a key must not nest deeper than they may.
-    if segs.len() > MAX_DEPTH {
-        return Err(format!("nests deeper than {MAX_DEPTH} levels"));
-    }
-    let mut cur = root;
-    for (i, seg) in segs.iter().enumerate() {
-        let last = i + 1 == segs.len();
-        let map = match cur {
-            Value::Object(m) => m,
-            _ => return Err("is both a value and a map".into()),
-        };
-        let name = match seg {
-            Seg::Key(k) => (*k).to_string(),
-            Seg::Index(n) => {
-                map.insert(LIST_MARK.into(), Value::Bool(true));
-                format!("{n:010}")
-            }
-        };
-        if last {
-            if map.contains_key(&name) {
-                return Err("is both a value and a map".into());
-            }
-            map.insert(name, value);
-            return Ok(());
-        }
-        cur = map.entry(name).or_insert_with(|| Value::Object(Map::new()));
-    }
-    Ok(())
-}
-
-fn compact_lists(v: &mut Value) -> Result<(), String> {
-    if let Value::Object(m) = v {
-        for child in m.values_mut() {
-            compact_lists(child)?;
-        }
-        if m.remove(LIST_MARK).is_some() {
-            let mut items = Vec::with_capacity(m.len());
-            for (i, (k, val)) in std::mem::take(m).into_iter().enumerate() {
-                if k.parse::<usize>().ok() != Some(i) {
-                    return Err(format!(
-                        "list index {} is missing (indices must be 0, 1, 2, …)",
-                        i
-                    ));
-                }
-                items.push(val);
-            }
-            *v = Value::Array(items);
-        }
-    }
-    Ok(())
-}
-
 /// Deep merge `higher` into `base`: maps merge key by key, anything else replaces.
 pub fn deep_merge(base: &mut Map<String, Value>, higher: Map<String, Value>) {
     for (k, v) in higher {
@@ -696,6 +1084,8 @@ pub fn locate_yaml_key(text: &str, key: &str) -> Option<u64> {
         .split('.')
         .map(|p| p.split('[').next().unwrap_or(p))
         .collect();
+    let want_joined = want.join(".");
+    let mut found = None;
     let mut stack: Vec<(usize, String)> = Vec::new();
     for (idx, line) in text.lines().enumerate() {
         let content = line.trim_start();
@@ -722,12 +1112,31 @@ pub fn locate_yaml_key(text: &str, key: &str) -> Option<u64> {
             stack.pop();
         }
         stack.push((indent, k.to_string()));
+        // Keys written dotted (`spring.datasource.url:`) name the same flat key as the
+        // nested form, so compare the joined paths.
         let path: Vec<&str> = stack.iter().map(|(_, k)| k.as_str()).collect();
         if path == want {
             return Some(idx as u64 + 1);
         }
+        if path.join(".") == want_joined {
+            found = Some(idx as u64 + 1);
+        }
     }
-    None
+    found
+}
+
+/// Best-effort line of the last setting of a key in a `.properties` file (the one
+/// whose value counts).
+pub fn locate_properties_key_last(text: &str, key: &str) -> Option<u64> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, l)| {
+            let l = l.trim_start();
+            l.strip_prefix(key)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with(['=', ':', ' ', '\t']))
+        })
+        .last()
+        .map(|(i, _)| i as u64 + 1)
 }
 
 /// Best-effort line of a key in a `.properties` file.
@@ -853,15 +1262,128 @@ mod tests {
     }
 
     #[test]
-    fn properties_errors_name_the_line() {
-        let e = err("a.properties", "a=1\na.b=2\n");
-        assert_eq!(e.line, Some(2));
-        let e = err("a.properties", "a=1\n\na=2\n");
-        assert_eq!(e.line, Some(3));
-        assert!(e.message.contains("duplicate"));
-        assert!(err("a.properties", "l[1]=x\n")
-            .message
-            .contains("index 0 is missing"));
+    fn properties_read_as_java_and_spring_read_them() {
+        // A key that is both a value and a prefix, a key set twice (the last wins, as in
+        // `java.util.Properties`), a list with a gap: none fails the file.
+        let parsed = parse_documents(
+            "a.properties",
+            b"logging.level.org.hibernate=INFO\nlogging.level.org.hibernate.SQL=DEBUG\na=1\n\na=2\nl[1]=x\nk[]=p,q\n",
+        )
+        .unwrap();
+        let entries = &parsed.documents[0].entries;
+        assert_eq!(entries[2], ("a".to_string(), json!("2")));
+        assert!(entries.contains(&("k[1]".to_string(), json!("q"))));
+        assert_eq!(parsed.warnings.len(), 1);
+        assert_eq!(parsed.warnings[0].line, Some(5));
+        assert!(parsed.warnings[0].message.contains("last value wins"));
+        assert_eq!(
+            ok("a.properties", "x.y=1\nx=0\n"),
+            json!({"x": 0, "x.y": 1})
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), json!(v.to_string())))
+                        .collect::<Map<_, _>>()
+                })
+                .map(Value::Object)
+                .unwrap()
+        );
+    }
+
+    #[test]
+    fn properties_documents_split_like_spring_boot() {
+        // OriginTrackedPropertiesLoaderTests: `#---` and `!---` at column 0, trailing
+        // blanks allowed; leading blanks or trailing text make no separator; a separator
+        // right after a comment of the same prefix is part of that comment.
+        let docs = |t: &str| {
+            parse_documents("a.properties", t.as_bytes())
+                .unwrap()
+                .documents
+                .len()
+        };
+        assert_eq!(docs("a=a\n#---\nb=b"), 2);
+        assert_eq!(docs("a=a\n!---\nb=b"), 2);
+        assert_eq!(docs("a=a\n#--- \t \nb=b"), 2);
+        assert_eq!(docs("a=a\n \t#---\nb=b"), 1);
+        assert_eq!(docs("a=a\n#--- \tcomment\nb=b"), 1);
+        assert_eq!(docs("a=a\n# comment\n!---\nb=b"), 2);
+        assert_eq!(docs("a=a\n# comment\n#---\nb=b"), 1);
+        let p = parse_documents(
+            "a.properties",
+            b"a=1\n#---\nspring.config.activate.on-profile=prod & eu\na=2\n",
+        )
+        .unwrap();
+        assert_eq!(p.documents[1].lines, (3, 4));
+        assert!(p.documents[1]
+            .activation
+            .applies(&["eu".into(), "prod".into()]));
+        assert!(!p.documents[1].activation.applies(&["prod".into()]));
+    }
+
+    #[test]
+    fn yaml_documents_carry_activation_and_lines() {
+        let text = "a: 1\n---\nspring:\n  config:\n    activate:\n      on-profile: prod\na: 2\n---\n# nothing\n---\nspring.profiles: dev, test\na: 3\n";
+        let p = parse_documents("application.yml", text.as_bytes()).unwrap();
+        assert_eq!(
+            p.documents.len(),
+            3,
+            "the comment-only document is no document"
+        );
+        assert_eq!(p.documents[0].activation, Activation::Always);
+        assert_eq!(p.documents[1].lines.0, 2);
+        assert!(p.documents[1].activation.applies(&["prod".into()]));
+        assert!(matches!(
+            p.documents[2].activation,
+            Activation::OnProfile { legacy: true, .. }
+        ));
+        assert!(p.documents[2].activation.applies(&["test".into()]));
+        assert_eq!(p.warnings.len(), 1, "the legacy key is warned about");
+        assert_eq!(p.documents[2].index, 2);
+        let e = parse_documents(
+            "a.yml",
+            b"a: 1\n---\nspring.config.activate.on-profile: prod & eu | us\n",
+        )
+        .unwrap_err();
+        assert!(e.message.contains("malformed profile expression"), "{e}");
+        assert_eq!(e.line, Some(3), "the line of the expression");
+    }
+
+    #[test]
+    fn yaml_flat_and_nested_keys_are_one_key() {
+        // YamlProcessor.buildFlattenedMap: both spell `spring.datasource.url`; the later wins.
+        let p = parse_documents(
+            "a.yml",
+            b"spring.datasource.url: jdbc:flat\nspring:\n  datasource:\n    url: jdbc:nested\n    user: sa\nempty: []\nnone:\n",
+        )
+        .unwrap();
+        assert_eq!(
+            p.documents[0].entries,
+            vec![
+                ("spring.datasource.url".to_string(), json!("jdbc:nested")),
+                ("spring.datasource.user".to_string(), json!("sa")),
+                ("empty".to_string(), json!([])),
+                ("none".to_string(), Value::Null),
+            ]
+        );
+    }
+
+    #[test]
+    fn profile_expressions_follow_spring() {
+        let m = |e: &str, active: &[&str]| {
+            let active: Vec<String> = active.iter().map(|s| s.to_string()).collect();
+            ProfileExpr::parse(e).unwrap().matches(&active)
+        };
+        assert!(m("prod", &["prod"]));
+        assert!(m("!prod", &["dev"]));
+        assert!(!m("!prod", &["prod"]));
+        assert!(m("prod & eu", &["eu", "prod"]));
+        assert!(!m("prod & eu", &["prod"]));
+        assert!(m("prod | eu", &["eu"]));
+        assert!(m("(prod & eu) | dev", &["dev"]));
+        assert!(m("!(prod & eu)", &["prod"]));
+        for bad in ["prod & eu | us", "", "(prod", "prod &", "& prod", "()"] {
+            assert!(ProfileExpr::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

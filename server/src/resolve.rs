@@ -9,20 +9,30 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::errors::{ConfigError, ErrorKind};
-use crate::parse::{deep_merge, locate_properties_key, locate_yaml_key, Format};
+use crate::flat::{is_under, nest, spring_combine, Entries, Merge};
+use crate::parse::{
+    is_activation_key, locate_properties_key, locate_properties_key_last, locate_yaml_key,
+    merge_all, parse_documents, Document, Format, ParsedDocuments,
+};
 
 /// One parsed config file.
 pub struct ParsedFile {
     /// Repository-relative path, as shown to users.
     pub path: String,
-    /// The file's contents as a map (multi-document YAML already merged).
-    pub values: Map<String, Value>,
+    /// Every document merged top to bottom, nested, whatever its activation: the file
+    /// read as data (the manifest, a JSON Schema), built on first use ([`ParsedFile::values`]).
+    /// Resolution reads `documents`.
+    values: std::sync::OnceLock<Map<String, Value>>,
     /// The original text, kept to point errors at a line.
     pub text: Arc<str>,
     /// Flat keys (`db.password`, `keys[0]`) whose values were `{cipher}` values,
     /// decrypted: what is secret is known by key, so nothing has to search text for a
     /// plaintext to hide it.
     pub secret_keys: BTreeSet<String>,
+    /// The file's documents (one unless it has `---` / `#---` separators), flat.
+    pub documents: Vec<Document>,
+    /// What `check` warns about (deprecated keys, keys set twice).
+    pub warnings: Vec<ConfigError>,
 }
 
 impl std::fmt::Debug for ParsedFile {
@@ -30,18 +40,79 @@ impl std::fmt::Debug for ParsedFile {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ParsedFile")
             .field("path", &self.path)
-            .field("keys", &self.values.len())
+            .field("documents", &self.documents.len())
             .finish_non_exhaustive()
     }
 }
 
 impl ParsedFile {
-    /// Line of a dotted key in this file, when it can be found.
+    /// A file from its parsed documents (values not decrypted).
+    pub fn new(path: &str, text: Arc<str>, parsed: ParsedDocuments) -> ParsedFile {
+        ParsedFile {
+            path: path.to_string(),
+            values: std::sync::OnceLock::new(),
+            text,
+            secret_keys: BTreeSet::new(),
+            documents: parsed.documents,
+            warnings: parsed.warnings,
+        }
+    }
+
+    /// Parse `text` as the file `path` (no decryption): for tests and benchmarks.
+    pub fn from_text(path: &str, text: &str) -> Result<ParsedFile, ConfigError> {
+        let parsed = parse_documents(path, text.as_bytes())?;
+        Ok(ParsedFile::new(path, text.into(), parsed))
+    }
+
+    /// Forget the nested view after the documents' entries changed (decryption).
+    pub fn refresh_values(&mut self) {
+        self.values = std::sync::OnceLock::new();
+    }
+
+    /// The whole file as nested data: every document merged top to bottom, whatever
+    /// its activation (for files read as data: the manifest, JSON Schemas).
+    pub fn values(&self) -> &Map<String, Value> {
+        self.values.get_or_init(|| merge_all(&self.documents))
+    }
+
+    /// Line of a flat key in this file (its last setting, in any document), when it
+    /// can be found.
     pub fn line_of(&self, key: &str) -> Option<u64> {
-        match Format::of(&self.path)? {
-            Format::Yaml => locate_yaml_key(&self.text, key),
-            Format::Properties => locate_properties_key(&self.text, key),
+        (0..self.documents.len())
+            .rev()
+            .find_map(|i| self.line_in(i, key))
+            .or_else(|| match Format::of(&self.path)? {
+                Format::Yaml => locate_yaml_key(&self.text, key),
+                Format::Properties => locate_properties_key(&self.text, key),
+                Format::Json => None,
+            })
+    }
+
+    /// Line of a flat key in document `doc`.
+    pub fn line_in(&self, doc: usize, key: &str) -> Option<u64> {
+        let d = self.documents.get(doc)?;
+        let (first, last) = d.lines;
+        let section: String = self
+            .text
+            .lines()
+            .skip(first.saturating_sub(1) as usize)
+            .take((last + 1).saturating_sub(first) as usize)
+            .collect::<Vec<_>>()
+            .join("\n");
+        let found = match Format::of(&self.path)? {
+            Format::Yaml => locate_yaml_key(&section, key),
+            Format::Properties => locate_properties_key_last(&section, key),
             Format::Json => None,
+        }?;
+        Some(found + first - 1)
+    }
+
+    /// The name Spring gives document `doc`'s property source: the path, with
+    /// ` (document #N)` when the file has several documents.
+    pub fn source_name(&self, doc: usize) -> String {
+        match self.documents.get(doc) {
+            Some(d) if self.documents.len() > 1 => format!("{} (document #{})", self.path, d.index),
+            _ => self.path.clone(),
         }
     }
 }
@@ -49,12 +120,24 @@ impl ParsedFile {
 /// A resolved (service, envs) config.
 #[derive(Debug)]
 pub struct Resolved {
-    /// Files that contributed, highest precedence first.
+    /// Files that contributed (at least one document applied), highest precedence first.
     pub layers: Vec<Arc<ParsedFile>>,
-    /// Merged values with placeholders as written (Spring's Environment form).
+    /// Every file the pair read, applied or not, highest first: what a later
+    /// resolution compares with to reuse this one.
+    pub inputs: Vec<Arc<ParsedFile>>,
+    /// The documents that applied, highest precedence first (a file's later documents
+    /// above its earlier ones): Spring's property sources, as (file, document number in
+    /// `documents`).
+    pub sources: Vec<(Arc<ParsedFile>, usize)>,
+    /// Merged values with placeholders as written.
     pub merged: Value,
     /// Merged values with placeholders resolved.
     pub values: Value,
+    /// Spring's file forms (`.yml`, `.properties`, `.json`), flat and in Spring's order,
+    /// placeholders as written.
+    pub spring_merged: Entries,
+    /// The same with placeholders resolved.
+    pub spring_values: Entries,
     /// sha256 (hex) of the canonical JSON of `values`.
     pub digest: String,
     /// Length of that canonical JSON: what a cache weighs this resolution by.
@@ -64,18 +147,109 @@ pub struct Resolved {
     pub secret_keys: HashSet<String>,
 }
 
+/// The documents of `layers` (highest first) that apply when `profiles` are requested,
+/// highest first.
+pub fn select(layers: &[Arc<ParsedFile>], profiles: &[String]) -> Vec<(Arc<ParsedFile>, usize)> {
+    let mut out = Vec::new();
+    for file in layers {
+        for (i, doc) in file.documents.iter().enumerate().rev() {
+            if doc.activation.applies(profiles) {
+                out.push((file.clone(), i));
+            }
+        }
+    }
+    out
+}
+
+/// A document's entries as served: without the keys that only said when it applies.
+fn served_entries(doc: &Document) -> impl Iterator<Item = &(String, Value)> {
+    doc.entries.iter().filter(|(k, _)| !is_activation_key(k))
+}
+
+/// How Spring's YAML loader turns a leaf into a property value: `null` and `[]` become
+/// `""` (so an empty list clears a lower one for Spring clients); `{}` vanishes.
+pub fn spring_leaf(v: &Value) -> Option<Value> {
+    match v {
+        Value::Null => Some(Value::String(String::new())),
+        Value::Array(a) if a.is_empty() => Some(Value::String(String::new())),
+        Value::Object(m) if m.is_empty() => None,
+        other => Some(other.clone()),
+    }
+}
+
+/// A document's Spring property source: its flat keys as Spring's loaders give them.
+pub fn spring_source(doc: &Document) -> Entries {
+    doc.entries
+        .iter()
+        .filter_map(|(k, v)| spring_leaf(v).map(|v| (k.clone(), v)))
+        .collect()
+}
+
+struct Merged {
+    layers: Vec<Arc<ParsedFile>>,
+    sources: Vec<(Arc<ParsedFile>, usize)>,
+    native: Entries,
+    spring: Entries,
+}
+
+fn merge_sources(layers: &[Arc<ParsedFile>], profiles: &[String]) -> Merged {
+    let sources = select(layers, profiles);
+    let mut used: Vec<Arc<ParsedFile>> = Vec::new();
+    for (file, _) in &sources {
+        if !used.iter().any(|u| Arc::ptr_eq(u, file)) {
+            used.push(file.clone());
+        }
+    }
+    let mut merge = Merge::default();
+    let mut spring: Vec<Entries> = Vec::with_capacity(sources.len());
+    let mut only: Option<Entries> = None;
+    for (file, i) in sources.iter().rev() {
+        let doc = &file.documents[*i];
+        let entries: Entries = served_entries(doc).cloned().collect();
+        spring.push(
+            entries
+                .iter()
+                .filter_map(|(k, v)| spring_leaf(v).map(|v| (k.clone(), v)))
+                .collect(),
+        );
+        if sources.len() == 1 {
+            // One document merges with nothing: its keys are already distinct.
+            only = Some(entries);
+        } else {
+            merge.apply(&entries);
+        }
+    }
+    Merged {
+        layers: used,
+        spring: spring_combine(spring.iter().map(Vec::as_slice)),
+        native: only.unwrap_or_else(|| merge.into_entries()),
+        sources,
+    }
+}
+
 /// Merge `layers` without resolving placeholders (`values` = `merged`), for Spring's
-/// Environment form when placeholders cannot be resolved here.
+/// Environment form when placeholders cannot be resolved here. Only documents without
+/// a profile activation apply; see [`merge_only_for`].
 pub fn merge_only(layers: Vec<Arc<ParsedFile>>) -> Resolved {
-    let merged = merge(&layers);
+    merge_only_for(layers, &[])
+}
+
+/// [`merge_only`] for the requested `profiles`.
+pub fn merge_only_for(layers: Vec<Arc<ParsedFile>>, profiles: &[String]) -> Resolved {
+    let m = merge_sources(&layers, profiles);
+    let merged = Value::Object(nest(&m.native));
     let (digest, size) = digest_and_size(&merged);
     Resolved {
-        secret_keys: file_secrets(&layers),
-        layers,
+        secret_keys: file_secrets(&m.layers),
+        layers: m.layers,
+        inputs: layers,
+        sources: m.sources,
         values: merged.clone(),
         digest,
         size,
         merged,
+        spring_values: m.spring.clone(),
+        spring_merged: m.spring,
     }
 }
 
@@ -88,21 +262,10 @@ fn file_secrets(layers: &[Arc<ParsedFile>]) -> HashSet<String> {
         .collect()
 }
 
-fn merge(layers: &[Arc<ParsedFile>]) -> Value {
-    let mut merged = Map::new();
-    for layer in layers.iter().rev() {
-        deep_merge(&mut merged, layer.values.clone());
-    }
-    Value::Object(merged)
-}
-
-fn has_placeholder(v: &Value) -> bool {
-    match v {
-        Value::String(s) => s.contains("${"),
-        Value::Object(m) => m.values().any(has_placeholder),
-        Value::Array(a) => a.iter().any(has_placeholder),
-        _ => false,
-    }
+fn has_placeholder(entries: &[(String, Value)]) -> bool {
+    entries
+        .iter()
+        .any(|(_, v)| v.as_str().is_some_and(|s| s.contains("${")))
 }
 
 impl Resolved {
@@ -120,24 +283,67 @@ impl Resolved {
     }
 }
 
-/// Merge `layers` (highest precedence first) and resolve placeholders.
+/// Merge `layers` (highest precedence first) and resolve placeholders. Only documents
+/// without a profile activation apply; see [`resolve_for`].
 pub fn resolve(layers: Vec<Arc<ParsedFile>>) -> Result<Resolved, ConfigError> {
-    let merged = merge(&layers);
-    let mut secret_keys = file_secrets(&layers);
-    // Most configs have no placeholder: skip building the resolver's flat index.
-    let values = if has_placeholder(&merged) {
-        resolve_placeholders(&merged, &layers, &mut secret_keys)?
+    resolve_for(layers, &[])
+}
+
+/// Merge the documents of `layers` (highest precedence first) that apply when
+/// `profiles` are requested, and resolve placeholders.
+pub fn resolve_for(
+    layers: Vec<Arc<ParsedFile>>,
+    profiles: &[String],
+) -> Result<Resolved, ConfigError> {
+    let m = merge_sources(&layers, profiles);
+    let mut secret_keys = file_secrets(&m.layers);
+    // Most configs have no placeholder: skip building the resolver's index.
+    let native_values = if has_placeholder(&m.native) {
+        resolve_placeholders(&m.native, &m.layers, &mut secret_keys)?
     } else {
+        m.native.clone()
+    };
+    // Spring's file forms hold the same raw values under the same keys (bar `""` for
+    // nulls and emptied lists): take their resolution from the native one rather than
+    // resolving twice. A value only Spring's merge has stays as written, as Spring
+    // leaves what it cannot resolve.
+    let spring_values = if has_placeholder(&m.spring) {
+        let raw: HashMap<&str, &Value> = m.native.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        let done: HashMap<&str, &Value> =
+            native_values.iter().map(|(k, v)| (k.as_str(), v)).collect();
+        m.spring
+            .iter()
+            .map(|(k, v)| {
+                let resolved = match v {
+                    Value::String(s) if s.contains("${") && raw.get(k.as_str()) == Some(&v) => {
+                        done.get(k.as_str()).map(|r| (*r).clone())
+                    }
+                    _ => None,
+                };
+                (k.clone(), resolved.unwrap_or_else(|| v.clone()))
+            })
+            .collect()
+    } else {
+        m.spring.clone()
+    };
+    let merged = Value::Object(nest(&m.native));
+    let values = if native_values == m.native {
         merged.clone()
+    } else {
+        Value::Object(nest(&native_values))
     };
     let (digest, size) = digest_and_size(&values);
     Ok(Resolved {
         digest,
         size,
         secret_keys,
-        layers,
+        layers: m.layers,
+        inputs: layers,
+        sources: m.sources,
         merged,
         values,
+        spring_merged: m.spring,
+        spring_values,
     })
 }
 
@@ -219,13 +425,13 @@ pub fn flatten(v: &Value) -> Vec<(String, &Value)> {
     out
 }
 
-/// The highest-precedence file that sets `key` (a flat key), for provenance.
+/// The highest-precedence file that sets `key` (a flat key, or a prefix of one), for
+/// provenance.
 pub fn origin_of<'a>(layers: &'a [Arc<ParsedFile>], key: &str) -> Option<&'a ParsedFile> {
     layers.iter().map(|l| l.as_ref()).find(|l| {
-        let obj = Value::Object(l.values.clone());
-        flatten(&obj).iter().any(|(k, _)| {
-            k == key || k.starts_with(&format!("{key}.")) || k.starts_with(&format!("{key}["))
-        })
+        l.documents
+            .iter()
+            .any(|d| d.entries.iter().any(|(k, _)| is_under(k, key)))
     })
 }
 
@@ -259,13 +465,13 @@ pub const MAX_EXPANSION_BYTES: usize = 16 << 20;
 pub const MAX_PLACEHOLDER_DEPTH: usize = 64;
 
 fn resolve_placeholders(
-    merged: &Value,
+    entries: &[(String, Value)],
     layers: &[Arc<ParsedFile>],
     secret_keys: &mut HashSet<String>,
-) -> Result<Value, ConfigError> {
+) -> Result<Entries, ConfigError> {
     let mut r = Resolver {
         secret: secret_keys,
-        flat: flatten(merged).into_iter().collect(),
+        flat: entries.iter().map(|(k, v)| (k.clone(), v)).collect(),
         layers,
         done: HashMap::new(),
         stack: Vec::new(),
@@ -273,35 +479,21 @@ fn resolve_placeholders(
         containers: None,
         produced: 0,
     };
-    r.walk(merged, "")
+    entries
+        .iter()
+        .map(|(k, v)| {
+            Ok((
+                k.clone(),
+                match v {
+                    Value::String(s) if s.contains("${") => r.key(k, s)?,
+                    other => other.clone(),
+                },
+            ))
+        })
+        .collect()
 }
 
 impl Resolver<'_> {
-    fn walk(&mut self, v: &Value, path: &str) -> Result<Value, ConfigError> {
-        Ok(match v {
-            Value::Object(m) => {
-                let mut out = Map::new();
-                for (k, child) in m {
-                    let key = if path.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{path}.{k}")
-                    };
-                    out.insert(k.clone(), self.walk(child, &key)?);
-                }
-                Value::Object(out)
-            }
-            Value::Array(a) => Value::Array(
-                a.iter()
-                    .enumerate()
-                    .map(|(i, c)| self.walk(c, &format!("{path}[{i}]")))
-                    .collect::<Result<_, _>>()?,
-            ),
-            Value::String(s) if s.contains("${") => self.key(path, s)?,
-            other => other.clone(),
-        })
-    }
-
     /// The resolved value of flat key `key` whose raw string is `raw`.
     fn key(&mut self, key: &str, raw: &str) -> Result<Value, ConfigError> {
         if let Some(v) = self.done.get(key) {
@@ -574,16 +766,10 @@ fn split_placeholders(s: &str) -> Result<Vec<Part>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::parse::parse_file;
     use serde_json::json;
 
     fn file(path: &str, text: &str) -> Arc<ParsedFile> {
-        Arc::new(ParsedFile {
-            path: path.into(),
-            values: parse_file(path, text.as_bytes()).unwrap(),
-            text: text.into(),
-            secret_keys: Default::default(),
-        })
+        Arc::new(ParsedFile::from_text(path, text).unwrap())
     }
 
     fn values(layers: Vec<Arc<ParsedFile>>) -> Value {
@@ -723,6 +909,36 @@ mod tests {
                 ("a.b[1].c".into(), json!(true))
             ]
         );
+    }
+
+    #[test]
+    fn documents_apply_by_profile_later_ones_first() {
+        let app = file(
+            "application.yml",
+            "a: 1\nlist: [x, y]\n---\nspring.config.activate.on-profile: prod\na: 2\nlist: []\n---\nspring.config.activate.on-profile: '!prod'\nb: 3\n",
+        );
+        let prod = resolve_for(vec![app.clone()], &["prod".into()]).unwrap();
+        let order: Vec<usize> = prod.sources.iter().map(|(_, i)| *i).collect();
+        assert_eq!(order, vec![1, 0]);
+        assert_eq!(prod.values, json!({"a": 2, "list": []}));
+        // Spring's file forms: the emptied list is `""`, activation keys are gone.
+        assert_eq!(
+            prod.spring_values,
+            vec![("a".to_string(), json!(2)), ("list".to_string(), json!(""))]
+        );
+        let dev = resolve_for(vec![app], &["dev".into()]).unwrap();
+        assert_eq!(dev.values, json!({"a": 1, "b": 3, "list": ["x", "y"]}));
+        assert_eq!(dev.layers.len(), 1);
+    }
+
+    #[test]
+    fn placeholders_read_the_flat_key_that_won() {
+        let v = values(vec![file(
+            "application.yml",
+            "spring.datasource.url: flat\nspring:\n  datasource:\n    url: nested\nuses: ${spring.datasource.url}\n",
+        )]);
+        assert_eq!(v["uses"], json!("nested"));
+        assert_eq!(v["spring"], json!({"datasource": {"url": "nested"}}));
     }
 
     #[test]

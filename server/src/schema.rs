@@ -22,7 +22,7 @@ fn compile(view: &mut View<'_>, path: &str) -> Result<Arc<jsonschema::Validator>
         )
         .in_file(view.display(MANIFEST))),
         Some(Err(e)) => Err(e),
-        Some(Ok(file)) => jsonschema::validator_for(&Value::Object(file.values.clone()))
+        Some(Ok(file)) => jsonschema::validator_for(&Value::Object(file.values().clone()))
             .map(Arc::new)
             .map_err(|e| {
                 ConfigError::new(ErrorKind::Manifest, format!("invalid JSON Schema: {e}"))

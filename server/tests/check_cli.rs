@@ -113,3 +113,50 @@ fn a_missing_repository_is_a_clear_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/confhub-repo"), "{err}");
 }
+
+#[test]
+fn a_spring_repository_passes_with_warnings_only() {
+    // Profile documents, the legacy `spring.profiles`, a `.properties` key that is both
+    // a value and a prefix and one set twice: all work on Spring, so `check` passes;
+    // the deprecated key and the repeated key are warned about on stderr.
+    let dir = repo(&[
+        (
+            "application.yml",
+            "server:\n  port: 8080\n---\nspring:\n  profiles: dev\nserver:\n  port: 8081\n---\nspring.config.activate.on-profile: prod & eu\nregion: eu\n",
+        ),
+        (
+            "orders-prod.properties",
+            "logging.level.org.hibernate=INFO\nlogging.level.org.hibernate.SQL=DEBUG\nretries=3\nretries=5\n#---\nspring.config.activate.on-profile=eu\nretries=7\n",
+        ),
+        ("orders.yml", "pool: 5\n"),
+    ]);
+    let out = check(&[dir.path().to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{}{stderr}", stdout(&out));
+    assert_eq!(stdout(&out), "");
+    assert!(
+        stderr.contains("warning: application.yml:5: `spring.profiles` is deprecated"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("warning: orders-prod.properties:4: key `retries` is set again"),
+        "{stderr}"
+    );
+
+    // Mixing `&` and `|` without parentheses is malformed for Spring too.
+    commit(
+        dir.path(),
+        &[(
+            "orders.yml",
+            "pool: 5\n---\nspring.config.activate.on-profile: prod & eu | us\npool: 6\n",
+        )],
+        "bad expression",
+    );
+    let out = check(&[dir.path().to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        stdout(&out).contains("orders.yml:3: malformed profile expression `prod & eu | us`"),
+        "{}",
+        stdout(&out)
+    );
+}

@@ -297,12 +297,7 @@ fn layer(path: &str, values: Map<String, Value>) -> Arc<ParsedFile> {
     let text = serde_yaml::to_string(&Value::Object(values.clone())).unwrap();
     let parsed = parse_file(path, text.as_bytes()).unwrap();
     assert_eq!(parsed, values, "{text}");
-    Arc::new(ParsedFile {
-        path: path.into(),
-        values: parsed,
-        text: text.into(),
-        secret_keys: Default::default(),
-    })
+    Arc::new(ParsedFile::from_text(path, &text).unwrap())
 }
 
 fn strings(v: &Value, out: &mut Vec<String>) {

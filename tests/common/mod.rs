@@ -712,3 +712,70 @@ impl H2Conn {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// The npm Spring client (`tests/node`)
+
+/// Install `tests/node`'s locked dependencies when they are missing (fresh machine).
+pub fn ensure_node_modules() {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let node_dir = workspace_root().join("tests/node");
+    if node_dir
+        .join("node_modules/cloud-config-client/package.json")
+        .exists()
+    {
+        return;
+    }
+    let out = Command::new("npm")
+        .args(["ci", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&node_dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run npm (is Node.js installed?)");
+    assert!(
+        out.status.success(),
+        "npm ci --prefix {} failed:\n{}{}",
+        node_dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Run `tests/node/read-config.js` (the npm client `cloud-config-client`) against the
+/// server, reading `keys` with `config.get`; return its JSON output.
+pub async fn node_load(
+    server: &TestServer,
+    name: &str,
+    profiles: &str,
+    label: Option<&str>,
+    keys: &[&str],
+) -> Value {
+    tokio::task::spawn_blocking(ensure_node_modules)
+        .await
+        .unwrap();
+    let script = workspace_root().join("tests/node/read-config.js");
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(&script)
+        .args(["--endpoint", &server.base_url()])
+        .args(["--name", name])
+        .args(["--profiles", profiles])
+        .args(["--keys", &keys.join(",")])
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(label) = label {
+        cmd.args(["--label", label]);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
+        .await
+        .expect("node finished within 60 s")
+        .expect("run node (is Node.js installed?)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "node read-config.js {name} {profiles} {label:?} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"))
+}

@@ -8,6 +8,7 @@
 //
 // Output: {"name", "profiles", "label", "version", "sources": [property source names],
 //          "properties": {flat merged keys}, "object": config.toObject(),
+//          "objectError": why toObject() threw, or null,
 //          "keys": {key: config.get(key)} for each --keys entry}
 'use strict'
 
@@ -44,6 +45,16 @@ async function main () {
     const value = config.get(key)
     keys[key] = value === undefined ? null : value
   }
+  // toObject() nests the flat keys and throws on a key that is both a value and a
+  // prefix (logging.level.org.hibernate beside logging.level.org.hibernate.SQL), which
+  // Spring serves too: report it rather than failing the run.
+  let object = null
+  let objectError = null
+  try {
+    object = config.toObject()
+  } catch (err) {
+    objectError = String(err && err.message ? err.message : err)
+  }
   const out = {
     name: raw.name,
     profiles: raw.profiles,
@@ -51,7 +62,8 @@ async function main () {
     version: raw.version,
     sources: raw.propertySources.map((source) => source.name),
     properties: config.properties,
-    object: config.toObject(),
+    object,
+    objectError,
     keys
   }
   process.stdout.write(JSON.stringify(out) + '\n')

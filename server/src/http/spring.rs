@@ -155,8 +155,9 @@ async fn serve_file(
             .await?
     };
     Ok(match ext {
+        // Spring serves its `.yml` form as `text/plain` (`EnvironmentController.getSuccess`).
         Ext::Yaml => bytes_response(
-            "text/yaml; charset=utf-8",
+            "text/plain; charset=utf-8",
             entry.body(Body::SpringYaml(resolve)),
         ),
         Ext::Properties => bytes_response(

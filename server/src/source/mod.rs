@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use crate::crypto::{Keyring, PREFIX};
 use crate::errors::{ConfigError, ErrorKind, SourceError};
-use crate::parse::{parse_file, Format};
+use crate::parse::{parse_documents, Format};
 use crate::resolve::ParsedFile;
 
 /// Where one file's bytes live.
@@ -237,16 +237,26 @@ impl<'r> View<'r> {
             return Some(Err(e));
         }
         let result = match self.read(rel) {
-            Ok(Some(bytes)) => parse_file(&shown, &bytes).and_then(|mut values| {
+            Ok(Some(bytes)) => parse_documents(&shown, &bytes).and_then(|parsed| {
                 let text: Arc<str> = String::from_utf8_lossy(&bytes).into();
-                let mut file = ParsedFile {
-                    path: shown.clone(),
-                    values: serde_json::Map::new(),
-                    text,
-                    secret_keys: Default::default(),
-                };
-                decrypt_values(&self.ciphers, &mut values, "", &mut file)?;
-                file.values = values;
+                let mut file = ParsedFile::new(&shown, text, parsed);
+                // Once per blob: a file is parsed again only when it changes. Warnings
+                // name keys and lines, never values.
+                for warning in &file.warnings {
+                    tracing::warn!(%warning, "config file works but deserves a look");
+                }
+                // Values are decrypted where Spring keeps them, flat, document by
+                // document; the nested view is rebuilt from the plaintext.
+                let mut documents = std::mem::take(&mut file.documents);
+                for doc in &mut documents {
+                    for (key, value) in &mut doc.entries {
+                        decrypt_value(&self.ciphers, value, key, &mut file)?;
+                    }
+                }
+                file.documents = documents;
+                if !file.secret_keys.is_empty() {
+                    file.refresh_values();
+                }
                 Ok(Arc::new(file))
             }),
             Ok(None) => return None,
