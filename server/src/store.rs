@@ -186,7 +186,7 @@ impl Store {
         let source = if settings.dev {
             Source::Dir(
                 DirSource::open(&settings.repo, settings.search_path.as_deref())?
-                    .with_ciphers(Ciphers::from_keyring(settings.keyring.as_ref())),
+                    .with_ciphers(Ciphers::of(settings)),
             )
         } else {
             let git = GitSource::prepare(settings)?;

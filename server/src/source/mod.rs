@@ -54,11 +54,21 @@ pub enum Ciphers {
     Decrypt(Arc<Keyring>),
     /// Fail the file: the server has no key, and must never serve ciphertext.
     Refuse,
-    /// Leave them as they are (`confhub check` without a key).
+    /// Leave them as they are (`confhub check` without a key, or a server told to pass
+    /// them through to clients that decrypt them).
     Ignore,
 }
 
 impl Ciphers {
+    /// What the server's settings ask for: decrypt with its keys, pass values through
+    /// when told to (and no key is configured), refuse them otherwise.
+    pub fn of(settings: &crate::settings::Settings) -> Ciphers {
+        match &settings.keyring {
+            None if settings.pass_ciphers_through => Ciphers::Ignore,
+            keyring => Ciphers::from_keyring(keyring.as_ref()),
+        }
+    }
+
     /// `Decrypt` with the keyring, or `Refuse` without one.
     pub fn from_keyring(keyring: Option<&Keyring>) -> Ciphers {
         match keyring {
