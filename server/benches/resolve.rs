@@ -19,6 +19,7 @@ fn parsed(path: &str, text: &str) -> Arc<ParsedFile> {
         values,
         text: text.into(),
         secret_keys: Default::default(),
+        cipher_errors: Vec::new(),
     })
 }
 

@@ -86,8 +86,14 @@ fn check_view(view: &mut View<'_>) -> Report {
     // Every file, even one no pair reads, must parse.
     let paths: Vec<String> = view.files.keys().cloned().collect();
     for path in &paths {
-        if let Some(Err(e)) = view.parsed(path) {
-            push(&mut report, e);
+        match view.parsed(path) {
+            Some(Err(e)) => push(&mut report, e),
+            Some(Ok(file)) => {
+                for e in &file.cipher_errors {
+                    push(&mut report, e.clone());
+                }
+            }
+            None => {}
         }
     }
     let catalog = match Catalog::of(view) {
@@ -118,7 +124,7 @@ fn check_view(view: &mut View<'_>) -> Report {
                 service,
                 std::slice::from_ref(env),
             ) {
-                Ok(entry) => match entry.placeholder_error {
+                Ok(entry) => match entry.placeholder_error.or(entry.cipher_error) {
                     Some(e) => push(&mut report, e),
                     None => report.pairs_ok += 1,
                 },

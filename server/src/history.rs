@@ -210,7 +210,10 @@ pub fn history(
             };
             // A commit at which the pair read a file outside the token's scopes is
             // left out, as if it had not resolved: its keys are not the token's to see.
-            if entry.placeholder_error.is_some() || principal.may_read(&entry.access).is_err() {
+            if entry.placeholder_error.is_some()
+                || entry.cipher_error.is_some()
+                || principal.may_read(&entry.access).is_err()
+            {
                 continue;
             }
             let values = if entry.service_known {
@@ -282,6 +285,10 @@ pub fn diff_repo(
             match entry {
                 Ok(PairEntry {
                     placeholder_error: Some(e),
+                    ..
+                })
+                | Ok(PairEntry {
+                    cipher_error: Some(e),
                     ..
                 })
                 | Err(e) => return Ok(Err(DiffError::Config(e))),

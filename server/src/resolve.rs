@@ -23,6 +23,10 @@ pub struct ParsedFile {
     /// decrypted: what is secret is known by key, so nothing has to search text for a
     /// plaintext to hide it.
     pub secret_keys: BTreeSet<String>,
+    /// `{cipher}` values that could not be decrypted, each naming file, line and key:
+    /// their keys are served as `invalid.<key>: <n/a>` by Spring's forms, and reported
+    /// as errors by the native API and `check`.
+    pub cipher_errors: Vec<ConfigError>,
 }
 
 impl std::fmt::Debug for ParsedFile {
@@ -583,6 +587,7 @@ mod tests {
             values: parse_file(path, text.as_bytes()).unwrap(),
             text: text.into(),
             secret_keys: Default::default(),
+            cipher_errors: Vec::new(),
         })
     }
 

@@ -302,6 +302,7 @@ fn layer(path: &str, values: Map<String, Value>) -> Arc<ParsedFile> {
         values: parsed,
         text: text.into(),
         secret_keys: Default::default(),
+        cipher_errors: Vec::new(),
     })
 }
 

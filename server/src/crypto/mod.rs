@@ -37,7 +37,7 @@ pub enum CryptoError {
     #[error("encrypted with key id {0}, which is not configured here")]
     UnknownKey(String),
     /// Authentication failed: wrong key, or the ciphertext was altered.
-    #[error("decryption failed with key {0} (wrong key or salt, or altered ciphertext)")]
+    #[error("decryption failed with {0} (wrong key or salt, or altered ciphertext)")]
     Failed(String),
     /// `{key:name}` names no configured key.
     #[error("`{{key:{0}}}` names no configured key (a keystore alias or an entry of encrypt_named_passphrases)")]
@@ -191,7 +191,7 @@ impl Keyring {
                         subtle::ConstantTimeEq::ct_eq(given.as_bytes(), wanted.as_bytes()).into();
                     if !same {
                         return Err(CryptoError::Failed(format!(
-                            "`{name}` (its {{secret:…}} does not unlock it)"
+                            "key `{name}`: its {{secret:…}} does not unlock it"
                         )));
                     }
                 }
@@ -225,18 +225,22 @@ impl Keyring {
             let key = self.named_key(name, p.secret)?;
             return key
                 .decrypt(p.body)
-                .map_err(|e| name_spring(e, &format!("`{name}`")));
+                .map_err(|e| name_spring(e, &format!("key `{name}`")));
         }
         if !self.is_ours(p.body) {
             if let Some(key) = &self.spring {
                 return key.decrypt(p.body).map_err(|e| {
                     name_spring(
                         e,
-                        "the Spring key (encrypt_passphrase or encrypt_key_store)",
+                        "the Spring key (encrypt_passphrase, ENCRYPT_KEY or encrypt_key_store)",
                     )
                 });
             }
-            if spring::is_hex(p.body) {
+            // Spring writes lowercase hex of at least an IV and one block.
+            if spring::is_hex(p.body)
+                && p.body.len() >= 64
+                && !p.body.bytes().any(|b| b.is_ascii_uppercase())
+            {
                 return Err(CryptoError::NoSpringKey);
             }
         }
@@ -263,7 +267,7 @@ impl Keyring {
         let plain = key
             .cipher
             .decrypt(nonce, &bytes[1 + KEY_ID_LEN + NONCE_LEN..])
-            .map_err(|_| CryptoError::Failed(format!("id {}", key.id())))?;
+            .map_err(|_| CryptoError::Failed(format!("key id {}", key.id())))?;
         String::from_utf8(plain).map_err(|_| CryptoError::NotText)
     }
 }

@@ -254,8 +254,9 @@ impl<'r> View<'r> {
                     values: serde_json::Map::new(),
                     text,
                     secret_keys: Default::default(),
+                    cipher_errors: Vec::new(),
                 };
-                decrypt_values(&self.ciphers, &mut values, "", &mut file)?;
+                decrypt_values(&self.ciphers, &mut values, &mut file);
                 file.values = values;
                 Ok(Arc::new(file))
             }),
@@ -272,62 +273,134 @@ pub(crate) fn is_config_name(name: &str) -> bool {
     Format::of(name).is_some()
 }
 
-/// Replace every `{cipher}` string in `values` by its plaintext (recording it in
-/// key in `file.secret_keys`), or fail naming the key — never the value.
+/// What Spring serves in place of a value it cannot decrypt (under `invalid.<key>`).
+pub const NOT_AVAILABLE: &str = "<n/a>";
+
+/// Replace every `{cipher}` string in `values` by its plaintext (recording its key in
+/// `file.secret_keys`). A value that cannot be decrypted is never kept, as plaintext or
+/// ciphertext: it is removed and `invalid.<key>: <n/a>` added, as Spring does, and the
+/// error, naming the key (never the value), goes to `file.cipher_errors`, so the native
+/// API and `check` report it while Spring's forms serve the rest.
 fn decrypt_values(
     ciphers: &Ciphers,
     values: &mut serde_json::Map<String, serde_json::Value>,
-    prefix: &str,
     file: &mut ParsedFile,
-) -> Result<(), ConfigError> {
+) {
+    let mut invalid = Vec::new();
+    walk_object(ciphers, values, "", &[], file, &mut invalid);
+    for segments in invalid {
+        mark_invalid(values, &segments);
+    }
+}
+
+/// One failed value: the segments of its `invalid.…` key (`a`, `list[0]`, `x`).
+type InvalidPath = Vec<String>;
+
+fn walk_object(
+    ciphers: &Ciphers,
+    values: &mut serde_json::Map<String, serde_json::Value>,
+    prefix: &str,
+    segments: &[String],
+    file: &mut ParsedFile,
+    invalid: &mut Vec<InvalidPath>,
+) {
+    let mut failed = Vec::new();
     for (k, v) in values.iter_mut() {
         let key = if prefix.is_empty() {
             k.clone()
         } else {
             format!("{prefix}.{k}")
         };
-        decrypt_value(ciphers, v, &key, file)?;
+        let mut here = segments.to_vec();
+        here.push(k.clone());
+        if walk_value(ciphers, v, &key, &here, file, invalid) {
+            failed.push(k.clone());
+        }
     }
-    Ok(())
+    for k in failed {
+        values.remove(&k);
+    }
 }
 
-fn decrypt_value(
+/// True when `v` is a `{cipher}` string that failed (and so must go).
+fn walk_value(
     ciphers: &Ciphers,
     v: &mut serde_json::Value,
     key: &str,
+    segments: &[String],
     file: &mut ParsedFile,
-) -> Result<(), ConfigError> {
+    invalid: &mut Vec<InvalidPath>,
+) -> bool {
     use serde_json::Value;
     match v {
-        Value::Object(m) => decrypt_values(ciphers, m, key, file),
+        Value::Object(m) => {
+            walk_object(ciphers, m, key, segments, file, invalid);
+            false
+        }
         Value::Array(a) => {
             for (i, item) in a.iter_mut().enumerate() {
-                decrypt_value(ciphers, item, &format!("{key}[{i}]"), file)?;
+                let mut here = segments.to_vec();
+                if let Some(last) = here.last_mut() {
+                    last.push_str(&format!("[{i}]"));
+                }
+                let item_key = format!("{key}[{i}]");
+                if walk_value(ciphers, item, &item_key, &here, file, invalid) {
+                    // An element cannot be removed without renumbering the rest.
+                    *item = Value::String(NOT_AVAILABLE.into());
+                }
             }
-            Ok(())
+            false
         }
         Value::String(s) if s.starts_with(PREFIX) => {
-            let fail = |message: String| {
-                ConfigError::new(ErrorKind::Secret, message)
-                    .in_file(&file.path)
-                    .at_line(file.line_of(key))
-                    .with_key(key)
-            };
-            match ciphers {
-                Ciphers::Ignore => Ok(()),
-                Ciphers::Refuse => Err(fail(format!(
-                    "key `{key}` is encrypted but this server has no encryption key (set CONFHUB_ENCRYPT_KEY or encrypt_key_file)"
-                ))),
+            let message = match ciphers {
+                Ciphers::Ignore => return false,
+                Ciphers::Refuse => format!(
+                    "key `{key}` is encrypted but this server has no encryption key (set CONFHUB_ENCRYPT_KEY, encrypt_key_file or encrypt_passphrase; or encrypt_enabled = false to pass values through)"
+                ),
                 Ciphers::Decrypt(keyring) => match keyring.decrypt(s) {
                     Ok(plain) => {
                         file.secret_keys.insert(key.to_string());
                         *s = plain;
-                        Ok(())
+                        return false;
                     }
-                    Err(e) => Err(fail(format!("key `{key}` cannot be decrypted: {e}"))),
+                    Err(e) => format!("key `{key}` cannot be decrypted: {e}"),
                 },
-            }
+            };
+            let error = ConfigError::new(ErrorKind::Secret, message)
+                .in_file(&file.path)
+                .at_line(file.line_of(key))
+                .with_key(key);
+            file.cipher_errors.push(error);
+            invalid.push(segments.to_vec());
+            true
         }
-        _ => Ok(()),
+        _ => false,
+    }
+}
+
+/// Add `invalid.<segments>: <n/a>`, nested so Spring's flat form reads
+/// `invalid.db.password`; where something else already sits on that path, as one flat key.
+fn mark_invalid(values: &mut serde_json::Map<String, serde_json::Value>, segments: &[String]) {
+    let mut path = vec!["invalid".to_string()];
+    path.extend_from_slice(segments);
+    if !insert_nested(values, &path) {
+        values.insert(path.join("."), NOT_AVAILABLE.into());
+    }
+}
+
+fn insert_nested(map: &mut serde_json::Map<String, serde_json::Value>, path: &[String]) -> bool {
+    match path {
+        [] => false,
+        [last] => {
+            map.insert(last.clone(), NOT_AVAILABLE.into());
+            true
+        }
+        [head, rest @ ..] => match map
+            .entry(head.clone())
+            .or_insert_with(|| serde_json::Value::Object(Default::default()))
+        {
+            serde_json::Value::Object(m) => insert_nested(m, rest),
+            _ => false,
+        },
     }
 }
