@@ -91,7 +91,12 @@ fn check_view(view: &mut View<'_>) -> Report {
     for path in &paths {
         match view.parsed(path) {
             Some(Err(e)) => push(&mut report, e),
-            Some(Ok(file)) => report.warnings.extend(file.warnings.iter().cloned()),
+            Some(Ok(file)) => {
+                report.warnings.extend(file.warnings.iter().cloned());
+                for e in &file.cipher_errors {
+                    push(&mut report, e.clone());
+                }
+            }
             None => {}
         }
     }
@@ -134,7 +139,7 @@ fn check_view(view: &mut View<'_>) -> Report {
     for service in &catalog.services {
         for envs in &env_sets {
             match PairEntry::build(view, &catalog, &uri, "check", service, envs) {
-                Ok(entry) => match entry.placeholder_error {
+                Ok(entry) => match entry.placeholder_error.or(entry.cipher_error) {
                     Some(e) => push(&mut report, e),
                     None => report.pairs_ok += 1,
                 },

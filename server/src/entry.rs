@@ -80,6 +80,9 @@ pub struct PairEntry {
     /// Set when placeholders could not be resolved: only the forms that show them as
     /// written (Spring's Environment, `resolvePlaceholders=false`) may be served.
     pub placeholder_error: Option<ConfigError>,
+    /// Set when a `{cipher}` value of a layer could not be decrypted: Spring's forms
+    /// serve the rest (the key as `invalid.<key>: <n/a>`); the native API refuses.
+    pub cipher_error: Option<ConfigError>,
     uri: Arc<str>,
     bodies: [OnceLock<Bytes>; BODIES],
 }
@@ -144,6 +147,7 @@ impl PairEntry {
                 layers.push(parsed?);
             }
         }
+        let cipher_error = layers.iter().find_map(|l| l.cipher_errors.first().cloned());
         let has_schema = catalog
             .manifest
             .services
@@ -171,7 +175,7 @@ impl PairEntry {
                     }
                     Err(e) => return Err(e),
                 };
-                if service_known && placeholder_error.is_none() {
+                if service_known && placeholder_error.is_none() && cipher_error.is_none() {
                     crate::schema::validate(view, catalog, service, &resolved)?;
                 }
                 (Arc::new(resolved), placeholder_error)
@@ -188,6 +192,7 @@ impl PairEntry {
             access,
             resolved,
             placeholder_error,
+            cipher_error,
             uri: uri.clone(),
             bodies: Default::default(),
         })

@@ -395,7 +395,7 @@ impl PairHistory {
         else {
             return Ok(());
         };
-        if entry.placeholder_error.is_some() {
+        if entry.placeholder_error.is_some() || entry.cipher_error.is_some() {
             return Ok(());
         }
         let values: BTreeMap<String, ValueId> = if entry.service_known {
@@ -627,6 +627,10 @@ pub fn diff_repo(
             match entry {
                 Ok(PairEntry {
                     placeholder_error: Some(e),
+                    ..
+                })
+                | Ok(PairEntry {
+                    cipher_error: Some(e),
                     ..
                 })
                 | Err(e) => return Ok(Err(DiffError::Config(e))),

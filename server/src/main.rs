@@ -237,6 +237,38 @@ struct KeyArgs {
     /// Older key files still accepted for decryption (key rotation); repeatable.
     #[arg(long)]
     decrypt_key_file: Vec<PathBuf>,
+    /// Spring's `encrypt.key`: a passphrase (or a PEM RSA private key) for Spring's
+    /// `{cipher}` values; Spring's own `ENCRYPT_KEY` variable is read too.
+    #[arg(
+        long,
+        env = "CONFHUB_ENCRYPT_PASSPHRASE",
+        hide_env_values = true,
+        hide = true
+    )]
+    encrypt_passphrase: Option<String>,
+    /// Spring's `encrypt.salt` (hex, default `deadbeef`); `ENCRYPT_SALT` is read too.
+    #[arg(long, env = "CONFHUB_ENCRYPT_SALT")]
+    encrypt_salt: Option<String>,
+    /// Spring's `encrypt.key-store.location`: a PKCS#12 keystore or PEM file with an RSA key.
+    #[arg(long, env = "CONFHUB_ENCRYPT_KEY_STORE_LOCATION")]
+    key_store: Option<PathBuf>,
+    /// Spring's `encrypt.key-store.password`.
+    #[arg(
+        long,
+        env = "CONFHUB_ENCRYPT_KEY_STORE_PASSWORD",
+        hide_env_values = true,
+        hide = true
+    )]
+    key_store_password: Option<String>,
+    /// Spring's `encrypt.key-store.alias`: the default key of the keystore.
+    #[arg(long, env = "CONFHUB_ENCRYPT_KEY_STORE_ALIAS")]
+    key_store_alias: Option<String>,
+}
+
+/// Spring's own environment variable for `name`, when ours is not set.
+fn spring_env(ours: &Option<String>, spring: &str) -> Option<String> {
+    ours.clone()
+        .or_else(|| std::env::var(spring).ok().filter(|v| !v.is_empty()))
 }
 
 impl KeyArgs {
@@ -253,7 +285,28 @@ impl KeyArgs {
                 Key::from_base64(&text).with_context(|| format!("key file {}", file.display()))?,
             );
         }
-        Ok(Keyring::new(keys))
+        let store_location = self
+            .key_store
+            .clone()
+            .or_else(|| std::env::var_os("ENCRYPT_KEY_STORE_LOCATION").map(PathBuf::from));
+        let spring = confhub_server::crypto::spring::SpringKeySettings {
+            passphrase: spring_env(&self.encrypt_passphrase, "ENCRYPT_KEY"),
+            salt: spring_env(&self.encrypt_salt, "ENCRYPT_SALT"),
+            key_store: store_location.map(|location| {
+                confhub_server::crypto::spring::KeyStoreSettings {
+                    location,
+                    password: spring_env(&self.key_store_password, "ENCRYPT_KEY_STORE_PASSWORD")
+                        .unwrap_or_default(),
+                    alias: spring_env(&self.key_store_alias, "ENCRYPT_KEY_STORE_ALIAS"),
+                    secret: None,
+                    kind: None,
+                }
+            }),
+            ..Default::default()
+        };
+        let (default, named) = confhub_server::crypto::spring::build(&spring)
+            .map_err(|e| anyhow::anyhow!("{}: {}", e.setting, e.message))?;
+        Ok(Keyring::with_spring(keys, default, named))
     }
 }
 
@@ -312,7 +365,9 @@ async fn shutdown_signal() {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let env: std::collections::BTreeMap<String, String> = std::env::vars()
-        .filter(|(k, _)| k.starts_with("CONFHUB_"))
+        .filter(|(k, _)| {
+            k.starts_with("CONFHUB_") || settings_file::SPRING_ENV.iter().any(|(s, _)| s == k)
+        })
         .collect();
     let file = settings_file::load(args.config.as_deref(), &env, &args.overrides()?)?;
     if args.print_settings {
@@ -462,7 +517,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 .context("reading stdin")?;
             // A trailing newline from `echo` is almost never part of the secret.
             let plain = plain.strip_suffix('\n').unwrap_or(&plain);
-            println!("'{}'", keyring.encrypt(plain));
+            println!("'{}'", keyring.encrypt(plain)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Get(args) => {

@@ -33,6 +33,10 @@ pub struct ParsedFile {
     pub documents: Vec<Document>,
     /// What `check` warns about (deprecated keys, keys set twice).
     pub warnings: Vec<ConfigError>,
+    /// `{cipher}` values that could not be decrypted, each naming file, line and key:
+    /// their keys are served as `invalid.<key>: <n/a>` by Spring's forms, and reported
+    /// as errors by the native API and `check`.
+    pub cipher_errors: Vec<ConfigError>,
 }
 
 impl std::fmt::Debug for ParsedFile {
@@ -55,6 +59,7 @@ impl ParsedFile {
             secret_keys: BTreeSet::new(),
             documents: parsed.documents,
             warnings: parsed.warnings,
+            cipher_errors: Vec::new(),
         }
     }
 

@@ -35,6 +35,9 @@ pub struct Settings {
     pub live: LiveSettings,
     /// Keys for `{cipher}` values; without them an encrypted value fails its pair.
     pub keyring: Option<crate::crypto::Keyring>,
+    /// Serve `{cipher}` values as they are, for clients that decrypt them (Spring's
+    /// `spring.cloud.config.server.encrypt.enabled=false`); only without a keyring.
+    pub pass_ciphers_through: bool,
     /// Access tokens; none means the server is open (and says so at start).
     pub tokens: Vec<crate::auth::TokenConfig>,
     /// HTTP limits.
@@ -270,6 +273,7 @@ impl Settings {
             webhook_secret: None,
             live: LiveSettings::default(),
             keyring: None,
+            pass_ciphers_through: false,
             tokens: Vec::new(),
             limits: HttpLimits::default(),
             tls: None,

@@ -89,6 +89,20 @@ pub struct FileSettings {
     pub encrypt_key_file: Option<PathBuf>,
     /// Older key files, for decryption only (rotation).
     pub decrypt_key_files: Option<Vec<PathBuf>>,
+    /// Spring's `encrypt.key`: passphrase (or PEM RSA private key) for Spring's `{cipher}`
+    /// values (secret).
+    pub encrypt_passphrase: Option<String>,
+    /// Spring's `encrypt.salt`, hex (default `deadbeef`).
+    pub encrypt_salt: Option<String>,
+    /// Passphrases chosen by `{cipher}{key:NAME}` (secret).
+    pub encrypt_named_passphrases: Option<BTreeMap<String, String>>,
+    /// Spring's `encrypt.key-store.*`.
+    pub encrypt_key_store: Option<FileKeyStore>,
+    /// Spring's `encrypt.rsa.*`.
+    pub encrypt_rsa: Option<FileRsa>,
+    /// Decrypt `{cipher}` values on the server (default true); `false` without a key
+    /// serves them as they are (Spring's `spring.cloud.config.server.encrypt.enabled`).
+    pub encrypt_enabled: Option<bool>,
     /// `text` or `json`.
     pub log_format: Option<String>,
     /// Resolved results kept for non-tracked labels.
@@ -105,6 +119,35 @@ pub struct FileSettings {
     /// Limits.
     #[serde(default)]
     pub limits: FileLimits,
+}
+
+/// `[encrypt_key_store]`: Spring's `encrypt.key-store.*`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileKeyStore {
+    /// A PKCS#12 keystore (`.p12`, or a `.jks` that keytool wrote as PKCS#12) or a PEM file.
+    pub location: Option<PathBuf>,
+    /// Password of the store (secret).
+    pub password: Option<String>,
+    /// Alias of the default key.
+    pub alias: Option<String>,
+    /// Password of the key (secret; the store password by default).
+    pub secret: Option<String>,
+    /// `pkcs12`, `jks` or `pem`.
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+}
+
+/// `[encrypt_rsa]`: Spring's `encrypt.rsa.*`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRsa {
+    /// `DEFAULT` (PKCS#1 v1.5) or `OAEP`.
+    pub algorithm: Option<String>,
+    /// Salt, hex (default `deadbeef`).
+    pub salt: Option<String>,
+    /// AES-GCM instead of CBC inside RSA values.
+    pub strong: Option<bool>,
 }
 
 /// `[limits]`.
@@ -177,6 +220,17 @@ const KEYS: &[(&str, Kind)] = &[
     ("encrypt_key", Kind::Str),
     ("encrypt_key_file", Kind::Str),
     ("decrypt_key_files", Kind::List),
+    ("encrypt_passphrase", Kind::Str),
+    ("encrypt_salt", Kind::Str),
+    ("encrypt_key_store.location", Kind::Str),
+    ("encrypt_key_store.password", Kind::Str),
+    ("encrypt_key_store.alias", Kind::Str),
+    ("encrypt_key_store.secret", Kind::Str),
+    ("encrypt_key_store.type", Kind::Str),
+    ("encrypt_rsa.algorithm", Kind::Str),
+    ("encrypt_rsa.salt", Kind::Str),
+    ("encrypt_rsa.strong", Kind::Bool),
+    ("encrypt_enabled", Kind::Bool),
     ("log_format", Kind::Str),
     ("cache_capacity", Kind::Int),
     ("cache_max_bytes", Kind::Int),
@@ -202,6 +256,25 @@ const KEYS: &[(&str, Kind)] = &[
     ("limits.last_good_depth", Kind::Int),
     ("limits.last_good_timeout", Kind::Str),
     ("limits.verify_max_objects", Kind::Int),
+];
+
+/// Spring Cloud Config's own environment variables, read (below the `CONFHUB_*` ones)
+/// so a Spring deployment's keys configure confhub unchanged.
+pub const SPRING_ENV: &[(&str, &str)] = &[
+    ("ENCRYPT_KEY", "encrypt_passphrase"),
+    ("ENCRYPT_SALT", "encrypt_salt"),
+    ("ENCRYPT_KEY_STORE_LOCATION", "encrypt_key_store.location"),
+    ("ENCRYPT_KEY_STORE_PASSWORD", "encrypt_key_store.password"),
+    ("ENCRYPT_KEY_STORE_ALIAS", "encrypt_key_store.alias"),
+    ("ENCRYPT_KEY_STORE_SECRET", "encrypt_key_store.secret"),
+    ("ENCRYPT_KEY_STORE_TYPE", "encrypt_key_store.type"),
+    ("ENCRYPT_RSA_ALGORITHM", "encrypt_rsa.algorithm"),
+    ("ENCRYPT_RSA_SALT", "encrypt_rsa.salt"),
+    ("ENCRYPT_RSA_STRONG", "encrypt_rsa.strong"),
+    (
+        "SPRING_CLOUD_CONFIG_SERVER_ENCRYPT_ENABLED",
+        "encrypt_enabled",
+    ),
 ];
 
 /// The environment variable of a settings key.
@@ -282,6 +355,18 @@ pub fn load(
         }
         None => toml::Table::new(),
     };
+    for (name, key) in SPRING_ENV {
+        let Some(raw) = env.get(*name) else { continue };
+        let kind = KEYS
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(Kind::Str, |(_, kind)| *kind);
+        let value = typed(kind, raw).map_err(|message| SettingsError::Override {
+            source_name: (*name).to_string(),
+            message,
+        })?;
+        set(&mut table, key, value);
+    }
     for (key, kind) in KEYS {
         let name = env_name(key);
         if let Some(raw) = env.get(&name) {
@@ -376,7 +461,70 @@ impl FileSettings {
         mask(&mut m.git_token);
         mask(&mut m.webhook_secret);
         mask(&mut m.encrypt_key);
+        mask(&mut m.encrypt_passphrase);
+        if let Some(named) = &mut m.encrypt_named_passphrases {
+            named.values_mut().for_each(|v| *v = "<redacted>".into());
+        }
+        if let Some(store) = &mut m.encrypt_key_store {
+            mask(&mut store.password);
+            mask(&mut store.secret);
+        }
         m
+    }
+
+    /// Spring's `encrypt.*` settings as given, checked for empty values.
+    fn spring_keys(&self) -> Result<crate::crypto::spring::SpringKeySettings, SettingsError> {
+        use crate::crypto::spring::{KeyStoreSettings, SpringKeySettings};
+        let invalid = |key: &str, message: String| SettingsError::Invalid {
+            key: key.to_string(),
+            message,
+        };
+        if self
+            .encrypt_passphrase
+            .as_deref()
+            .is_some_and(|p| p.trim().is_empty())
+        {
+            return Err(invalid(
+                "encrypt_passphrase",
+                format!(
+                    "is empty (set in the settings file, by {}, ENCRYPT_KEY or a flag): give a passphrase, or leave it unset",
+                    env_name("encrypt_passphrase")
+                ),
+            ));
+        }
+        let rsa = self.encrypt_rsa.clone().unwrap_or_default();
+        let key_store = match &self.encrypt_key_store {
+            None => None,
+            Some(store) => {
+                let location = store.location.clone().ok_or_else(|| {
+                    invalid(
+                        "encrypt_key_store.location",
+                        "is required with [encrypt_key_store]".into(),
+                    )
+                })?;
+                Some(KeyStoreSettings {
+                    location,
+                    password: store.password.clone().unwrap_or_default(),
+                    alias: store.alias.clone(),
+                    secret: store.secret.clone(),
+                    kind: store.kind.clone(),
+                })
+            }
+        };
+        Ok(SpringKeySettings {
+            passphrase: self.encrypt_passphrase.clone(),
+            salt: self.encrypt_salt.clone(),
+            key_store,
+            rsa_algorithm: match &rsa.algorithm {
+                Some(a) => a
+                    .parse()
+                    .map_err(|e: CryptoError| invalid("encrypt_rsa.algorithm", e.to_string()))?,
+                None => Default::default(),
+            },
+            rsa_salt: rsa.salt,
+            rsa_strong: rsa.strong.unwrap_or(false),
+            named_passphrases: self.encrypt_named_passphrases.clone().unwrap_or_default(),
+        })
     }
 
     /// Build the server's [`Settings`], checking every value.
@@ -447,7 +595,14 @@ impl FileSettings {
         for path in self.decrypt_key_files.iter().flatten() {
             keys.push(key_file("decrypt_key_files", path)?);
         }
-        s.keyring = Keyring::new(keys);
+        let (spring, named) = crate::crypto::spring::build(&self.spring_keys()?).map_err(|e| {
+            SettingsError::Invalid {
+                key: e.setting.to_string(),
+                message: e.message,
+            }
+        })?;
+        s.keyring = Keyring::with_spring(keys, spring, named);
+        s.pass_ciphers_through = !self.encrypt_enabled.unwrap_or(true);
         crate::auth::Auth::new(&self.tokens).map_err(|e| SettingsError::Invalid {
             key: "tokens".into(),
             message: e.to_string(),

@@ -107,15 +107,23 @@ impl Snapshot {
                         .and_then(|s| s.entry.clone())
                 };
                 let slot = match result {
-                    Ok(entry) if entry.placeholder_error.is_some() => Slot {
-                        entry: previous_entry(),
-                        failure: entry.placeholder_error.clone().map(|error| Failure {
-                            error,
-                            version: view.version.clone(),
-                        }),
-                        as_written: Some(Arc::new(entry)),
-                        access,
-                    },
+                    Ok(entry)
+                        if entry.placeholder_error.is_some() || entry.cipher_error.is_some() =>
+                    {
+                        Slot {
+                            entry: previous_entry(),
+                            failure: entry
+                                .placeholder_error
+                                .clone()
+                                .or_else(|| entry.cipher_error.clone())
+                                .map(|error| Failure {
+                                    error,
+                                    version: view.version.clone(),
+                                }),
+                            as_written: Some(Arc::new(entry)),
+                            access,
+                        }
+                    }
                     Ok(entry) => {
                         let entry = Arc::new(entry);
                         // Warm the bodies clients hit on every request and push.

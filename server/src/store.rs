@@ -173,6 +173,18 @@ pub struct Changes {
     pub changed: Vec<Arc<PairEntry>>,
 }
 
+/// Which API a lookup serves, and so which failed configs it may still be given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    /// confhub's own API: every failure is an error.
+    Native,
+    /// Spring's forms with placeholders resolved: undecryptable values are served as
+    /// `invalid.<key>: <n/a>`.
+    Spring,
+    /// Spring's forms with placeholders as written: placeholder failures too are served.
+    AsWritten,
+}
+
 impl Store {
     /// Open the source and build the first snapshot. Blocking.
     ///
@@ -186,7 +198,7 @@ impl Store {
         let source = if settings.dev {
             Source::Dir(
                 DirSource::open(&settings.repo, settings.search_path.as_deref())?
-                    .with_ciphers(Ciphers::from_keyring(settings.keyring.as_ref())),
+                    .with_ciphers(Ciphers::of(settings)),
             )
         } else {
             let git = GitSource::prepare(settings)?;
@@ -383,7 +395,23 @@ impl Store {
         service: &str,
         envs: &[String],
     ) -> Result<Arc<PairEntry>, LookupError> {
-        self.lookup_in(principal, label, service, envs, false).await
+        self.lookup_in(principal, label, service, envs, Form::Native)
+            .await
+    }
+
+    /// Like [`Store::lookup`], for Spring's forms with placeholders resolved: a config
+    /// with a `{cipher}` value that cannot be decrypted is still returned (with
+    /// [`PairEntry::cipher_error`] set; the key reads `invalid.<key>: <n/a>`), as Spring
+    /// serves it.
+    pub async fn lookup_spring(
+        self: &Arc<Self>,
+        principal: &Principal,
+        label: Option<&str>,
+        service: &str,
+        envs: &[String],
+    ) -> Result<Arc<PairEntry>, LookupError> {
+        self.lookup_in(principal, label, service, envs, Form::Spring)
+            .await
     }
 
     /// Like [`Store::lookup`], but a config whose placeholders cannot be resolved is still
@@ -396,7 +424,8 @@ impl Store {
         service: &str,
         envs: &[String],
     ) -> Result<Arc<PairEntry>, LookupError> {
-        self.lookup_in(principal, label, service, envs, true).await
+        self.lookup_in(principal, label, service, envs, Form::AsWritten)
+            .await
     }
 
     async fn lookup_in(
@@ -405,7 +434,7 @@ impl Store {
         label: Option<&str>,
         service: &str,
         envs: &[String],
-        as_written: bool,
+        form: Form,
     ) -> Result<Arc<PairEntry>, LookupError> {
         let snap = self.snapshot();
         let tracked = label.is_none_or(|l| l == snap.label);
@@ -413,8 +442,12 @@ impl Store {
             if let [env] = envs {
                 if let Some(slot) = snap.slot(service, env) {
                     allow(principal, &slot.access)?;
-                    let served = match (as_written, &slot.as_written, &slot.entry) {
-                        (true, Some(entry), _) | (_, _, Some(entry)) => entry,
+                    let served = match (form, &slot.as_written, &slot.entry) {
+                        (Form::AsWritten, Some(entry), _) => entry,
+                        (Form::Spring, Some(entry), _) if entry.placeholder_error.is_none() => {
+                            entry
+                        }
+                        (_, _, Some(entry)) => entry,
                         (_, _, None) => {
                             return Err(match &slot.failure {
                                 Some(f) => LookupError::Config(f.error.clone()),
@@ -470,8 +503,9 @@ impl Store {
         };
         allow(principal, &resolution.access)?;
         let entry = resolution.result.clone().map_err(LookupError::Config)?;
-        match &entry.placeholder_error {
-            Some(e) if !as_written => Err(LookupError::Config(e.clone())),
+        match (&entry.placeholder_error, &entry.cipher_error) {
+            (Some(e), _) if form != Form::AsWritten => Err(LookupError::Config(e.clone())),
+            (_, Some(e)) if form == Form::Native => Err(LookupError::Config(e.clone())),
             _ => Ok(entry),
         }
     }
@@ -593,7 +627,11 @@ impl Store {
         // No token here: the hub checks each subscriber's scopes against the entry's
         // files as it sends.
         let served = |built: Arc<Resolution>| match &built.result {
-            Ok(entry) => match &entry.placeholder_error {
+            Ok(entry) => match entry
+                .placeholder_error
+                .as_ref()
+                .or(entry.cipher_error.as_ref())
+            {
                 Some(e) => Err(LookupError::Config(e.clone())),
                 None => Ok(entry.clone()),
             },
@@ -743,7 +781,11 @@ fn last_good_baseline(
                 }
                 let envs = std::slice::from_ref(env);
                 match PairEntry::build(&mut view, &older, uri, branch, service, envs) {
-                    Ok(entry) if entry.service_known && entry.placeholder_error.is_none() => {
+                    Ok(entry)
+                        if entry.service_known
+                            && entry.placeholder_error.is_none()
+                            && entry.cipher_error.is_none() =>
+                    {
                         tracing::info!(%service, %env, version = %oid, "pair fails at the head; serving its last good config, from an older commit");
                         entry.body(Body::Json);
                         entry.body(Body::Frame);

@@ -160,3 +160,42 @@ fn a_spring_repository_passes_with_warnings_only() {
         stdout(&out)
     );
 }
+
+#[test]
+fn spring_cipher_values_are_checked_with_springs_encrypt_key() {
+    // spring-cloud-commons, spring-cloud-context/src/test/java/org/springframework/cloud/
+    // bootstrap/encrypt/EncryptionIntegrationTests.java:43-46: `encrypt.key:pie` reads this.
+    let good = "{cipher}bf29452295df354e6153c5b31b03ef23c70e55fba24299aa85c63438f1c43c95";
+    let dir = repo(&[
+        ("application.yml", "a: 1\n"),
+        ("orders.yml", &format!("foo:\n  password: '{good}'\n")),
+    ]);
+    let path = dir.path().to_str().unwrap();
+    let run = |key: &str| {
+        Command::new(env!("CARGO_BIN_EXE_confhub"))
+            .args(["check", path])
+            .env("ENCRYPT_KEY", key)
+            .output()
+            .unwrap()
+    };
+    let out = run("pie");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        stdout(&out),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The wrong passphrase: the key that fails, with file and line.
+    let out = run("cake");
+    assert!(!out.status.success());
+    let text = stdout(&out);
+    assert!(text.contains("orders.yml:2"), "{text}");
+    assert!(
+        text.contains("foo.password") && text.contains("cannot be decrypted"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("bf2945"),
+        "the ciphertext is not echoed: {text}"
+    );
+}

@@ -67,6 +67,11 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/watch", get(crate::hub::watch_handler))
         .route("/encrypt", post(admin::encrypt))
         .route("/decrypt", post(admin::decrypt))
+        .route("/encrypt/status", get(admin::status))
+        .route("/encrypt/{name}/{profiles}", post(admin::encrypt_for))
+        .route("/decrypt/{name}/{profiles}", post(admin::decrypt_for))
+        .route("/key", get(admin::key))
+        .route("/key/{name}/{profiles}", get(admin::key_for))
         .route("/{file}", get(spring::file))
         .route("/{a}/{b}", get(spring::two_segments))
         .route(

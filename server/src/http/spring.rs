@@ -147,7 +147,7 @@ async fn serve_file(
     let store = store(state)?;
     let entry = if resolve {
         store
-            .lookup(principal, label.as_deref(), name, &envs)
+            .lookup_spring(principal, label.as_deref(), name, &envs)
             .await?
     } else {
         store

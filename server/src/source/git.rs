@@ -259,7 +259,7 @@ impl GitSource {
             }),
             suspicion: Arc::new(Suspicion::default()),
             uri,
-            ciphers: Ciphers::from_keyring(settings.keyring.as_ref()),
+            ciphers: Ciphers::of(settings),
         };
         if let Some(remote) = &source.remote {
             source.sweep_leftovers();

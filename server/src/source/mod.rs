@@ -54,11 +54,21 @@ pub enum Ciphers {
     Decrypt(Arc<Keyring>),
     /// Fail the file: the server has no key, and must never serve ciphertext.
     Refuse,
-    /// Leave them as they are (`confhub check` without a key).
+    /// Leave them as they are (`confhub check` without a key, or a server told to pass
+    /// them through to clients that decrypt them).
     Ignore,
 }
 
 impl Ciphers {
+    /// What the server's settings ask for: decrypt with its keys, pass values through
+    /// when told to (and no key is configured), refuse them otherwise.
+    pub fn of(settings: &crate::settings::Settings) -> Ciphers {
+        match &settings.keyring {
+            None if settings.pass_ciphers_through => Ciphers::Ignore,
+            keyring => Ciphers::from_keyring(keyring.as_ref()),
+        }
+    }
+
     /// `Decrypt` with the keyring, or `Refuse` without one.
     pub fn from_keyring(keyring: Option<&Keyring>) -> Ciphers {
         match keyring {
@@ -237,7 +247,7 @@ impl<'r> View<'r> {
             return Some(Err(e));
         }
         let result = match self.read(rel) {
-            Ok(Some(bytes)) => parse_documents(&shown, &bytes).and_then(|parsed| {
+            Ok(Some(bytes)) => parse_documents(&shown, &bytes).map(|parsed| {
                 let text: Arc<str> = String::from_utf8_lossy(&bytes).into();
                 let mut file = ParsedFile::new(&shown, text, parsed);
                 // Once per blob: a file is parsed again only when it changes. Warnings
@@ -247,17 +257,11 @@ impl<'r> View<'r> {
                 }
                 // Values are decrypted where Spring keeps them, flat, document by
                 // document; the nested view is rebuilt from the plaintext.
-                let mut documents = std::mem::take(&mut file.documents);
-                for doc in &mut documents {
-                    for (key, value) in &mut doc.entries {
-                        decrypt_value(&self.ciphers, value, key, &mut file)?;
-                    }
-                }
-                file.documents = documents;
-                if !file.secret_keys.is_empty() {
+                decrypt_documents(&self.ciphers, &mut file);
+                if !file.secret_keys.is_empty() || !file.cipher_errors.is_empty() {
                     file.refresh_values();
                 }
-                Ok(Arc::new(file))
+                Arc::new(file)
             }),
             Ok(None) => return None,
             Err(e) => Err(ConfigError::new(ErrorKind::Git, e.to_string()).in_file(shown)),
@@ -272,62 +276,63 @@ pub(crate) fn is_config_name(name: &str) -> bool {
     Format::of(name).is_some()
 }
 
-/// Replace every `{cipher}` string in `values` by its plaintext (recording it in
-/// key in `file.secret_keys`), or fail naming the key — never the value.
-fn decrypt_values(
-    ciphers: &Ciphers,
-    values: &mut serde_json::Map<String, serde_json::Value>,
-    prefix: &str,
-    file: &mut ParsedFile,
-) -> Result<(), ConfigError> {
-    for (k, v) in values.iter_mut() {
-        let key = if prefix.is_empty() {
-            k.clone()
-        } else {
-            format!("{prefix}.{k}")
-        };
-        decrypt_value(ciphers, v, &key, file)?;
+/// What Spring serves in place of a value it cannot decrypt (under `invalid.<key>`).
+pub const NOT_AVAILABLE: &str = "<n/a>";
+
+/// Replace every `{cipher}` value of the file's documents by its plaintext (recording its key in
+/// `file.secret_keys`). A value that cannot be decrypted is never kept, as plaintext or
+/// ciphertext: as Spring's `CipherEnvironmentEncryptor` does, its key becomes
+/// `invalid.<key>` with the value `<n/a>` (a list element keeps its place, reading
+/// `<n/a>`, so the rest of the list is not renumbered), and the error, naming the key
+/// (never the value), goes to `file.cipher_errors`, so the native API and `check` report
+/// it while Spring's forms serve the rest.
+fn decrypt_documents(ciphers: &Ciphers, file: &mut ParsedFile) {
+    for doc in 0..file.documents.len() {
+        decrypt_document(ciphers, doc, file);
     }
-    Ok(())
 }
 
-fn decrypt_value(
-    ciphers: &Ciphers,
-    v: &mut serde_json::Value,
-    key: &str,
-    file: &mut ParsedFile,
-) -> Result<(), ConfigError> {
+fn decrypt_document(ciphers: &Ciphers, doc: usize, file: &mut ParsedFile) {
     use serde_json::Value;
-    match v {
-        Value::Object(m) => decrypt_values(ciphers, m, key, file),
-        Value::Array(a) => {
-            for (i, item) in a.iter_mut().enumerate() {
-                decrypt_value(ciphers, item, &format!("{key}[{i}]"), file)?;
-            }
-            Ok(())
+    let taken = std::mem::take(&mut file.documents[doc].entries);
+    let mut entries = Vec::with_capacity(taken.len());
+    for (key, mut value) in taken {
+        let Value::String(s) = &mut value else {
+            entries.push((key, value));
+            continue;
+        };
+        if !s.starts_with(PREFIX) {
+            entries.push((key, value));
+            continue;
         }
-        Value::String(s) if s.starts_with(PREFIX) => {
-            let fail = |message: String| {
-                ConfigError::new(ErrorKind::Secret, message)
-                    .in_file(&file.path)
-                    .at_line(file.line_of(key))
-                    .with_key(key)
-            };
-            match ciphers {
-                Ciphers::Ignore => Ok(()),
-                Ciphers::Refuse => Err(fail(format!(
-                    "key `{key}` is encrypted but this server has no encryption key (set CONFHUB_ENCRYPT_KEY or encrypt_key_file)"
-                ))),
-                Ciphers::Decrypt(keyring) => match keyring.decrypt(s) {
-                    Ok(plain) => {
-                        file.secret_keys.insert(key.to_string());
-                        *s = plain;
-                        Ok(())
-                    }
-                    Err(e) => Err(fail(format!("key `{key}` cannot be decrypted: {e}"))),
-                },
+        let message = match ciphers {
+            Ciphers::Ignore => {
+                entries.push((key, value));
+                continue;
             }
+            Ciphers::Refuse => format!(
+                "key `{key}` is encrypted but this server has no encryption key (set CONFHUB_ENCRYPT_KEY, encrypt_key_file or encrypt_passphrase; or encrypt_enabled = false to pass values through)"
+            ),
+            Ciphers::Decrypt(keyring) => match keyring.decrypt(s) {
+                Ok(plain) => {
+                    file.secret_keys.insert(key.clone());
+                    *s = plain;
+                    entries.push((key, value));
+                    continue;
+                }
+                Err(e) => format!("key `{key}` cannot be decrypted: {e}"),
+            },
+        };
+        let error = ConfigError::new(ErrorKind::Secret, message)
+            .in_file(&file.path)
+            .at_line(file.line_in(doc, &key).or_else(|| file.line_of(&key)))
+            .with_key(&key);
+        file.cipher_errors.push(error);
+        let invalid = format!("invalid.{key}");
+        if key.ends_with(']') {
+            entries.push((key, Value::String(NOT_AVAILABLE.into())));
         }
-        _ => Ok(()),
+        entries.push((invalid, Value::String(NOT_AVAILABLE.into())));
     }
+    file.documents[doc].entries = entries;
 }
