@@ -90,11 +90,40 @@ pub fn router(state: Arc<AppState>) -> Router {
         // Reads its body itself, under `limits.webhook_max_body_bytes` and only once the
         // headers have been checked (see [`webhook`]).
         .route("/v1/webhook", post(webhook::webhook))
+        // spring-cloud-config-monitor's endpoint, under the same proofs as `/v1/webhook`.
+        .route("/monitor", post(webhook::monitor))
+        // What Spring Boot's probes and dashboards ask; it knows no more than `/healthz`.
+        .route("/actuator/health", get(actuator_health))
         .merge(protected)
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
-        })
+        .fallback(no_such_endpoint)
         .with_state(state)
+}
+
+/// First path segments that are confhub's own, never a Spring application name: a path
+/// that would read one as the name (`/v1/instances`, `/actuator/info`) is a 404, not the
+/// Environment of an app called `v1` or `actuator`. A label may still be called `v1`
+/// (`/v1/orders-prod.yml` is the file form at tag `v1`, as in Spring).
+pub const RESERVED: [&str; 6] = ["v1", "ui", "actuator", "metrics", "healthz", "readyz"];
+
+async fn no_such_endpoint() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+/// Spring Boot's health endpoint. A Spring config server's health includes its
+/// repository (`ConfigServerHealthIndicator`: DOWN, and so a 503, when it cannot load an
+/// environment), so this answers as `/readyz` decides: UP once a commit is served, DOWN
+/// while none is. No details: probes carry no token.
+async fn actuator_health(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+) -> Response {
+    const MEDIA: &str = "application/vnd.spring-boot.actuator.v3+json";
+    if state.store.get().is_some() {
+        bytes_response(MEDIA, Bytes::from_static(br#"{"status":"UP"}"#))
+    } else {
+        let mut response = bytes_response(MEDIA, Bytes::from_static(br#"{"status":"DOWN"}"#));
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        response
+    }
 }
 
 async fn healthz() -> &'static str {

@@ -68,6 +68,7 @@ async fn environment(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     check_name("application name", name)?;
+    not_reserved(name)?;
     let envs = parse_envs(profiles)?;
     require_read(principal, name, &envs)?;
     let label = label.map(parse_label).transpose()?;
@@ -86,6 +87,19 @@ async fn environment(
     } else {
         bytes_response("application/json", entry.body(Body::SpringEnv))
     })
+}
+
+/// A path whose application name would be one of confhub's own first segments is no
+/// Spring path at all: the 404 any unknown path gets.
+fn not_reserved(name: &str) -> Result<(), ApiError> {
+    if super::RESERVED.contains(&name) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint",
+        ));
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy)]
@@ -127,6 +141,7 @@ async fn serve_file(
         ));
     };
     check_name("application name", name)?;
+    not_reserved(name)?;
     let envs = parse_envs(profiles)?;
     require_read(principal, name, &envs)?;
     let label = label.map(parse_label).transpose()?;

@@ -283,28 +283,35 @@ fn refused(state: &super::AppState, status: StatusCode, code: &str, message: Str
     ApiError::new(status, code, message).into_response()
 }
 
-pub(super) async fn webhook(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+/// A call whose proof matched the secret: who sent it and its body. Anything else has
+/// been answered already (the `Err` is that answer).
+async fn receive(
+    state: &AppState,
+    headers: &HeaderMap,
     body: Body,
-) -> Response {
+) -> Result<(Provider, Bytes), Response> {
     let Some(secret) = &state.webhook_secret else {
-        return refused(
-            &state,
+        return Err(refused(
+            state,
             StatusCode::FORBIDDEN,
             "webhook_disabled",
             "no webhook secret is configured on this server (CONFHUB_WEBHOOK_SECRET)".into(),
-        );
+        ));
     };
     // Everything the headers can refuse is refused before the body is read.
-    let claim = match precheck(&headers, secret.expose()) {
+    let claim = match precheck(headers, secret.expose()) {
         Ok(claim) => claim,
         Err(refusal) => {
             let code = match refusal {
                 Refusal::Missing => "missing_signature",
                 Refusal::Malformed(_) | Refusal::Mismatch(_) => "bad_signature",
             };
-            return refused(&state, StatusCode::UNAUTHORIZED, code, refusal.to_string());
+            return Err(refused(
+                state,
+                StatusCode::UNAUTHORIZED,
+                code,
+                refusal.to_string(),
+            ));
         }
     };
     let budget = &state.webhook_bodies;
@@ -314,14 +321,14 @@ pub(super) async fn webhook(
             budget.max_body
         )
     };
-    let announced = announced_length(&headers);
+    let announced = announced_length(headers);
     if announced.is_some_and(|n| n > budget.max_body) {
-        return refused(
-            &state,
+        return Err(refused(
+            state,
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             too_large(),
-        );
+        ));
     }
     // Held until the HMAC has been checked; a GitLab call has proved itself already.
     let reserved = match &claim {
@@ -330,7 +337,7 @@ pub(super) async fn webhook(
             Some(permit) => Some(permit),
             None => {
                 let mut response = refused(
-                    &state,
+                    state,
                     StatusCode::SERVICE_UNAVAILABLE,
                     "busy",
                     format!(
@@ -341,41 +348,50 @@ pub(super) async fn webhook(
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-                return response;
+                return Err(response);
             }
         },
     };
     let body = match read_body(body, budget.max_body).await {
         Ok(body) => body,
         Err(ReadError::TooLarge) => {
-            return refused(
-                &state,
+            return Err(refused(
+                state,
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 too_large(),
-            )
+            ))
         }
         Err(ReadError::Broken(e)) => {
-            return refused(
-                &state,
+            return Err(refused(
+                state,
                 StatusCode::BAD_REQUEST,
                 "bad_request",
                 format!("reading the webhook payload: {e}"),
-            )
+            ))
         }
     };
     let verified = claim.verify(&body, secret.expose());
     drop(reserved);
-    let provider = match verified {
-        Ok(p) => p,
-        Err(refusal) => {
-            return refused(
-                &state,
-                StatusCode::UNAUTHORIZED,
-                "bad_signature",
-                refusal.to_string(),
-            )
-        }
+    match verified {
+        Ok(provider) => Ok((provider, body)),
+        Err(refusal) => Err(refused(
+            state,
+            StatusCode::UNAUTHORIZED,
+            "bad_signature",
+            refusal.to_string(),
+        )),
+    }
+}
+
+pub(super) async fn webhook(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (provider, body) = match receive(&state, &headers, body).await {
+        Ok(received) => received,
+        Err(answer) => return answer,
     };
     if is_ping(&headers) {
         tracing::info!(provider = provider.name(), "webhook ping");
@@ -400,9 +416,208 @@ pub(super) async fn webhook(
         .into_response()
 }
 
+/// `POST /monitor`, as spring-cloud-config-monitor's `PropertyPathEndpoint` answers it:
+/// the changed paths are read from the payload of whichever host sent it (or from the
+/// form `path=…`), and the answer is the list of applications they concern (`*` for
+/// `application*` files). Proved as `/v1/webhook` calls are: Spring's endpoint trusts
+/// anyone, confhub does not. Any change fetches at once.
+pub(super) async fn monitor(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (provider, body) = match receive(&state, &headers, body).await {
+        Ok(received) => received,
+        Err(answer) => return answer,
+    };
+    let form = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let paths = if form {
+        form_paths(&body)
+    } else {
+        match serde_json::from_slice::<serde_json::Value>(&body) {
+            Ok(payload) => monitor_paths(&headers, &payload),
+            Err(e) => {
+                return refused(
+                    &state,
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("the /monitor payload is neither JSON nor a `path=` form: {e}"),
+                )
+            }
+        }
+    };
+    let services = services_of(&paths);
+    if !services.is_empty() {
+        state.live_status.webhook(true);
+        tracing::info!(
+            provider = provider.name(),
+            services = %services.join(","),
+            "monitor: fetching"
+        );
+        state.trigger.poke(true);
+    }
+    axum::Json(services).into_response()
+}
+
+/// `path` values of a form body (`path=a.yml&path=b.yml`).
+fn form_paths(body: &[u8]) -> Vec<String> {
+    let decode = |s: &str| {
+        let s = s.replace('+', " ");
+        percent_encoding::percent_decode_str(&s)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    String::from_utf8_lossy(body)
+        .split('&')
+        .filter_map(|pair| pair.split_once('='))
+        .filter(|(k, _)| decode(k) == "path")
+        .map(|(_, v)| decode(v))
+        .collect()
+}
+
+/// The changed paths a host's push payload names, as Spring's
+/// `PropertyPathNotificationExtractor`s read them; the first that recognises the call wins,
+/// then a plain `{"path": …}`.
+fn monitor_paths(headers: &HeaderMap, payload: &serde_json::Value) -> Vec<String> {
+    use serde_json::Value;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let has = |name: &str| header(name).is_some_and(|v| !v.trim().is_empty());
+    // Base…Extractor: every added, removed and modified file of every commit.
+    let commit_paths = |all: bool| -> Option<Vec<String>> {
+        let commits = payload.get("commits")?.as_array()?;
+        let mut out: Vec<String> = Vec::new();
+        if all {
+            for commit in commits {
+                for kind in ["added", "removed", "modified"] {
+                    for p in commit
+                        .get(kind)
+                        .and_then(Value::as_array)
+                        .into_iter()
+                        .flatten()
+                    {
+                        if let Some(p) = p.as_str() {
+                            if !out.iter().any(|o| o == p) {
+                                out.push(p.to_string());
+                            }
+                        }
+                    }
+                }
+            }
+        } else {
+            // Gitea's extractor: its payloads list no files, so every app is told.
+            out.push("application.yml".into());
+        }
+        (!out.is_empty()).then_some(out)
+    };
+    // Bitbucket names no files: every application is told.
+    let everything = || Some(vec!["application.yml".to_string()]);
+    let bitbucket = || match header("x-event-key") {
+        Some("repo:push" | "pullrequest:fulfilled") if has("x-hook-uuid") => payload
+            .pointer("/push/changes")
+            .is_some_and(Value::is_array)
+            .then(everything)
+            .flatten(),
+        Some("repo:refs_changed") if has("x-request-id") => payload
+            .get("changes")
+            .is_some_and(Value::is_array)
+            .then(everything)
+            .flatten(),
+        Some("pr:merged") if has("x-request-id") => everything(),
+        _ => None,
+    };
+    let simple = || match payload.get("path") {
+        Some(Value::String(p)) => Some(vec![p.clone()]),
+        Some(Value::Array(a)) => Some(
+            a.iter()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect(),
+        ),
+        _ => None,
+    };
+    let event = |name: &str, value: &str| header(name) == Some(value);
+    // The order of Spring's `CompositePropertyPathNotificationExtractor` (by `@Order`):
+    // GitHub, then the plain `path`, then GitLab, Bitbucket, Gitea, Gogs. Gitea also
+    // sends `X-GitHub-Event`, so its calls with file lists are read as GitHub's.
+    let found = (event("x-github-event", "push"))
+        .then(|| commit_paths(true))
+        .flatten()
+        .or_else(simple)
+        .or_else(|| {
+            event("x-gitlab-event", "Push Hook")
+                .then(|| commit_paths(true))
+                .flatten()
+        })
+        .or_else(bitbucket)
+        .or_else(|| {
+            event("x-gitea-event", "push")
+                .then(|| commit_paths(false))
+                .flatten()
+        })
+        .or_else(|| {
+            event("x-gogs-event", "push")
+                .then(|| commit_paths(true))
+                .flatten()
+        });
+    found.unwrap_or_default()
+}
+
+/// Spring's `guessServiceName`: the file stem and each of its `-` prefixes
+/// (`foo-local-dev.yml` → `foo-local-dev`, `foo-local`, `foo`), `application` read as `*`.
+fn services_of(paths: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for path in paths {
+        let file = path.rsplit(['/', '\\']).next().unwrap_or(path);
+        let stem = match file.rsplit_once('.') {
+            Some((stem, _)) => stem,
+            None => file,
+        };
+        let mut name = format!("{stem}-");
+        while let Some(index) = name.rfind('-') {
+            name.truncate(index);
+            let service = if name == "application" {
+                "*".to_string()
+            } else {
+                name.clone()
+            };
+            if !out.contains(&service) {
+                out.push(service);
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn services_are_guessed_as_springs_property_path_endpoint_does() {
+        // PropertyPathEndpointTests: `foo-local-dev.yml` names foo-local-dev, foo-local,
+        // foo; `application.yml` and `application-dev.yml` name every app.
+        let paths = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            services_of(&paths(&["config/foo-local-dev.yml"])),
+            ["foo-local-dev", "foo-local", "foo"]
+        );
+        assert_eq!(
+            services_of(&paths(&["application-dev.yml", "application.yml"])),
+            ["application-dev", "*"]
+        );
+        assert_eq!(services_of(&paths(&["orders"])), ["orders"]);
+        assert!(services_of(&[]).is_empty());
+    }
+
+    #[test]
+    fn form_paths_are_percent_decoded() {
+        assert_eq!(
+            form_paths(b"path=orders&x=1&path=config%2Fpay+ments.yml"),
+            ["orders", "config/pay ments.yml"]
+        );
+    }
     use axum::http::HeaderValue;
 
     fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {

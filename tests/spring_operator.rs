@@ -1,0 +1,297 @@
+//! The operator endpoints Spring users rely on: `/actuator/health`, `POST /monitor`
+//! (spring-cloud-config-monitor's webhook), and confhub's own paths never read as a
+//! Spring application name.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{wait_until, TestRepo, TestServer};
+use confhub_server::auth::{token_hash, TokenConfig};
+use confhub_server::http::webhook::github_signature;
+use confhub_server::settings::Secret;
+use confhub_server::Settings;
+use serde_json::{json, Value};
+
+const SECRET: &str = "monitor-secret-for-tests";
+
+fn base_repo() -> TestRepo {
+    let repo = TestRepo::new();
+    repo.write("application.yml", "greeting: hello\n")
+        .write("orders.yml", "db:\n  pool: 10\n")
+        .write("orders-prod.yml", "db:\n  pool: 20\n");
+    repo.commit("baseline");
+    repo
+}
+
+/// A server on a `file://` remote it polls once an hour, so only a webhook makes it fetch.
+async fn remote_server(work: &TestRepo, bare_dir: &tempfile::TempDir) -> TestServer {
+    let bare = bare_dir.path().join("origin.git");
+    work.clone_bare(&bare);
+    work.git(&["remote", "add", "origin", bare.to_str().unwrap()]);
+    let mut settings = Settings::new(format!("file://{}", bare.display()));
+    settings.poll = Duration::from_secs(3600);
+    settings.webhook_secret = Some(Secret::new(SECRET));
+    settings.live.debounce = Duration::from_millis(50);
+    TestServer::start(settings).await
+}
+
+async fn pool(server: &TestServer) -> Value {
+    let v: Value = server.get_json("/orders/prod").await;
+    v["propertySources"][0]["source"]["db.pool"].clone()
+}
+
+fn push(work: &TestRepo, pool: u32) {
+    work.write("orders-prod.yml", &format!("db:\n  pool: {pool}\n"));
+    work.commit(&format!("pool {pool}"));
+    work.git(&["push", "-q", "origin", "main"]);
+}
+
+/// `POST /monitor` with each host's push payload answers, as Spring's
+/// `PropertyPathEndpoint.notifyByPath` does, the services the changed paths name
+/// (`guessServiceName`: the stem and each `-` prefix, `application` read as `*`), and
+/// fetches at once. Unproved calls are refused as on `/v1/webhook`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_accepts_spring_monitor_payloads_and_fetches() {
+    let work = base_repo();
+    let bare_dir = tempfile::tempdir().unwrap();
+    let server = remote_server(&work, &bare_dir).await;
+    assert_eq!(pool(&server).await, json!(20));
+    let monitor = server.url("/monitor");
+    let client = server.client();
+
+    // GitHub: GithubPropertyPathNotificationExtractor (X-Github-Event: push), the paths of
+    // every commit's added/removed/modified files. PropertyPathEndpointTests expects
+    // `foo-local-dev.yml` to name foo-local-dev, foo-local and foo.
+    push(&work, 30);
+    let body = json!({
+        "ref": "refs/heads/main",
+        "commits": [{"added": [], "removed": [], "modified": ["orders-prod.yml"]},
+                    {"added": ["foo-local-dev.yml"], "removed": [], "modified": []}]
+    })
+    .to_string();
+    let resp = client
+        .post(&monitor)
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header(
+            "x-hub-signature-256",
+            github_signature(SECRET, body.as_bytes()),
+        )
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let services: Value = resp.json().await.unwrap();
+    assert_eq!(
+        services,
+        json!(["orders-prod", "orders", "foo-local-dev", "foo-local", "foo"])
+    );
+    wait_until(
+        Duration::from_secs(20),
+        "the GitHub monitor call's fetch",
+        || async { pool(&server).await == json!(30) },
+    )
+    .await;
+
+    // The same body unsigned, or signed with another secret: 401, as /v1/webhook.
+    push(&work, 40);
+    for signature in [
+        None,
+        Some(github_signature("not-the-secret", body.as_bytes())),
+    ] {
+        let mut req = client
+            .post(&monitor)
+            .header("content-type", "application/json")
+            .header("x-github-event", "push")
+            .body(body.clone());
+        if let Some(s) = signature {
+            req = req.header("x-hub-signature-256", s);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 401);
+    }
+    // A GitHub ping names no path: Spring answers an empty set and refreshes nothing.
+    let ping = r#"{"zen":"Keep it logically awesome."}"#;
+    let resp = client
+        .post(&monitor)
+        .header("content-type", "application/json")
+        .header("x-github-event", "ping")
+        .header(
+            "x-hub-signature-256",
+            github_signature(SECRET, ping.as_bytes()),
+        )
+        .body(ping)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!([]));
+    assert_eq!(pool(&server).await, json!(30), "nothing fetched yet");
+
+    // The form `path=orders` (PropertyPathEndpoint.notifyByForm), proved by GitLab's token.
+    let resp = client
+        .post(&monitor)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-gitlab-token", SECRET)
+        .body("path=orders")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!(["orders"]));
+    wait_until(
+        Duration::from_secs(20),
+        "the form monitor call's fetch",
+        || async { pool(&server).await == json!(40) },
+    )
+    .await;
+
+    // GitLab's push hook (GitlabPropertyPathNotificationExtractor: X-Gitlab-Event).
+    push(&work, 50);
+    let resp = client
+        .post(&monitor)
+        .header("content-type", "application/json")
+        .header("x-gitlab-event", "Push Hook")
+        .header("x-gitlab-token", SECRET)
+        .body(json!({"commits": [{"modified": ["application.yml"]}]}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!(["*"]));
+    wait_until(
+        Duration::from_secs(20),
+        "the GitLab monitor call's fetch",
+        || async { pool(&server).await == json!(50) },
+    )
+    .await;
+
+    // Bitbucket Cloud names no files (BitbucketPropertyPathNotificationExtractor): a
+    // broadcast, `application.yml`, so `*`.
+    push(&work, 60);
+    let body = json!({"push": {"changes": [{"new": {"name": "main"}}]}}).to_string();
+    let resp = client
+        .post(&monitor)
+        .header("content-type", "application/json")
+        .header("x-event-key", "repo:push")
+        .header("x-hook-uuid", "1f2e")
+        .header("x-hub-signature", github_signature(SECRET, body.as_bytes()))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!(["*"]));
+    wait_until(
+        Duration::from_secs(20),
+        "the Bitbucket monitor call's fetch",
+        || async { pool(&server).await == json!(60) },
+    )
+    .await;
+
+    // Gitea lists no files either (GiteaPropertyPathNotificationExtractor.addPaths).
+    push(&work, 70);
+    let body = json!({"commits": [{"id": "x"}]}).to_string();
+    let sig = github_signature(SECRET, body.as_bytes());
+    let resp = client
+        .post(&monitor)
+        .header("content-type", "application/json")
+        .header("x-gitea-event", "push")
+        .header("x-gitea-signature", sig.trim_start_matches("sha256="))
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!(["*"]));
+    wait_until(
+        Duration::from_secs(20),
+        "the Gitea monitor call's fetch",
+        || async { pool(&server).await == json!(70) },
+    )
+    .await;
+
+    // A body that is neither JSON nor a form is a 400 naming what was expected.
+    let junk = "not json";
+    let resp = client
+        .post(&monitor)
+        .header("content-type", "application/json")
+        .header(
+            "x-hub-signature-256",
+            github_signature(SECRET, junk.as_bytes()),
+        )
+        .body(junk)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    server.stop().await.expect("clean stop");
+}
+
+/// `GET /actuator/health` answers Spring Boot's `{"status":"UP"}` (it used to fall into the
+/// Environment route and answer an environment of an app named `actuator`), without a
+/// token, also on a server whose config needs one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn actuator_health_is_springs_and_needs_no_token() {
+    let repo = base_repo();
+    let mut settings = Settings::new(repo.path_str());
+    settings.tokens = vec![TokenConfig {
+        name: "reader".into(),
+        sha256: token_hash("reader-token"),
+        scopes: vec!["read:*/*".into()],
+    }];
+    let server = TestServer::start(settings).await;
+    let resp = server.get("/actuator/health").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        common::header(&resp, "content-type"),
+        "application/vnd.spring-boot.actuator.v3+json"
+    );
+    assert_eq!(resp.json::<Value>().await.unwrap(), json!({"status": "UP"}));
+    // Config itself still needs the token.
+    assert_eq!(server.get("/orders/prod").await.status(), 401);
+    server.stop().await.expect("clean stop");
+}
+
+/// confhub's own first path segments are never a Spring application name: an unknown path
+/// under them is a 404, where it used to be answered as the Environment of an app `v1`
+/// with profile `instances`. Spring application names next to them still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reserved_paths_are_not_spring_application_names() {
+    let repo = base_repo();
+    let server = TestServer::start(Settings::new(repo.path_str())).await;
+    for path in [
+        "/v1",
+        "/v1/instances",
+        "/v1/instances/orders",
+        "/v1/anything/at/all/deep",
+        "/ui",
+        "/ui/app.js",
+        "/actuator",
+        "/actuator/info",
+        "/actuator/env/prod",
+        "/metrics/prod",
+        "/healthz/prod",
+        "/readyz/prod/main",
+    ] {
+        let e = server.get_error(path, 404).await;
+        assert_eq!(e.error, "not_found", "{path}");
+    }
+    // Real routes under the reserved segments and Spring names beside them still answer.
+    assert_eq!(server.get("/v1/services").await.status(), 200);
+    assert_eq!(server.get("/metrics").await.status(), 200);
+    assert_eq!(server.get("/healthz").await.status(), 200);
+    let env: Value = server.get_json("/orders/prod").await;
+    assert_eq!(env["name"], "orders");
+    let env: Value = server.get_json("/v1-legacy/prod").await;
+    assert_eq!(env["name"], "v1-legacy");
+    // A label may be called `v1`: the file form at tag v1, as Spring serves it.
+    repo.tag("v1");
+    let text = server.get_text("/v1/orders-prod.yml").await;
+    assert!(text.contains("pool: 20"), "{text}");
+    server.stop().await.expect("clean stop");
+}
