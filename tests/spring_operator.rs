@@ -277,6 +277,10 @@ async fn reserved_paths_are_not_spring_application_names() {
         "/metrics/prod",
         "/healthz/prod",
         "/readyz/prod/main",
+        "/monitor/prod",
+        "/encrypt/prod",
+        "/decrypt/prod",
+        "/key/prod",
     ] {
         let e = server.get_error(path, 404).await;
         assert_eq!(e.error, "not_found", "{path}");

@@ -103,7 +103,9 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// that would read one as the name (`/v1/instances`, `/actuator/info`) is a 404, not the
 /// Environment of an app called `v1` or `actuator`. A label may still be called `v1`
 /// (`/v1/orders-prod.yml` is the file form at tag `v1`, as in Spring).
-pub const RESERVED: [&str; 6] = ["v1", "ui", "actuator", "metrics", "healthz", "readyz"];
+pub const RESERVED: [&str; 10] = [
+    "v1", "ui", "actuator", "metrics", "healthz", "readyz", "monitor", "encrypt", "decrypt", "key",
+];
 
 async fn no_such_endpoint() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
