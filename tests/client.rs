@@ -1,4 +1,4 @@
-//! End-to-end tests of `confhub-client` (DESIGN §7).
+//! End-to-end tests of `confhub-client` (ARCHITECTURE.md §7).
 //!
 //! Two kinds of servers:
 //! - the real confhub server ([`common::TestServer`], or [`LocalServer`] when a test

@@ -1,4 +1,4 @@
-//! Hostile input against a live server (issue 5, DESIGN §8): one server takes a corpus of
+//! Hostile input against a live server (issue 5, ARCHITECTURE.md §8): one server takes a corpus of
 //! bad requests, WebSocket abuse, forged webhooks and poisoned repository files, and
 //! afterwards still answers correctly with bounded memory. Requests go over raw TCP where
 //! an HTTP client would normalize or refuse what an attacker sends.

@@ -1,4 +1,4 @@
-//! End-to-end tests of the native HTTP API (DESIGN §2, §4): a real server on a loopback
+//! End-to-end tests of the native HTTP API (ARCHITECTURE.md §2, §4): a real server on a loopback
 //! port, serving real git repositories built here with real commits, tags and branches.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

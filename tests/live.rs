@@ -1,4 +1,4 @@
-//! Live updates end to end (DESIGN §3, §6): real commits made with `git`, a real server,
+//! Live updates end to end (ARCHITECTURE.md §3, §6): real commits made with `git`, a real server,
 //! real WebSocket subscribers.
 //!
 //! Negative evidence ("this subscriber got nothing") is never a sleep: a later frame

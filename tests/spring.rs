@@ -1,4 +1,4 @@
-//! End-to-end tests of the Spring Cloud Config compatible API (DESIGN §5), including a
+//! End-to-end tests of the Spring Cloud Config compatible API (ARCHITECTURE.md §5), including a
 //! real third-party client: the npm package `cloud-config-client`, run with node.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -1,4 +1,4 @@
-//! TLS (DESIGN §8): with a certificate and key configured the server speaks HTTPS and
+//! TLS (ARCHITECTURE.md §8): with a certificate and key configured the server speaks HTTPS and
 //! WSS only; a plain HTTP request to the same port fails cleanly and harms nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 

@@ -1,4 +1,4 @@
-//! `Watched::get()` (DESIGN §7: lock-free): the cost of reading the current value of a
+//! `Watched::get()` (ARCHITECTURE.md §7: lock-free): the cost of reading the current value of a
 //! watched config, alone and while another thread reads it too, against a real
 //! confhub server run in-process on a `--dev` directory.
 //!

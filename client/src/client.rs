@@ -128,7 +128,7 @@ impl ClientBuilder {
         self
     }
 
-    /// Several environments; the later wins on conflicts (DESIGN §2). Replaces any set
+    /// Several environments; the later wins on conflicts (ARCHITECTURE.md §2). Replaces any set
     /// before.
     pub fn envs<I, S>(mut self, envs: I) -> Self
     where
@@ -368,7 +368,7 @@ impl ClientBuilder {
     }
 }
 
-/// `[A-Za-z0-9][A-Za-z0-9._+@-]*`, as the server checks (DESIGN §2).
+/// `[A-Za-z0-9][A-Za-z0-9._+@-]*`, as the server checks (ARCHITECTURE.md §2).
 fn check_name(what: &str, name: &str) -> Result<(), Error> {
     let mut bytes = name.bytes();
     let ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
@@ -474,7 +474,7 @@ impl Client {
     }
 
     /// Fetch the config, deserialize it into `T`, and keep it up to date in the
-    /// background over the WebSocket (DESIGN §6); see [`Watched`].
+    /// background over the WebSocket (ARCHITECTURE.md §6); see [`Watched`].
     ///
     /// The initial value is obtained as by [`fetch`](Self::fetch) (so it may come from
     /// the cache). Use `T = serde_json::Value` for a dynamic config. Must be called

@@ -56,7 +56,7 @@ pub enum Error {
         message: String,
     },
 
-    /// A WebSocket `error` frame (DESIGN §6): the server refused or cannot serve the
+    /// A WebSocket `error` frame (ARCHITECTURE.md §6): the server refused or cannot serve the
     /// subscription (forbidden, unknown or broken pair).
     #[error("server reported `{code}` for the subscription: {message}")]
     Server {

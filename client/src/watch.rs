@@ -1,5 +1,5 @@
 //! [`Watched`]: a typed value kept up to date by a background task that holds the
-//! `/v1/watch` WebSocket (DESIGN §6).
+//! `/v1/watch` WebSocket (ARCHITECTURE.md §6).
 //!
 //! The task connects to the servers in failover order (respecting their circuit
 //! breakers), subscribes with the digest of the value it holds, and applies every

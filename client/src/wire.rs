@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-/// Body of `GET /v1/config/{service}/{env}` (DESIGN §4).
+/// Body of `GET /v1/config/{service}/{env}` (ARCHITECTURE.md §4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConfigResponse {
     /// The service asked for.
@@ -96,7 +96,7 @@ pub struct ReadyResponse {
     pub reason: Option<String>,
 }
 
-/// Spring Cloud Config `Environment` (DESIGN §5), as returned by `GET /{name}/{profiles}[/{label}]`.
+/// Spring Cloud Config `Environment` (ARCHITECTURE.md §5), as returned by `GET /{name}/{profiles}[/{label}]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SpringEnvironment {
@@ -126,7 +126,7 @@ pub struct SpringPropertySource {
 /// The `Accept` media type that selects Spring's v2 form (`{value, origin}` per key).
 pub const SPRING_V2_MEDIA_TYPE: &str = "application/vnd.spring-cloud.config-server.v2+json";
 
-/// Client → server frames on `GET /v1/watch` (DESIGN §6).
+/// Client → server frames on `GET /v1/watch` (ARCHITECTURE.md §6).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum ClientFrame {
@@ -149,7 +149,7 @@ pub enum ClientFrame {
     },
 }
 
-/// Server → client frames on `GET /v1/watch` (DESIGN §6).
+/// Server → client frames on `GET /v1/watch` (ARCHITECTURE.md §6).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum ServerFrame {
@@ -181,7 +181,7 @@ pub enum ServerFrame {
     },
 }
 
-/// Body of `GET /v1/status` (DESIGN §4): what the server tracks, how fresh it is, what
+/// Body of `GET /v1/status` (ARCHITECTURE.md §4): what the server tracks, how fresh it is, what
 /// fails, and who listens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatusResponse {

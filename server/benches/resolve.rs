@@ -1,4 +1,4 @@
-//! Resolution alone (DESIGN §2): merging parsed layers in precedence order and
+//! Resolution alone (ARCHITECTURE.md §2): merging parsed layers in precedence order and
 //! resolving `${…}` placeholders, on a small and a large pair. Pure CPU, no git.
 //!
 //! `cargo bench -p confhub-server --bench resolve` (add `-- --test` for a smoke run).

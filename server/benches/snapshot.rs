@@ -1,4 +1,4 @@
-//! Snapshots from git (DESIGN §3): building every (service, env) of a commit, rebuilding
+//! Snapshots from git (ARCHITECTURE.md §3): building every (service, env) of a commit, rebuilding
 //! after a commit ([`Store::refresh`]), and the read path with and without a rebuild
 //! running beside it.
 //!

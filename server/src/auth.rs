@@ -1,4 +1,4 @@
-//! Access tokens and scopes (DESIGN §8). Tokens live in the settings file as sha256
+//! Access tokens and scopes (ARCHITECTURE.md §8). Tokens live in the settings file as sha256
 //! hashes; a request presents the token itself (`Authorization: Bearer`, `X-Config-Token`,
 //! or the password of HTTP Basic for Spring clients), which is hashed and compared with
 //! every stored hash in constant time.

@@ -1,5 +1,5 @@
 //! What a repository holds at one version: its environments and services, and which
-//! files make up a (service, envs) pair, in precedence order (DESIGN §2).
+//! files make up a (service, envs) pair, in precedence order (ARCHITECTURE.md §2).
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -1,4 +1,4 @@
-//! Live push (DESIGN §6): subscriptions by (service, env), fan-out of changed pairs, and
+//! Live push (ARCHITECTURE.md §6): subscriptions by (service, env), fan-out of changed pairs, and
 //! the `GET /v1/watch` WebSocket session.
 //!
 //! Data flow: the refresh loop ([`crate::watch`]) hands each changed

@@ -1,5 +1,5 @@
 //! confhub server: serves layered configuration read straight from git objects, over
-//! its own JSON API and a Spring Cloud Config compatible API (see DESIGN.md).
+//! its own JSON API and a Spring Cloud Config compatible API (see ARCHITECTURE.md).
 //!
 //! Where things live:
 //! - a request: [`http`] (router and handlers) → [`store::Store::lookup`] → a

@@ -1,4 +1,4 @@
-//! Prometheus metrics, served as text by `GET /metrics` (DESIGN §4).
+//! Prometheus metrics, served as text by `GET /metrics` (ARCHITECTURE.md §4).
 //!
 //! Each server ([`crate::run`]) owns one [`Metrics`]: its own
 //! `metrics-exporter-prometheus` recorder, never installed as the process-wide `metrics`

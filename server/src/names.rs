@@ -1,4 +1,4 @@
-//! Validation of service, env and label names (DESIGN §2), so nothing a client sends
+//! Validation of service, env and label names (ARCHITECTURE.md §2), so nothing a client sends
 //! can walk out of the config directory or reach git's revision syntax.
 
 /// Why a name was refused.

@@ -1,4 +1,4 @@
-//! Resolution (DESIGN §2): layered files merged in Spring's precedence order, then
+//! Resolution (ARCHITECTURE.md §2): layered files merged in Spring's precedence order, then
 //! `${…}` placeholders resolved against the result. Pure functions over parsed files:
 //! no git and no I/O, so the same code serves snapshots, labels and `confhub check`.
 

@@ -1,4 +1,4 @@
-//! Change detection and the refresh loop (DESIGN §3).
+//! Change detection and the refresh loop (ARCHITECTURE.md §3).
 //!
 //! Every way of noticing a change only pokes a [`Trigger`]:
 //! - local git repositories: `notify` (debounced) on `HEAD`, `packed-refs` and `refs/`;

@@ -1,4 +1,4 @@
-//! Secrets never reach the logs (DESIGN §8): the real `confhub` binary, logging at TRACE,
+//! Secrets never reach the logs (ARCHITECTURE.md §8): the real `confhub` binary, logging at TRACE,
 //! is shown tokens (valid and not), a webhook with a forged signature, an encrypted value
 //! that decrypts and one that does not, `/encrypt` and `/decrypt`; its whole log must
 //! hold none of the tokens, the key, the webhook secret or a plaintext.

@@ -49,7 +49,7 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '@' | '-')
 }
 
-/// What DESIGN §2 promises about an accepted service or env name.
+/// What ARCHITECTURE.md §2 promises about an accepted service or env name.
 fn assert_safe_name(n: &str) {
     assert!(!n.is_empty());
     assert!(n.starts_with(|c: char| c.is_ascii_alphanumeric()), "{n:?}");

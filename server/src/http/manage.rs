@@ -1,4 +1,4 @@
-//! Config management from git (DESIGN §4): `/v1/history/{service}/{env}` and
+//! Config management from git (ARCHITECTURE.md §4): `/v1/history/{service}/{env}` and
 //! `/v1/diff/{service}/{env}`. Not hot paths: they may walk history on a blocking thread.
 
 use std::collections::HashMap;

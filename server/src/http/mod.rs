@@ -190,7 +190,7 @@ async fn readyz(
     }
 }
 
-/// An error response: status plus the JSON body of DESIGN §4.
+/// An error response: status plus the JSON body of ARCHITECTURE.md §4.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,

@@ -1,4 +1,4 @@
-//! The native API (DESIGN §4): `/v1/config/{service}/{env}` and `/v1/services`.
+//! The native API (ARCHITECTURE.md §4): `/v1/config/{service}/{env}` and `/v1/services`.
 
 use std::collections::HashMap;
 use std::sync::Arc;

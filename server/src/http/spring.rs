@@ -1,4 +1,4 @@
-//! The Spring Cloud Config compatible API (DESIGN §5), so Spring Boot, Node and Python
+//! The Spring Cloud Config compatible API (ARCHITECTURE.md §5), so Spring Boot, Node and Python
 //! clients work unchanged.
 
 use std::collections::HashMap;
