@@ -91,6 +91,8 @@ mod error;
 mod path;
 mod retry;
 mod trace;
+mod transport;
+mod util;
 mod watch;
 pub mod wire;
 

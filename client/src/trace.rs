@@ -66,7 +66,7 @@ pub(crate) fn valid_traceparent(v: &str) -> bool {
 }
 
 fn truncated(v: &str) -> String {
-    crate::client::truncate(v, 80)
+    crate::util::truncate(v, 80)
 }
 
 #[cfg(test)]

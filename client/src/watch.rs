@@ -24,10 +24,11 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{lock, truncate, Fetched, Inner};
 use crate::config::{Config, Origin};
 use crate::error::Error;
 use crate::retry::RetryPolicy;
+use crate::transport::{Fetched, Inner};
+use crate::util::{lock, truncate};
 use crate::wire::{ClientFrame, ConfigResponse, ServerFrame};
 
 type Callback<T> = Arc<dyn Fn(&T, &T) + Send + Sync>;
