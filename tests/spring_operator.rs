@@ -49,6 +49,38 @@ fn push(work: &TestRepo, pool: u32) {
     work.git(&["push", "-q", "origin", "main"]);
 }
 
+/// `POST /monitor` with `headers` and `body`: the status and the JSON answer (`null`
+/// when there is none).
+async fn monitor(server: &TestServer, headers: &[(&str, String)], body: &str) -> (u16, Value) {
+    let mut req = server.client().post(server.url("/monitor"));
+    for (name, value) in headers {
+        req = req.header(*name, value);
+    }
+    let resp = req.body(body.to_string()).send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+fn json_headers(extra: &[(&'static str, String)]) -> Vec<(&'static str, String)> {
+    let mut headers = vec![(JSON.0, JSON.1.to_string())];
+    headers.extend(extra.iter().cloned());
+    headers
+}
+
+fn signed(body: &str) -> String {
+    github_signature(SECRET, body.as_bytes())
+}
+
+/// Wait until the served `db.pool` is `want` (the monitor call's fetch landed).
+async fn served(server: &TestServer, want: u32, what: &str) {
+    wait_until(Duration::from_secs(20), what, || async {
+        pool(server).await == json!(want)
+    })
+    .await;
+}
+
 /// `POST /monitor` with each host's push payload answers, as Spring's
 /// `PropertyPathEndpoint.notifyByPath` does, the services the changed paths name
 /// (`guessServiceName`: the stem and each `-` prefix, `application` read as `*`), and
@@ -59,8 +91,6 @@ async fn monitor_accepts_spring_monitor_payloads_and_fetches() {
     let bare_dir = tempfile::tempdir().unwrap();
     let server = remote_server(&work, &bare_dir).await;
     assert_eq!(pool(&server).await, json!(20));
-    let monitor = server.url("/monitor");
-    let client = server.client();
 
     // GitHub: GithubPropertyPathNotificationExtractor (X-Github-Event: push), the paths of
     // every commit's added/removed/modified files. PropertyPathEndpointTests expects
@@ -72,163 +102,83 @@ async fn monitor_accepts_spring_monitor_payloads_and_fetches() {
                     {"added": ["foo-local-dev.yml"], "removed": [], "modified": []}]
     })
     .to_string();
-    let resp = client
-        .post(&monitor)
-        .header("content-type", "application/json")
-        .header("x-github-event", "push")
-        .header(
-            "x-hub-signature-256",
-            github_signature(SECRET, body.as_bytes()),
-        )
-        .body(body.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let services: Value = resp.json().await.unwrap();
+    let github = |sig: Option<String>| {
+        let mut h = json_headers(&[("x-github-event", "push".into())]);
+        h.extend(sig.map(|s| ("x-hub-signature-256", s)));
+        h
+    };
     assert_eq!(
-        services,
-        json!(["orders-prod", "orders", "foo-local-dev", "foo-local", "foo"])
+        monitor(&server, &github(Some(signed(&body))), &body).await,
+        (
+            200,
+            json!(["orders-prod", "orders", "foo-local-dev", "foo-local", "foo"])
+        )
     );
-    wait_until(
-        Duration::from_secs(20),
-        "the GitHub monitor call's fetch",
-        || async { pool(&server).await == json!(30) },
-    )
-    .await;
+    served(&server, 30, "the GitHub monitor call's fetch").await;
 
     // The same body unsigned, or signed with another secret: 401, as /v1/webhook.
     push(&work, 40);
-    for signature in [
-        None,
-        Some(github_signature("not-the-secret", body.as_bytes())),
-    ] {
-        let mut req = client
-            .post(&monitor)
-            .header("content-type", "application/json")
-            .header("x-github-event", "push")
-            .body(body.clone());
-        if let Some(s) = signature {
-            req = req.header("x-hub-signature-256", s);
-        }
-        let resp = req.send().await.unwrap();
-        assert_eq!(resp.status(), 401);
+    let forged = github_signature("not-the-secret", body.as_bytes());
+    for sig in [None, Some(forged)] {
+        assert_eq!(monitor(&server, &github(sig), &body).await.0, 401);
     }
     // A GitHub ping names no path: Spring answers an empty set and refreshes nothing.
     let ping = r#"{"zen":"Keep it logically awesome."}"#;
-    let resp = client
-        .post(&monitor)
-        .header("content-type", "application/json")
-        .header("x-github-event", "ping")
-        .header(
-            "x-hub-signature-256",
-            github_signature(SECRET, ping.as_bytes()),
-        )
-        .body(ping)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.json::<Value>().await.unwrap(), json!([]));
+    let headers = json_headers(&[
+        ("x-github-event", "ping".into()),
+        ("x-hub-signature-256", signed(ping)),
+    ]);
+    assert_eq!(monitor(&server, &headers, ping).await, (200, json!([])));
     assert_eq!(pool(&server).await, json!(30), "nothing fetched yet");
 
     // The form `path=orders` (PropertyPathEndpoint.notifyByForm), proved by GitLab's token.
-    let resp = client
-        .post(&monitor)
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("x-gitlab-token", SECRET)
-        .body("path=orders")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.json::<Value>().await.unwrap(), json!(["orders"]));
-    wait_until(
-        Duration::from_secs(20),
-        "the form monitor call's fetch",
-        || async { pool(&server).await == json!(40) },
-    )
-    .await;
+    let headers = [
+        (
+            "content-type",
+            "application/x-www-form-urlencoded".to_string(),
+        ),
+        ("x-gitlab-token", SECRET.to_string()),
+    ];
+    assert_eq!(
+        monitor(&server, &headers, "path=orders").await,
+        (200, json!(["orders"]))
+    );
+    served(&server, 40, "the form monitor call's fetch").await;
 
     // GitLab's push hook (GitlabPropertyPathNotificationExtractor: X-Gitlab-Event).
     push(&work, 50);
-    let resp = client
-        .post(&monitor)
-        .header("content-type", "application/json")
-        .header("x-gitlab-event", "Push Hook")
-        .header("x-gitlab-token", SECRET)
-        .body(json!({"commits": [{"modified": ["application.yml"]}]}).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.json::<Value>().await.unwrap(), json!(["*"]));
-    wait_until(
-        Duration::from_secs(20),
-        "the GitLab monitor call's fetch",
-        || async { pool(&server).await == json!(50) },
-    )
-    .await;
+    let body = json!({"commits": [{"modified": ["application.yml"]}]}).to_string();
+    let headers = json_headers(&[
+        ("x-gitlab-event", "Push Hook".into()),
+        ("x-gitlab-token", SECRET.into()),
+    ]);
+    assert_eq!(monitor(&server, &headers, &body).await, (200, json!(["*"])));
+    served(&server, 50, "the GitLab monitor call's fetch").await;
 
     // Bitbucket Cloud names no files (BitbucketPropertyPathNotificationExtractor): a
     // broadcast, `application.yml`, so `*`.
     push(&work, 60);
     let body = json!({"push": {"changes": [{"new": {"name": "main"}}]}}).to_string();
-    let resp = client
-        .post(&monitor)
-        .header("content-type", "application/json")
-        .header("x-event-key", "repo:push")
-        .header("x-hook-uuid", "1f2e")
-        .header("x-hub-signature", github_signature(SECRET, body.as_bytes()))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.json::<Value>().await.unwrap(), json!(["*"]));
-    wait_until(
-        Duration::from_secs(20),
-        "the Bitbucket monitor call's fetch",
-        || async { pool(&server).await == json!(60) },
-    )
-    .await;
+    let headers = json_headers(&[
+        ("x-event-key", "repo:push".into()),
+        ("x-hook-uuid", "1f2e".into()),
+        ("x-hub-signature", signed(&body)),
+    ]);
+    assert_eq!(monitor(&server, &headers, &body).await, (200, json!(["*"])));
+    served(&server, 60, "the Bitbucket monitor call's fetch").await;
 
     // Gitea lists no files either (GiteaPropertyPathNotificationExtractor.addPaths).
     push(&work, 70);
     let body = json!({"commits": [{"id": "x"}]}).to_string();
-    let sig = github_signature(SECRET, body.as_bytes());
-    let resp = client
-        .post(&monitor)
-        .header("content-type", "application/json")
-        .header("x-gitea-event", "push")
-        .header("x-gitea-signature", sig.trim_start_matches("sha256="))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.json::<Value>().await.unwrap(), json!(["*"]));
-    wait_until(
-        Duration::from_secs(20),
-        "the Gitea monitor call's fetch",
-        || async { pool(&server).await == json!(70) },
-    )
-    .await;
+    let sig = signed(&body).trim_start_matches("sha256=").to_string();
+    let headers = json_headers(&[("x-gitea-event", "push".into()), ("x-gitea-signature", sig)]);
+    assert_eq!(monitor(&server, &headers, &body).await, (200, json!(["*"])));
+    served(&server, 70, "the Gitea monitor call's fetch").await;
 
     // A body that is neither JSON nor a form is a 400 naming what was expected.
     let junk = "not json";
-    let resp = client
-        .post(&monitor)
-        .header("content-type", "application/json")
-        .header(
-            "x-hub-signature-256",
-            github_signature(SECRET, junk.as_bytes()),
-        )
-        .body(junk)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 400);
+    let headers = json_headers(&[("x-hub-signature-256", signed(junk))]);
+    assert_eq!(monitor(&server, &headers, junk).await.0, 400);
     server.stop().await.expect("clean stop");
 }
 

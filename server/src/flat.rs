@@ -340,15 +340,10 @@ fn insert_at(root: &mut Node, path: &[Seg<'_>], literal: Option<&str>, value: &V
         };
         let slot = match (seg, cur) {
             (Seg::Key(k), Node::Map(m)) => m.entry((*k).to_string()).or_insert_with(fresh),
-            (Seg::Index(n), Node::List(l)) => {
-                if *n > MAX_LIST_INDEX {
-                    return false;
-                }
-                while l.len() <= *n {
-                    l.push(Node::Leaf(Value::Null));
-                }
-                &mut l[*n]
-            }
+            (Seg::Index(n), Node::List(l)) => match list_slot(l, *n) {
+                Some(slot) => slot,
+                None => return false,
+            },
             _ => return false,
         };
         if slot.is_empty_container() || matches!(slot, Node::Leaf(Value::Null)) {
@@ -362,15 +357,10 @@ fn insert_at(root: &mut Node, path: &[Seg<'_>], literal: Option<&str>, value: &V
         (None, Some(Seg::Key(k)), Node::Map(m)) => {
             m.entry((*k).to_string()).or_insert(Node::Leaf(Value::Null))
         }
-        (None, Some(Seg::Index(n)), Node::List(l)) => {
-            if *n > MAX_LIST_INDEX {
-                return false;
-            }
-            while l.len() <= *n {
-                l.push(Node::Leaf(Value::Null));
-            }
-            &mut l[*n]
-        }
+        (None, Some(Seg::Index(n)), Node::List(l)) => match list_slot(l, *n) {
+            Some(slot) => slot,
+            None => return false,
+        },
         _ => return false,
     };
     // An empty map or list never erases content already there.
@@ -386,6 +376,17 @@ fn insert_top(root: &mut Node, key: &str, value: &Value) {
     }
 }
 
+/// Element `n` of `l`, growing it with nulls; `None` past [`MAX_LIST_INDEX`], so a key
+/// like `a[999999999]` cannot allocate without bound.
+fn list_slot(l: &mut Vec<Node>, n: usize) -> Option<&mut Node> {
+    if n > MAX_LIST_INDEX {
+        return None;
+    }
+    while l.len() <= n {
+        l.push(Node::Leaf(Value::Null));
+    }
+    l.get_mut(n)
+}
 /// Spring Cloud Config's merge for its file forms (`EnvironmentController.convertToProperties`):
 /// sources lowest first; a plain key takes the higher value and keeps its first place; the
 /// `[…]` keys of one prefix (`list[0]`, `list[1].x`) come from the highest source that has
