@@ -71,6 +71,24 @@ pub fn parse_envs(envs: &str) -> Result<Vec<String>, NameError> {
         .collect()
 }
 
+/// A comma-separated application list (`orders,common`, Spring's form); the names in order.
+pub fn parse_names(names: &str) -> Result<Vec<String>, NameError> {
+    if names.split(',').count() > MAX_NAMES {
+        return Err(NameError {
+            what: "application list",
+            shown: shown(names),
+            reason: "names more than 16 applications",
+        });
+    }
+    names
+        .split(',')
+        .map(|n| check_name("application name", n).map(|()| n.to_string()))
+        .collect()
+}
+
+/// Most applications one Spring request may name (`orders,common,…`).
+pub const MAX_NAMES: usize = 16;
+
 /// Most environments one request may name (`prod,eu,…`).
 pub const MAX_ENVS: usize = 16;
 

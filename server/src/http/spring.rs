@@ -14,7 +14,7 @@ use super::guard::require_read;
 use super::{bytes_response, rejection, store, ApiError, AppState};
 use crate::auth::Principal;
 use crate::entry::Body;
-use crate::names::{check_name, parse_envs, parse_label};
+use crate::names::{parse_envs, parse_label, parse_names};
 use axum::Extension;
 
 type Params = HashMap<String, String>;
@@ -59,6 +59,15 @@ pub(super) async fn environment_at_label(
     environment(&state, &principal, &name, &profiles, Some(&label), &headers).await
 }
 
+/// Check each of Spring's comma-separated application names (`orders,common`) and that
+/// `principal` may read every one: Spring loads all of them into one answer.
+fn require_each(principal: &Principal, names: &str, envs: &[String]) -> Result<(), ApiError> {
+    for name in parse_names(names)? {
+        require_read(principal, &name, envs)?;
+    }
+    Ok(())
+}
+
 async fn environment(
     state: &AppState,
     principal: &Principal,
@@ -67,9 +76,8 @@ async fn environment(
     label: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    check_name("application name", name)?;
     let envs = parse_envs(profiles)?;
-    require_read(principal, name, &envs)?;
+    require_each(principal, name, &envs)?;
     let label = label.map(parse_label).transpose()?;
     // Placeholders are left as written in this form: clients may resolve them from
     // their own environment, so an unresolvable one is not an error here.
@@ -126,9 +134,8 @@ async fn serve_file(
             ),
         ));
     };
-    check_name("application name", name)?;
     let envs = parse_envs(profiles)?;
-    require_read(principal, name, &envs)?;
+    require_each(principal, name, &envs)?;
     let label = label.map(parse_label).transpose()?;
     let resolve = match query.get("resolvePlaceholders").map(String::as_str) {
         None | Some("true") => true,
