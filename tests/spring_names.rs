@@ -354,3 +354,63 @@ async fn check_reads_application_folders() {
     };
     assert!(err.contains("{label}"), "{err}");
 }
+
+// ---------------------------------------------------------------------------
+// Item 5: several labels
+
+/// `AbstractScmEnvironmentRepository.findOne` reads each label of `main,feature` in
+/// reverse (`splitAndReorder`) and appends its property sources, so the last label's come
+/// first; the version is the labels' versions joined in the order asked (`concat`).
+/// `JGitEnvironmentRepositoryTests.multipleLabels`: three labels give 3 × 2 sources;
+/// `multipleLabelsWithFailure`: a label that does not exist fails the request
+/// (`NoSuchLabelException`, a 404).
+#[tokio::test]
+async fn several_labels_are_all_read_the_last_first() {
+    let repo = TestRepo::new();
+    repo.write("application.yml", "where: main\n")
+        .write("orders.yml", "orders: main\n");
+    let main = repo.commit("main");
+    repo.checkout_new("feature");
+    repo.write("orders.yml", "orders: feature\n");
+    let feature = repo.commit("feature");
+    repo.checkout("main");
+    let server = TestServer::start(settings(repo.path_str())).await;
+
+    let e = env(&server, "/orders/prod/main,feature").await;
+    assert_eq!(e["label"], "main,feature");
+    assert_eq!(e["version"], format!("{main},{feature}"));
+    assert_eq!(
+        names(&e, &repo),
+        [
+            "orders.yml",
+            "application.yml",
+            "orders.yml",
+            "application.yml"
+        ]
+    );
+    assert_eq!(
+        e["propertySources"][0]["source"],
+        json!({"orders": "feature"})
+    );
+    assert_eq!(e["propertySources"][2]["source"], json!({"orders": "main"}));
+    // The v2 media type is assembled the same way.
+    let resp = server
+        .get_with(
+            "/orders/prod/main,feature",
+            "accept",
+            "application/vnd.spring-cloud.config-server.v2+json",
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let v2: Value = resp.json().await.unwrap();
+    assert_eq!(
+        v2["propertySources"][0]["source"]["orders"]["value"],
+        "feature"
+    );
+
+    let (status, body) = get(&server, "/orders/prod/main,nosuch", None).await;
+    assert_eq!(status, 404, "{body}");
+    // Empty parts are skipped (`splitAndReorder` keeps only `hasText` labels).
+    let e = env(&server, "/orders/prod/main,").await;
+    assert_eq!(e["version"], main);
+}
