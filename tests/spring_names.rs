@@ -250,6 +250,16 @@ async fn several_folders_and_profile_folders() {
         yml,
         json!({"a": "env-prod", "b": "orders", "c": "shared", "d": "root"})
     );
+    // An application with no files still reads the shared folders.
+    let e = env(&server, "/nosuch/prod").await;
+    assert_eq!(
+        names(&e, &repo),
+        [
+            "env-prod/application.yml",
+            "shared/application.yml",
+            "application.yml"
+        ]
+    );
     // Another profile's folder is not read.
     let e = env(&server, "/orders/dev").await;
     assert_eq!(names(&e, &repo)[0], "orders/application.yml");

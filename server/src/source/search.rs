@@ -136,10 +136,17 @@ impl SearchPath {
     /// each folder once (`AbstractScmAccessor.getSearchLocations`).
     pub fn locations(&self, apps: &[&str], profiles: &[String]) -> Vec<String> {
         let mut out = vec![String::new()];
+        // With no application (only `application*` is read), folders without
+        // `{application}` are still read.
+        let apps: Vec<Option<&str>> = if apps.is_empty() {
+            vec![None]
+        } else {
+            apps.iter().copied().map(Some).collect()
+        };
         for pattern in self.patterns() {
             for profile in profiles {
-                for app in apps {
-                    if let Some(dir) = pattern.fill(app, profile) {
+                for app in &apps {
+                    if let Some(dir) = pattern.fill(*app, profile) {
                         if !out.contains(&dir) {
                             out.push(dir);
                         }
@@ -248,24 +255,24 @@ impl Pattern {
         self.0.len()
     }
 
-    fn fill(&self, app: &str, profile: &str) -> Option<String> {
-        let parts: Vec<String> = self
+    /// The folder for `app` (none: the pattern must not need one) in `profile`.
+    fn fill(&self, app: Option<&str>, profile: &str) -> Option<String> {
+        let parts: Option<Vec<String>> = self
             .0
             .iter()
             .map(|s| match s {
-                Segment::Lit(l) => l.clone(),
+                Segment::Lit(l) => Some(l.clone()),
                 Segment::Var { pre, var, post } => {
                     let v = match var {
-                        Var::Application => app,
+                        Var::Application => app?,
                         Var::Profile => profile,
                     };
-                    format!("{pre}{v}{post}")
+                    Some(format!("{pre}{v}{post}"))
                 }
             })
             .collect();
-        // A name with a `/` or `..` cannot reach outside the folders listed: it names
-        // no folder of the listing.
-        Some(parts.join("/"))
+        // Only folders of the listing are read: a filled name cannot reach elsewhere.
+        parts.map(|p| p.join("/"))
     }
 }
 
@@ -290,6 +297,10 @@ mod tests {
         assert_eq!(
             sp.locations(&["orders", "common"], &profiles),
             ["", "orders", "common", "shared", "cfg/prod-x", "cfg/eu-x"]
+        );
+        assert_eq!(
+            sp.locations(&[], &profiles),
+            ["", "shared", "cfg/prod-x", "cfg/eu-x"]
         );
         assert_eq!(
             sp.captures("cfg/prod-x"),
