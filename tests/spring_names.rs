@@ -418,6 +418,9 @@ async fn several_labels_are_all_read_the_last_first() {
         "feature"
     );
 
+    // The file forms take one label (README, "What differs from Spring").
+    let (status, body) = get(&server, "/main,feature/orders-prod.yml", None).await;
+    assert_eq!(status, 400, "{body}");
     let (status, body) = get(&server, "/orders/prod/main,nosuch", None).await;
     assert_eq!(status, 404, "{body}");
     // Empty parts are skipped (`splitAndReorder` keeps only `hasText` labels).

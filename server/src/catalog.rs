@@ -171,7 +171,7 @@ impl Catalog {
         // Under Spring's search paths the folder says whose a file is too:
         // `orders/application.yml` in `{application}` is `orders`'s, not every app's.
         if let Some(caps) = self.search.captures(dir).filter(|_| !dir.is_empty()) {
-            if stem.starts_with("application") && owner.service.starts_with("application") {
+            if stem == "application" || stem.starts_with("application-") {
                 owner.service = "application".into();
                 owner.env = stem
                     .strip_prefix("application-")
