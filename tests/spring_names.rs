@@ -427,3 +427,37 @@ async fn several_labels_are_all_read_the_last_first() {
     let e = env(&server, "/orders/prod/main,").await;
     assert_eq!(e["version"], main);
 }
+
+/// A pair of the tracked snapshot (a known env) is pushed too when only its
+/// `{application}` folder changes, and a pair of another folder is not.
+#[tokio::test]
+async fn application_folder_changes_reach_snapshot_pairs_only() {
+    let repo = TestRepo::new();
+    repo.write("application-prod.yml", "env: prod\n")
+        .write("orders/application.yml", "n: 1\n")
+        .write("billing/application.yml", "b: 1\n");
+    repo.commit("two apps");
+    let mut s = settings(repo.path_str());
+    s.search_path = Some("{application}".into());
+    s.poll = Duration::from_millis(100);
+    let server = TestServer::start(s).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(server.ws_url("/v1/watch"))
+        .await
+        .unwrap();
+    for service in ["billing", "orders"] {
+        ws.send(Message::text(
+            json!({"op": "subscribe", "service": service, "env": "prod"}).to_string(),
+        ))
+        .await
+        .unwrap();
+    }
+    let first = next_values(&mut ws).await;
+    let second = next_values(&mut ws).await;
+    assert_eq!(first["b"], 1, "{first}");
+    assert_eq!(second["n"], 1, "{second}");
+    repo.write("orders/application.yml", "n: 2\n");
+    repo.commit("orders n=2");
+    // The next frame is orders' (billing's files did not change).
+    let pushed = next_values(&mut ws).await;
+    assert_eq!(pushed, json!({"env": "prod", "n": 2}));
+}
