@@ -2,12 +2,13 @@
 //! files make up a (service, envs) pair, in precedence order (ARCHITECTURE.md §2).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
 use crate::errors::{ConfigError, ErrorKind};
 use crate::parse::{Activation, ProfileExpr, EXTENSIONS};
-use crate::source::View;
+use crate::source::{SearchPath, View};
 
 /// The optional manifest at the root of the config repository.
 pub const MANIFEST: &str = "confhub.yml";
@@ -44,6 +45,9 @@ pub struct Catalog {
     pub services: BTreeSet<String>,
     /// The manifest (`confhub.yml`), or the default when there is none.
     pub manifest: Manifest,
+    /// The folders searched: a file in an `{application}` or `{profile}` folder is
+    /// that application's or profile's.
+    pub search: Arc<SearchPath>,
 }
 
 fn stem(name: &str) -> Option<&str> {
@@ -61,14 +65,37 @@ impl Catalog {
             .filter(|p| !p.contains('/') && p.as_str() != MANIFEST)
             .filter_map(|p| stem(p).map(str::to_string))
             .collect();
+        let spring = matches!(*view.search, SearchPath::Spring(_));
+        // Under Spring's search paths, `orders/application-prod.yml` names `prod` too,
+        // and so does a `{profile}` folder.
+        let folder_stems: Vec<String> = if spring {
+            view.files
+                .keys()
+                .filter(|p| p.contains('/'))
+                .filter_map(|p| stem(p.rsplit('/').next().unwrap_or(p)).map(str::to_string))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let folder_profiles: Vec<String> = if spring {
+            view.files
+                .keys()
+                .filter_map(|p| p.rsplit_once('/'))
+                .filter_map(|(dir, _)| view.search.captures(dir)?.profile)
+                .collect()
+        } else {
+            Vec::new()
+        };
         let (envs, envs_declared): (BTreeSet<String>, bool) = match &manifest.environments {
             Some(envs) => (envs.iter().cloned().collect(), true),
             None => {
                 let mut envs: BTreeSet<String> = root_stems
                     .iter()
+                    .chain(&folder_stems)
                     .filter_map(|s| s.strip_prefix("application-"))
                     .filter(|e| !e.is_empty())
                     .map(str::to_string)
+                    .chain(folder_profiles)
                     .collect();
                 // A Spring repository often has no `application-prod.yml`, only
                 // documents activated `on-profile: prod`: those profiles are envs too.
@@ -86,30 +113,44 @@ impl Catalog {
             }
         };
         let mut services = BTreeSet::new();
-        let mut add = |stem: &str| {
-            let (service, _) = split_stem(&envs, stem);
+        for s in &root_stems {
+            let (service, _) = split_stem(&envs, s);
             if service != "application" && !service.is_empty() {
                 services.insert(service.to_string());
             }
+        }
+        let mut catalog = Catalog {
+            envs,
+            envs_declared,
+            services: BTreeSet::new(),
+            manifest,
+            search: view.search.clone(),
         };
-        for s in &root_stems {
-            add(s);
+        if spring {
+            for path in view.files.keys().filter(|p| p.contains('/')) {
+                if let Some(owner) = catalog.owner_of(path) {
+                    if owner.service != "application" && !owner.service.is_empty() {
+                        services.insert(owner.service);
+                    }
+                }
+            }
+            catalog.services = services;
+            return Ok(catalog);
         }
         for path in view.files.keys() {
             if let Some((dir, file)) = path.split_once('/') {
                 if let Some(s) = stem(file) {
                     if s == dir || s.starts_with(&format!("{dir}-")) {
-                        add(s);
+                        let (service, _) = split_stem(&catalog.envs, s);
+                        if service != "application" && !service.is_empty() {
+                            services.insert(service.to_string());
+                        }
                     }
                 }
             }
         }
-        Ok(Catalog {
-            envs,
-            envs_declared,
-            services,
-            manifest,
-        })
+        catalog.services = services;
+        Ok(catalog)
     }
 
     /// Is `env` acceptable here? Always, unless the manifest declares the envs.
@@ -120,12 +161,31 @@ impl Catalog {
     /// Whose config the file at `rel` is: the one reading of its name at this version
     /// (ARCHITECTURE.md, "Who may read what"). `None` for names that are not config files.
     pub fn owner_of(&self, rel: &str) -> Option<Owner> {
-        let name = rel.rsplit('/').next().unwrap_or(rel);
-        let (service, env) = split_stem(&self.envs, stem(name)?);
-        Some(Owner {
+        let (dir, name) = rel.rsplit_once('/').unwrap_or(("", rel));
+        let stem = stem(name)?;
+        let (service, env) = split_stem(&self.envs, stem);
+        let mut owner = Owner {
             service: service.to_string(),
             env: env.map(str::to_string),
-        })
+        };
+        // Under Spring's search paths the folder says whose a file is too:
+        // `orders/application.yml` in `{application}` is `orders`'s, not every app's.
+        if let Some(caps) = self.search.captures(dir).filter(|_| !dir.is_empty()) {
+            if stem == "application" || stem.starts_with("application-") {
+                owner.service = "application".into();
+                owner.env = stem
+                    .strip_prefix("application-")
+                    .map(str::to_string)
+                    .or(owner.env);
+            }
+            if let (true, Some(app)) = (owner.service == "application", caps.application) {
+                owner.service = app;
+            }
+            if owner.env.is_none() {
+                owner.env = caps.profile;
+            }
+        }
+        Some(owner)
     }
 }
 
@@ -240,22 +300,35 @@ impl Access {
 }
 
 /// The files of `service` in `envs` at `view`'s version, and their owners.
+///
+/// `service` may name several applications (`orders,common`, Spring's form): their files
+/// are read together, later names winning, and the first is the pair asked; the others'
+/// files count as read from other owners, so a token needs their scopes too.
 pub fn pair_files(view: &View<'_>, catalog: &Catalog, service: &str, envs: &[String]) -> PairFiles {
-    let service_known = service_exists(view, catalog, service, envs);
-    let paths = layer_paths(view, service_known.then_some(service), envs);
-    let mut access = Access::own(service, envs);
+    let names: Vec<&str> = service.split(',').collect();
+    let known: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| service_exists(view, catalog, n, envs))
+        .collect();
+    let service_known = !known.is_empty();
+    let first = names.first().copied().unwrap_or(service);
+    let paths = layer_paths(view, &known, envs);
+    let mut access = Access::own(first, envs);
     for path in &paths {
         let name = path.rsplit('/').next().unwrap_or(path);
         let shared = stem(name).is_some_and(|s| {
             s == "application"
                 || s.strip_prefix("application-")
                     .is_some_and(|e| envs.iter().any(|env| env == e))
-        });
+        }) && catalog
+            .owner_of(path)
+            .is_some_and(|o| o.service == "application");
         // `application*` files are every service's defaults, read only for the asked envs.
         let Some(owner) = catalog.owner_of(path).filter(|_| !shared) else {
             continue;
         };
-        let own = owner.service == service && owner.env.as_ref().is_none_or(|e| envs.contains(e));
+        let own = owner.service == first && owner.env.as_ref().is_none_or(|e| envs.contains(e));
         if !own && !access.foreign.iter().any(|(o, _)| *o == owner) {
             access.foreign.push((owner, view.display(path)));
         }
@@ -282,17 +355,22 @@ fn read_manifest(view: &mut View<'_>) -> Result<Manifest, ConfigError> {
     }
 }
 
-/// The files of a (service, envs) pair that exist in `view`, highest precedence first.
-/// With several envs, the later env's pair sits above the earlier's.
-pub fn layer_paths(view: &View<'_>, service: Option<&str>, envs: &[String]) -> Vec<String> {
+/// The files of `services` (none: only `application*`) in `envs` that exist in `view`,
+/// highest precedence first, as Spring Boot orders them for `spring.config.name=
+/// application,<services>`: every profile file above every plain one, the later env above
+/// the earlier, the later name above the earlier, `application` lowest.
+pub fn layer_paths(view: &View<'_>, services: &[&str], envs: &[String]) -> Vec<String> {
+    if let SearchPath::Spring(_) = &*view.search {
+        return spring_layer_paths(view, services, envs);
+    }
     let mut bases: Vec<(Option<&str>, String)> = Vec::new();
     for env in envs.iter().rev() {
-        if let Some(svc) = service {
+        for svc in services.iter().rev() {
             bases.push((Some(svc), format!("{svc}-{env}")));
         }
         bases.push((None, format!("application-{env}")));
     }
-    if let Some(svc) = service {
+    for svc in services.iter().rev() {
         bases.push((Some(svc), svc.to_string()));
     }
     bases.push((None, "application".to_string()));
@@ -316,6 +394,46 @@ pub fn layer_paths(view: &View<'_>, service: Option<&str>, envs: &[String]) -> V
     out
 }
 
+/// Spring's search path order (`NativeEnvironmentRepository` loads the folders as one
+/// location group, `AbstractScmAccessor.getSearchLocations` orders them): profile
+/// files first, the later env first; within that the later folder first (the root
+/// last), and within a folder the later name first, `application` last.
+fn spring_layer_paths(view: &View<'_>, services: &[&str], envs: &[String]) -> Vec<String> {
+    let locations = view.search.locations(services, envs);
+    let mut names: Vec<&str> = services.iter().rev().copied().collect();
+    names.push("application");
+    let mut bases: Vec<String> = Vec::new();
+    let folder = |loc: &str, base: String| {
+        if loc.is_empty() {
+            base
+        } else {
+            format!("{loc}/{base}")
+        }
+    };
+    for env in envs.iter().rev() {
+        for loc in locations.iter().rev() {
+            for name in &names {
+                bases.push(folder(loc, format!("{name}-{env}")));
+            }
+        }
+    }
+    for loc in locations.iter().rev() {
+        for name in &names {
+            bases.push(folder(loc, name.to_string()));
+        }
+    }
+    let mut out = Vec::new();
+    for base in bases {
+        for ext in EXTENSIONS {
+            let path = format!("{base}.{ext}");
+            if view.files.contains_key(&path) && !out.contains(&path) {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
 /// Does the service have any file of its own for these envs (or any known env)?
 pub fn service_exists(view: &View<'_>, catalog: &Catalog, service: &str, envs: &[String]) -> bool {
     if catalog.services.contains(service) {
@@ -327,8 +445,13 @@ pub fn service_exists(view: &View<'_>, catalog: &Catalog, service: &str, envs: &
         .cloned()
         .chain(envs.iter().cloned())
         .collect();
-    !layer_paths(view, Some(service), &all_envs).iter().all(|p| {
-        let name = p.rsplit('/').next().unwrap_or(p);
-        name.starts_with("application")
+    layer_paths(view, &[service], &all_envs).iter().any(|p| {
+        let (dir, name) = p.rsplit_once('/').unwrap_or(("", p));
+        !name.starts_with("application")
+            || catalog
+                .search
+                .captures(dir)
+                .and_then(|c| c.application)
+                .is_some_and(|a| a == service)
     })
 }

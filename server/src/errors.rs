@@ -134,6 +134,14 @@ pub enum SourceError {
     /// A blocking task panicked or was cancelled.
     #[error("background task failed: {0}")]
     Task(String),
+    /// The `search_path` setting cannot be read.
+    #[error("search_path `{path}` {reason}")]
+    SearchPath {
+        /// The folder (or whole setting) at fault.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl SourceError {

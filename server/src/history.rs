@@ -381,7 +381,12 @@ impl PairHistory {
         let tree = commit
             .tree()
             .map_err(SourceError::git(format!("reading {oid}")))?;
-        let print = fingerprint(&tree, prefix, service, envs);
+        // Spring search paths read folders named after any app or profile asked: the
+        // whole tree is the fingerprint there (every commit is resolved).
+        let print = match git.search() {
+            crate::source::SearchPath::Spring(_) => vec![(String::new(), tree.id())],
+            _ => fingerprint(&tree, prefix, service, envs),
+        };
         if self.last_print.as_ref() == Some(&print) {
             return Ok(());
         }

@@ -146,7 +146,7 @@ struct ServeArgs {
     /// Address to listen on (default 127.0.0.1:8888) [CONFHUB_LISTEN].
     #[arg(long)]
     listen: Option<String>,
-    /// Folder of the repository holding the config files [CONFHUB_SEARCH_PATH].
+    /// Folder of the repository holding the config files; several comma-separated folders or `{application}`/`{profile}` placeholders read them as Spring's searchPaths do [CONFHUB_SEARCH_PATH].
     #[arg(long)]
     search_path: Option<String>,
     /// Serve a plain directory from the filesystem (version = content hash) [CONFHUB_DEV].

@@ -71,6 +71,44 @@ pub fn parse_envs(envs: &str) -> Result<Vec<String>, NameError> {
         .collect()
 }
 
+/// A comma-separated application list (`orders,common`, Spring's form); the names in order.
+pub fn parse_names(names: &str) -> Result<Vec<String>, NameError> {
+    if names.split(',').count() > MAX_NAMES {
+        return Err(NameError {
+            what: "application list",
+            shown: shown(names),
+            reason: "names more than 16 applications",
+        });
+    }
+    names
+        .split(',')
+        .map(|n| check_name("application name", n).map(|()| n.to_string()))
+        .collect()
+}
+
+/// A comma-separated label list (`main,feature`, Spring 4.2+); empty parts are skipped,
+/// as Spring's `AbstractScmEnvironmentRepository.splitAndReorder` skips them.
+pub fn parse_labels(labels: &str) -> Result<Vec<String>, NameError> {
+    if labels.split(',').count() > MAX_LABELS {
+        return Err(NameError {
+            what: "label list",
+            shown: shown(labels),
+            reason: "names more than 16 labels",
+        });
+    }
+    let parts: Vec<&str> = labels.split(',').filter(|l| !l.is_empty()).collect();
+    if parts.is_empty() {
+        return parse_label(labels).map(|l| vec![l]);
+    }
+    parts.into_iter().map(parse_label).collect()
+}
+
+/// Most labels one Spring request may name (`main,feature,…`).
+pub const MAX_LABELS: usize = 16;
+
+/// Most applications one Spring request may name (`orders,common,…`).
+pub const MAX_NAMES: usize = 16;
+
 /// Most environments one request may name (`prod,eu,…`).
 pub const MAX_ENVS: usize = 16;
 

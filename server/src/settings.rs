@@ -12,7 +12,8 @@ pub struct Settings {
     pub repo: String,
     /// Branch to track; `None` means `main`, falling back to `master`.
     pub branch: Option<String>,
-    /// Subfolder of the repository holding the config files (Spring's `searchPaths`).
+    /// Subfolder of the repository holding the config files, or Spring's `searchPaths`
+    /// (several comma-separated folders, `{application}` and `{profile}` placeholders).
     pub search_path: Option<String>,
     /// Serve a plain directory from the filesystem (version = content hash).
     pub dev: bool,

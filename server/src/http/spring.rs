@@ -14,7 +14,7 @@ use super::guard::require_read;
 use super::{bytes_response, rejection, store, ApiError, AppState};
 use crate::auth::Principal;
 use crate::entry::Body;
-use crate::names::{check_name, parse_envs, parse_label};
+use crate::names::{parse_envs, parse_label, parse_labels, parse_names};
 use axum::Extension;
 
 type Params = HashMap<String, String>;
@@ -59,6 +59,20 @@ pub(super) async fn environment_at_label(
     environment(&state, &principal, &name, &profiles, Some(&label), &headers).await
 }
 
+/// Check each of Spring's comma-separated application names (`orders,common`) and that
+/// `principal` may read every one: Spring loads all of them into one answer.
+fn require_each(principal: &Principal, names: &str, envs: &[String]) -> Result<(), ApiError> {
+    let names = parse_names(names)?;
+    // confhub's own paths are a 404 whoever asks, before any scope is looked at.
+    for name in &names {
+        not_reserved(name)?;
+    }
+    for name in names {
+        require_read(principal, &name, envs)?;
+    }
+    Ok(())
+}
+
 async fn environment(
     state: &AppState,
     principal: &Principal,
@@ -67,21 +81,23 @@ async fn environment(
     label: Option<&str>,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    check_name("application name", name)?;
-    not_reserved(name)?;
     let envs = parse_envs(profiles)?;
-    require_read(principal, name, &envs)?;
-    let label = label.map(parse_label).transpose()?;
-    // Placeholders are left as written in this form: clients may resolve them from
-    // their own environment, so an unresolvable one is not an error here.
-    let entry = store(state)?
-        .lookup_as_written(principal, label.as_deref(), name, &envs)
-        .await?;
+    require_each(principal, name, &envs)?;
     let v2 = headers
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains(SPRING_V2_MEDIA_TYPE));
+    let labels = label.map(parse_labels).transpose()?;
+    if let Some(labels) = labels.as_ref().filter(|l| l.len() > 1) {
+        return several_labels(state, principal, name, &envs, labels, v2).await;
+    }
+    let label = labels.and_then(|mut l| l.pop());
+    // Placeholders are left as written in this form: clients may resolve them from
+    // their own environment, so an unresolvable one is not an error here.
+    let entry = store(state)?
+        .lookup_as_written(principal, label.as_deref(), name, &envs)
+        .await?;
     Ok(if v2 {
         bytes_response(SPRING_V2_MEDIA_TYPE, entry.body(Body::SpringEnvV2))
     } else {
@@ -100,6 +116,66 @@ fn not_reserved(name: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// `/{name}/{profiles}/main,feature`: every label's property sources, the last label's
+/// first, the versions joined in the order asked; a label that does not exist is a 404
+/// (`AbstractScmEnvironmentRepository.findOne`, `JGitEnvironmentRepositoryTests.
+/// multipleLabels` / `multipleLabelsWithFailure`, with `continue-on-multiple-label-failure`
+/// off, its default). Assembled from each label's pre-rendered answer.
+async fn several_labels(
+    state: &AppState,
+    principal: &Principal,
+    name: &str,
+    envs: &[String],
+    labels: &[String],
+    v2: bool,
+) -> Result<Response, ApiError> {
+    const KEY: &[u8] = b",\"propertySources\":[";
+    let store = store(state)?;
+    let mut versions = Vec::with_capacity(labels.len());
+    let mut sources: Vec<Vec<u8>> = Vec::with_capacity(labels.len());
+    for label in labels.iter().rev() {
+        let entry = store
+            .lookup_as_written(principal, Some(label), name, envs)
+            .await?;
+        let body = entry.body(if v2 {
+            Body::SpringEnvV2
+        } else {
+            Body::SpringEnv
+        });
+        // The body ends with its property sources (`…,"propertySources":[…]}`); the
+        // fields before it are names, which cannot hold that text.
+        let items = body
+            .windows(KEY.len())
+            .position(|w| w == KEY)
+            .map(|at| &body[at + KEY.len()..body.len().saturating_sub(2)])
+            .unwrap_or_default();
+        if !items.is_empty() {
+            sources.push(items.to_vec());
+        }
+        versions.push(entry.version.clone());
+    }
+    versions.reverse();
+    let head = serde_json::json!({
+        "name": name,
+        "profiles": envs,
+        "label": labels.join(","),
+        "version": versions.join(","),
+        "state": "",
+    })
+    .to_string();
+    let mut out = head.into_bytes();
+    out.pop();
+    out.extend_from_slice(KEY);
+    out.extend_from_slice(&sources.join(&b',')[..]);
+    out.extend_from_slice(b"]}");
+    let media = if v2 {
+        SPRING_V2_MEDIA_TYPE
+    } else {
+        "application/json"
+    };
+    Ok(bytes_response(media, out.into()))
 }
 
 #[derive(Clone, Copy)]
@@ -140,10 +216,8 @@ async fn serve_file(
             ),
         ));
     };
-    check_name("application name", name)?;
-    not_reserved(name)?;
     let envs = parse_envs(profiles)?;
-    require_read(principal, name, &envs)?;
+    require_each(principal, name, &envs)?;
     let label = label.map(parse_label).transpose()?;
     let resolve = match query.get("resolvePlaceholders").map(String::as_str) {
         None | Some("true") => true,

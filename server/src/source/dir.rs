@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::{is_config_name, Blob, Ciphers, Root, View};
+use std::sync::Arc;
+
+use super::{is_config_name, Blob, Ciphers, Root, SearchPath, View};
 use crate::errors::SourceError;
 
 /// A plain directory of config files.
@@ -14,6 +16,7 @@ use crate::errors::SourceError;
 pub struct DirSource {
     root: PathBuf,
     search_path: Option<String>,
+    search: Arc<SearchPath>,
     ciphers: Ciphers,
 }
 
@@ -29,11 +32,11 @@ impl DirSource {
     pub fn open(root: &str, search_path: Option<&str>) -> Result<DirSource, SourceError> {
         let root = std::fs::canonicalize(root).map_err(io(Path::new(root)))?;
         std::fs::read_dir(&root).map_err(io(&root))?;
+        let search = SearchPath::parse(search_path)?;
         Ok(DirSource {
             root,
-            search_path: search_path
-                .map(|p| p.trim_matches('/').to_string())
-                .filter(|p| !p.is_empty()),
+            search_path: search.folder().map(str::to_string),
+            search: Arc::new(search),
             ciphers: Ciphers::Refuse,
         })
     }
@@ -54,6 +57,43 @@ impl DirSource {
         &self.root
     }
 
+    /// The config files of a Spring search path: the root's, then those of every folder
+    /// on one of `patterns` (symlinked folders are not followed).
+    fn list_spring(
+        &self,
+        patterns: &[super::search::Pattern],
+        files: &mut BTreeMap<String, Blob>,
+    ) -> Result<(), SourceError> {
+        let mut stack = vec![(self.root.clone(), String::new(), 0usize)];
+        while let Some((path, dir, depth)) = stack.pop() {
+            let on_pattern = depth == 0
+                || patterns
+                    .iter()
+                    .any(|p| p.depth() == depth && super::git::dir_matches(p, &dir));
+            for entry in std::fs::read_dir(&path).map_err(io(&path))? {
+                let entry = entry.map_err(io(&path))?;
+                let name = entry.file_name().to_string_lossy().to_string();
+                let rel = if dir.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{dir}/{name}")
+                };
+                let ty = entry.file_type().map_err(io(&entry.path()))?;
+                if ty.is_file() && on_pattern && is_config_name(&name) {
+                    files.insert(rel, Blob::Disk(entry.path()));
+                } else if ty.is_dir()
+                    && !name.starts_with('.')
+                    && patterns
+                        .iter()
+                        .any(|p| p.depth() > depth && super::git::dir_matches(p, &rel))
+                {
+                    stack.push((entry.path(), rel, depth + 1));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The files as they are now, with their content hash as the version. Blocking.
     pub fn view(&self) -> Result<View<'static>, SourceError> {
         let (base, prefix) = match &self.search_path {
@@ -61,7 +101,9 @@ impl DirSource {
             None => (self.root.clone(), String::new()),
         };
         let mut files = BTreeMap::new();
-        if base.is_dir() {
+        if let SearchPath::Spring(patterns) = &*self.search {
+            self.list_spring(patterns, &mut files)?;
+        } else if base.is_dir() {
             for entry in std::fs::read_dir(&base).map_err(io(&base))? {
                 let entry = entry.map_err(io(&base))?;
                 let name = entry.file_name().to_string_lossy().to_string();
@@ -84,6 +126,7 @@ impl DirSource {
         let mut hasher = Sha256::new();
         let mut view = View::new(String::new(), prefix, files, None, Root::Disk(base));
         view.ciphers = self.ciphers.clone();
+        view.search = self.search.clone();
         let names: Vec<String> = view.files.keys().cloned().collect();
         for name in names {
             hasher.update((name.len() as u64).to_le_bytes());

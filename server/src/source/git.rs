@@ -13,7 +13,7 @@ use git2::{
 };
 use sha2::{Digest, Sha256};
 
-use super::{is_config_name, Blob, Ciphers, Root, View};
+use super::{is_config_name, Blob, Ciphers, Root, SearchPath, View};
 use crate::errors::{is_object_error, SourceError};
 use crate::settings::{RecoverySettings, Settings};
 
@@ -44,6 +44,7 @@ pub struct GitSource {
     remote: Option<Remote>,
     branch: Option<String>,
     search_path: Option<String>,
+    search: Arc<SearchPath>,
     /// Open handles for reuse: `Repository` is `Send` but not `Sync`, so each blocking
     /// task takes one out and puts it back, instead of all sharing one behind a lock.
     pool: Mutex<Vec<Repository>>,
@@ -235,15 +236,13 @@ impl GitSource {
             let uri = format!("file://{}", abs.display());
             (abs, None, uri)
         };
+        let search = SearchPath::parse(settings.search_path.as_deref())?;
         let source = GitSource {
             path,
             remote,
             branch: settings.branch.clone(),
-            search_path: settings
-                .search_path
-                .clone()
-                .map(|p| p.trim_matches('/').to_string())
-                .filter(|p| !p.is_empty()),
+            search_path: search.folder().map(str::to_string),
+            search: Arc::new(search),
             pool: Mutex::new(Vec::new()),
             care: Box::new(Care {
                 swap: RwLock::new(()),
@@ -295,6 +294,11 @@ impl GitSource {
             .as_ref()
             .map(|p| format!("{p}/"))
             .unwrap_or_default()
+    }
+
+    /// How folders are searched for config files.
+    pub fn search(&self) -> &SearchPath {
+        &self.search
     }
 
     /// Whether this is a clone of a remote (and so needs fetching to see changes).
@@ -536,6 +540,20 @@ impl GitSource {
         let tree_id = tree.id();
         let context = || format!("reading tree {tree_id}");
         let mut files = BTreeMap::new();
+        if let SearchPath::Spring(patterns) = &*self.search {
+            list_spring(repo, &tree, patterns, &mut files).map_err(SourceError::git(context()))?;
+            let mut view = View::new(
+                version,
+                String::new(),
+                files,
+                Some(repo),
+                Root::Git(Some(tree_id)),
+            );
+            view.ciphers = self.ciphers.clone();
+            view.suspicion = Some(self.suspicion.clone());
+            view.search = self.search.clone();
+            return Ok(view);
+        }
         let (root, prefix): (Option<git2::Tree<'_>>, String) = match &self.search_path {
             None => (Some(tree), String::new()),
             Some(sp) => {
@@ -863,6 +881,55 @@ struct Budget {
     seen: HashSet<Oid>,
     left: usize,
     objects: usize,
+}
+
+/// The config files of a Spring search path: the root's, then those of every folder
+/// on one of `patterns` (a placeholder part stands for any folder name there).
+fn list_spring(
+    repo: &Repository,
+    tree: &git2::Tree<'_>,
+    patterns: &[super::search::Pattern],
+    files: &mut BTreeMap<String, Blob>,
+) -> Result<(), git2::Error> {
+    // (tree, its path, its depth): walked only along the patterns.
+    let mut stack = vec![(tree.id(), String::new(), 0usize)];
+    while let Some((id, dir, depth)) = stack.pop() {
+        let here = repo.find_tree(id)?;
+        let on_pattern = depth == 0
+            || patterns
+                .iter()
+                .any(|p| p.depth() == depth && dir_matches(p, &dir));
+        for entry in here.iter() {
+            let Ok(name) = entry.name() else { continue };
+            let path = if dir.is_empty() {
+                name.to_string()
+            } else {
+                format!("{dir}/{name}")
+            };
+            match entry.kind() {
+                Some(ObjectType::Blob) if on_pattern && is_config_name(name) => {
+                    files.insert(path, Blob::Git(entry.id()));
+                }
+                Some(ObjectType::Tree) if !name.starts_with('.') => {
+                    let deeper = patterns
+                        .iter()
+                        .any(|p| p.depth() > depth && dir_matches(p, &path));
+                    if deeper {
+                        stack.push((entry.id(), path, depth + 1));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Whether every part of `dir` fits `pattern` so far.
+pub(crate) fn dir_matches(pattern: &super::search::Pattern, dir: &str) -> bool {
+    dir.split('/')
+        .enumerate()
+        .all(|(i, part)| pattern.admits(i, part))
 }
 
 /// Read `commit`, its tree and every tree and blob under `search_path` (in full: a

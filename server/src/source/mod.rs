@@ -6,6 +6,7 @@
 
 pub mod dir;
 pub mod git;
+pub mod search;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use crate::crypto::{Keyring, PREFIX};
 use crate::errors::{ConfigError, ErrorKind, SourceError};
 use crate::parse::{parse_documents, Format};
 use crate::resolve::ParsedFile;
+pub use search::SearchPath;
 
 /// Where one file's bytes live.
 #[derive(Debug, Clone)]
@@ -45,6 +47,8 @@ pub struct View<'r> {
     pub(crate) schemas: HashMap<String, Result<Arc<jsonschema::Validator>, ConfigError>>,
     /// Told when a blob cannot be read, so the clone gets verified (and repaired).
     pub(crate) suspicion: Option<Arc<git::Suspicion>>,
+    /// The folders searched, which say whose file a file in a folder is.
+    pub search: Arc<SearchPath>,
 }
 
 /// What a view does with `{cipher}` values.
@@ -106,6 +110,7 @@ impl<'r> View<'r> {
             ciphers: Ciphers::Refuse,
             prior: HashMap::new(),
             suspicion: None,
+            search: Arc::new(SearchPath::Root),
         }
     }
 
