@@ -402,7 +402,8 @@ impl Store {
     /// Like [`Store::lookup`], for Spring's forms with placeholders resolved: a config
     /// with a `{cipher}` value that cannot be decrypted is still returned (with
     /// [`PairEntry::cipher_error`] set; the key reads `invalid.<key>: <n/a>`), as Spring
-    /// serves it.
+    /// serves it, and so is one with unresolvable placeholders (its Spring values leave
+    /// them as written), unless they form a cycle.
     pub async fn lookup_spring(
         self: &Arc<Self>,
         principal: &Principal,
@@ -504,7 +505,13 @@ impl Store {
         allow(principal, &resolution.access)?;
         let entry = resolution.result.clone().map_err(LookupError::Config)?;
         match (&entry.placeholder_error, &entry.cipher_error) {
-            (Some(e), _) if form != Form::AsWritten => Err(LookupError::Config(e.clone())),
+            (Some(e), _) if form == Form::Native => Err(LookupError::Config(e.clone())),
+            // Spring's file forms leave what they cannot resolve as written; only what
+            // fails even so (a cycle) is refused.
+            (Some(_), _) if form == Form::Spring => match &entry.resolved.spring_error {
+                Some(e) => Err(LookupError::Config(e.clone())),
+                None => Ok(entry),
+            },
             (_, Some(e)) if form == Form::Native => Err(LookupError::Config(e.clone())),
             _ => Ok(entry),
         }

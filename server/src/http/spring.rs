@@ -14,6 +14,8 @@ use super::guard::require_read;
 use super::{bytes_response, rejection, store, ApiError, AppState};
 use crate::auth::Principal;
 use crate::entry::Body;
+use crate::errors::ErrorKind;
+use crate::store::LookupError;
 use crate::names::{check_name, parse_envs, parse_label};
 use axum::Extension;
 
@@ -146,9 +148,21 @@ async fn serve_file(
     };
     let store = store(state)?;
     let entry = if resolve {
-        store
+        match store
             .lookup_spring(principal, label.as_deref(), name, &envs)
-            .await?
+            .await
+        {
+            Ok(entry) => entry,
+            // Unresolvable placeholders are served as written; what is left is a cycle
+            // (or a limit), which Spring's placeholder helper throws as an
+            // `IllegalArgumentException`: `EnvironmentController.illegalArgument`, 400.
+            Err(LookupError::Config(e)) if e.kind == ErrorKind::Placeholder => {
+                let mut err: ApiError = LookupError::Config(e).into();
+                err.status = StatusCode::BAD_REQUEST;
+                return Err(err);
+            }
+            Err(e) => return Err(e.into()),
+        }
     } else {
         store
             .lookup_as_written(principal, label.as_deref(), name, &envs)
