@@ -21,6 +21,9 @@ use crate::source::dir::DirSource;
 use crate::source::git::{GitSource, Integrity};
 use crate::source::{Ciphers, View};
 
+#[path = "resource.rs"]
+pub mod resource;
+
 /// Label reported for `--dev` directories.
 pub const DEV_LABEL: &str = "dev";
 
@@ -144,6 +147,8 @@ pub struct Store {
     uri: Arc<str>,
     snapshot: ArcSwap<Snapshot>,
     cache: Mutex<LabelCache>,
+    /// Resources read (`/{name}/{profile}/{label}/{path}`), by commit and path.
+    resources: Mutex<resource::ResourceCache>,
     /// Resolutions that miss the cache, at once: each takes a blocking thread and CPU.
     resolving: tokio::sync::Semaphore,
     recovery: RecoverySettings,
@@ -245,6 +250,7 @@ impl Store {
             uri,
             snapshot: ArcSwap::from_pointee(snapshot),
             cache: Mutex::new(LabelCache::new(capacity, settings.cache_max_bytes)),
+            resources: Mutex::default(),
             resolving: tokio::sync::Semaphore::new(resolve_permits()),
             recovery: settings.recovery.clone(),
             opening_fetch,
@@ -307,6 +313,9 @@ impl Store {
         if repaired {
             if let Ok(mut cache) = self.cache.lock() {
                 cache.clear();
+            }
+            if let Ok(mut resources) = self.resources.lock() {
+                resources.clear();
             }
         }
         repaired

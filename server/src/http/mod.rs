@@ -78,6 +78,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/{name}/{profiles}/{label}",
             get(spring::environment_at_label),
         )
+        .route("/{name}/{profiles}/{label}/{*path}", get(spring::resource))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::authenticate,
