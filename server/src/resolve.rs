@@ -951,6 +951,36 @@ mod tests {
         );
     }
 
+    /// `EnvironmentPropertySource`: Spring's file forms leave what they cannot resolve
+    /// as written, and still refuse a cycle.
+    #[test]
+    fn spring_forms_leave_unresolvable_placeholders_as_written() {
+        let layers = vec![file(
+            "o.yml",
+            "a: hi ${who}\nb: ${a}!\nc: ${m:dflt}\nm:\n  k: 1\nd: ${m}\ne: \\${x}\nf: ${open\n",
+        )];
+        let r = merge_only_for(layers.clone(), &[]);
+        assert!(r.spring_error.is_none());
+        let got: HashMap<&str, &Value> = r
+            .spring_values
+            .iter()
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
+        assert_eq!(got["a"], &json!("hi ${who}"));
+        assert_eq!(got["b"], &json!("hi ${who}!"));
+        // `m` is no flat key in Spring's Environment: its default applies, or it stays.
+        assert_eq!(got["c"], &json!("dflt"));
+        assert_eq!(got["d"], &json!("${m}"));
+        assert_eq!(got["e"], &json!("${x}"));
+        assert_eq!(got["f"], &json!("${open"));
+        let text =
+            resolve_text_lenient("x=${a} y=${none} z=\\${a}", &r.spring_merged, &layers).unwrap();
+        assert_eq!(text, "x=hi ${who} y=${none} z=${a}");
+        let cyclic = merge_only_for(vec![file("o.yml", "a: ${b}\nb: x${a}\n")], &[]);
+        let e = cyclic.spring_error.expect("a cycle is an error");
+        assert!(e.message.contains("cycle"), "{e}");
+    }
+
     #[test]
     fn cycles_are_detected() {
         let e = resolve(vec![file("o.yml", "a: ${b}\nb: x${c}\nc: ${a}\n")]).unwrap_err();
