@@ -48,7 +48,8 @@ fn repo() -> TestRepo {
         .write("payments/nginx.conf", "payments only: ${payments.key}\n")
         .write("nginx.conf", "old ${nginx.port}\n")
         .write("greeter.yml", GREETER)
-        .write("loop.yml", "a: ${b}\nb: x-${a}\n");
+        .write("loop.yml", "a: ${b}\nb: x-${a}\n")
+        .write("loop.txt", "value: ${a}\n");
     repo.commit("first");
     repo.tag("v1");
     repo.write("nginx.conf", NGINX)
@@ -193,6 +194,15 @@ async fn resource_paths_stay_in_the_tree() {
         assert_eq!(status, 404, "{path}: {body}");
         assert!(!body.contains("root:"), "{body}");
     }
+    // A template reading placeholders that form a cycle: Spring's helper throws
+    // (`IllegalArgumentException`), 400.
+    let (status, _, body) = text(&server, "/loop/default/main/loop.txt").await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("cycle"), "{body}");
+    // confhub's own paths are not an application named `v1`.
+    let (status, _, body) = text(&server, "/v1/default/main/nginx.conf").await;
+    assert_eq!(status, 404, "{body}");
+    assert!(!body.contains("listen"), "{body}");
     // Over the size limit: refused, not read into memory.
     let (status, _, body) = text(&server, "/orders/default/main/big.txt").await;
     assert_eq!(status, 422, "{body}");

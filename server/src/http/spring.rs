@@ -95,6 +95,9 @@ pub(super) async fn resource(
     .await
 }
 
+/// First path segments that belong to confhub's own endpoints.
+const RESERVED: [&str; 6] = ["v1", "ui", "actuator", "metrics", "healthz", "readyz"];
+
 #[allow(clippy::too_many_arguments)]
 async fn serve_resource(
     state: &AppState,
@@ -106,6 +109,15 @@ async fn serve_resource(
     query: &Params,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
+    // confhub's own paths are never a Spring application: without this, an unknown
+    // `/v1/a/b/c` would be read as a resource of an app named `v1`.
+    if RESERVED.contains(&name) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint",
+        ));
+    }
     check_name("application name", name)?;
     let envs = parse_envs(profiles)?;
     require_read(principal, name, &envs)?;
