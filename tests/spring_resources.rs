@@ -59,6 +59,15 @@ fn repo() -> TestRepo {
     std::fs::write(repo.path().join("logo.png"), LOGO).unwrap();
     std::os::unix::fs::symlink("/etc/passwd", repo.path().join("passwd.conf")).unwrap();
     std::os::unix::fs::symlink("nginx.conf", repo.path().join("inner-link.conf")).unwrap();
+    std::os::unix::fs::symlink("../../etc/passwd", repo.path().join("templates/up.conf")).unwrap();
+    std::os::unix::fs::symlink("spin-b", repo.path().join("spin-a")).unwrap();
+    std::os::unix::fs::symlink("spin-a", repo.path().join("spin-b")).unwrap();
+    std::fs::create_dir_all(repo.path().join("orders")).unwrap();
+    std::os::unix::fs::symlink(
+        "../payments/nginx.conf",
+        repo.path().join("orders/pay.conf"),
+    )
+    .unwrap();
     repo.commit("templates");
     repo
 }
@@ -183,11 +192,17 @@ async fn resource_paths_stay_in_the_tree() {
         let (status, _, body) = text(&server, path).await;
         assert_eq!(status, 400, "{path}: {body}");
     }
-    // Symlinks are never followed, in the tree or out of it; a missing file is
+    // A symlink is followed while it stays in the tree (Spring's checkout on disk would
+    // follow it, and `PathUtils.checkResource` keeps it under the search location); one
+    // leading out of it, or in a loop, is no file; a missing file is
     // `NoSuchResourceException`, 404 (`ResourceControllerAdvice.notFound`).
+    let (status, _, body) = text(&server, "/orders/default/main/inner-link.conf").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("listen 8081;"), "{body}");
     for path in [
         "/orders/default/main/passwd.conf",
-        "/orders/default/main/inner-link.conf",
+        "/orders/default/main/templates/up.conf",
+        "/orders/default/main/spin-a",
         "/orders/default/main/missing.conf",
     ] {
         let (status, _, body) = text(&server, path).await;
@@ -250,6 +265,8 @@ async fn resources_are_read_within_the_tokens_scopes() {
             Some("application/octet-stream"),
         ),
         ("/orders/default/main/payments.yml", None),
+        // A link in orders' folder to payments' file reads payments' file.
+        ("/orders/default/main/orders/pay.conf", None),
         ("/payments/default/nginx.conf?useDefaultLabel", None),
     ] {
         let resp = get(&server, path, Some("tok-orders"), accept).await;

@@ -78,7 +78,7 @@ pub enum ResourceError {
 struct Read {
     /// Owner of the file served, and its path, when it is not a file every service
     /// may read.
-    owner: Option<(Owner, String)>,
+    owner: Vec<(Owner, String)>,
     result: Result<Resource, CachedError>,
 }
 
@@ -229,6 +229,45 @@ fn owner_of(catalog: &Catalog, rel: &str, envs: &[String]) -> Option<Owner> {
     })
 }
 
+/// Links followed, one after another, before a resource is taken as missing.
+const MAX_LINK_HOPS: usize = 8;
+
+/// The file `rel` names: itself, or where its symlinks lead, followed (as Spring's
+/// checkout on disk would) only while they stay in the tree served. `None` when there
+/// is no such file, or a link leads out of the tree (`/etc/passwd`, `../../x`).
+fn find_file(view: &View<'_>, rel: &str) -> Option<String> {
+    let mut rel = rel.to_string();
+    for _ in 0..=MAX_LINK_HOPS {
+        if view.locate(&rel).is_some() {
+            return Some(rel);
+        }
+        let target = view.link_target(&rel)?;
+        rel = join_in_tree(&rel, &target)?;
+    }
+    None
+}
+
+/// `target` read from the folder of the link at `link`, if it stays in the tree.
+fn join_in_tree(link: &str, target: &str) -> Option<String> {
+    if target.starts_with('/') {
+        return None;
+    }
+    let mut parts: Vec<&str> = link.split('/').collect();
+    parts.pop();
+    for segment in target.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            s => parts.push(s),
+        }
+    }
+    let joined = parts.join("/");
+    check_path(&joined).ok()?;
+    Some(joined)
+}
+
 impl Store {
     /// The resource `path` of `service` in `envs` at `label`, if `principal` may read
     /// both the pair's config (its placeholders' values) and the file.
@@ -281,7 +320,7 @@ impl Store {
             }
         };
         let mut access: Access = entry.access.clone();
-        if let Some(owner) = &read.owner {
+        for owner in &read.owner {
             if !access.foreign.iter().any(|(o, _)| *o == owner.0) {
                 access.foreign.push(owner.clone());
             }
@@ -314,24 +353,28 @@ impl Store {
             // search path here is one location.
             let found = profile_paths(envs, path)
                 .into_iter()
-                .find(|p| view.locate(p).is_some());
-            let Some(rel) = found else {
+                .find_map(|p| find_file(view, &p).map(|real| (p, real)));
+            let Some((asked, rel)) = found else {
                 return Ok(Read {
-                    owner: None,
+                    owner: Vec::new(),
                     result: Err(CachedError::NotFound(path.to_string())),
                 });
             };
             let shown = view.display(&rel);
-            let owner = match Catalog::of(view) {
-                Ok(catalog) => owner_of(&catalog, &rel, envs).map(|o| (o, shown.clone())),
+            // Through a link, the reader needs both the link's place and the file's.
+            let owner: Vec<(Owner, String)> = match Catalog::of(view) {
+                Ok(catalog) => [&asked, &rel]
+                    .into_iter()
+                    .filter_map(|p| owner_of(&catalog, p, envs).map(|o| (o, view.display(p))))
+                    .collect(),
                 // No catalog, no way to say whose the file is: only an admin reads it.
-                Err(_) => Some((
+                Err(_) => vec![(
                     Owner {
                         service: "confhub.yml".into(),
                         env: None,
                     },
                     shown.clone(),
-                )),
+                )],
             };
             let size = view.size(&rel)?.unwrap_or(0);
             if size > MAX_RESOURCE_BYTES {
@@ -425,6 +468,22 @@ mod tests {
             profile_paths(&envs(&["prod"]), "Makefile"),
             ["Makefile-prod", "Makefile"]
         );
+    }
+
+    #[test]
+    fn links_are_followed_only_inside_the_tree() {
+        assert_eq!(
+            join_in_tree("a/link", "b.conf").as_deref(),
+            Some("a/b.conf")
+        );
+        assert_eq!(
+            join_in_tree("a/link", "../b.conf").as_deref(),
+            Some("b.conf")
+        );
+        assert_eq!(join_in_tree("a/link", "./c/../b").as_deref(), Some("a/b"));
+        assert_eq!(join_in_tree("link", "../etc/passwd"), None);
+        assert_eq!(join_in_tree("a/link", "/etc/passwd"), None);
+        assert_eq!(join_in_tree("a/link", "../.git/config"), None);
     }
 
     #[test]
