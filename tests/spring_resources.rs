@@ -425,3 +425,35 @@ with urllib.request.urlopen(sys.argv[1]) as r:
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["greeter"]["greeting"], json!("hello ${user.name}"));
 }
+
+/// `--dev` serves a plain directory: the same rules hold on disk, where a link could
+/// lead anywhere.
+#[tokio::test]
+async fn dev_directories_serve_resources_within_the_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    std::fs::write(root.join("orders.yml"), ORDERS).unwrap();
+    std::fs::write(root.join("nginx.conf"), NGINX).unwrap();
+    std::fs::create_dir_all(root.join(".git")).unwrap();
+    std::fs::write(root.join(".git/config"), "[core]\n").unwrap();
+    std::os::unix::fs::symlink("nginx.conf", root.join("link.conf")).unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", root.join("passwd.conf")).unwrap();
+    std::os::unix::fs::symlink("/etc", root.join("etc")).unwrap();
+    let mut s = settings(root.to_str().unwrap());
+    s.dev = true;
+    let server = TestServer::start(s).await;
+    let (status, _, body) = text(&server, "/orders/default/nginx.conf?useDefaultLabel").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("listen 8081;"), "{body}");
+    let (status, _, body) = text(&server, "/orders/default/dev/link.conf").await;
+    assert_eq!(status, 200, "{body}");
+    for (path, want) in [
+        ("/orders/default/passwd.conf?useDefaultLabel", 404),
+        ("/orders/default/dev/etc/passwd", 404),
+        ("/orders/default/dev/.git%2Fconfig", 400),
+    ] {
+        let (status, _, body) = text(&server, path).await;
+        assert_eq!(status, want, "{path}: {body}");
+        assert!(!body.contains("root:"), "{body}");
+    }
+}
