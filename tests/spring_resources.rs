@@ -324,7 +324,14 @@ async fn file_forms_leave_unresolvable_placeholders_as_written() {
     // ignoreUnresolvablePlaceholders = true)`, so `EnvironmentController.labelledYaml` /
     // `labelledJsonProperties` / `labelledProperties` answer 200 with the placeholder as
     // written (`EnvironmentControllerTests.placeholdersNotResolvedInYamlFromSystemProperties`).
-    for path in ["/greeter-default.yml", "/main/greeter-default.yml"] {
+    // `prod` is an env of the snapshot (served from it), `default` is not (resolved on
+    // demand): both ways answer alike.
+    for path in [
+        "/greeter-default.yml",
+        "/main/greeter-default.yml",
+        "/greeter-prod.yml",
+        "/main/greeter-prod.yml",
+    ] {
         let (status, ct, body) = text(&server, path).await;
         assert_eq!(status, 200, "{path}: {body}");
         assert!(ct.starts_with("text/plain"), "{ct}");
@@ -354,6 +361,8 @@ async fn file_forms_leave_unresolvable_placeholders_as_written() {
         "/loop-default.yml",
         "/loop-default.properties",
         "/loop-default.json",
+        "/loop-prod.yml",
+        "/main/loop-prod.json",
     ] {
         let (status, _, body) = text(&server, path).await;
         assert_eq!(status, 400, "{path}: {body}");
@@ -364,8 +373,13 @@ async fn file_forms_leave_unresolvable_placeholders_as_written() {
     assert_eq!(status, 200);
 
     // The native API keeps refusing both.
-    for pair in ["greeter", "loop"] {
-        let resp = server.get(&format!("/v1/config/{pair}/default")).await;
+    for pair in [
+        "greeter/default",
+        "greeter/prod",
+        "loop/default",
+        "loop/prod",
+    ] {
+        let resp = server.get(&format!("/v1/config/{pair}")).await;
         assert_eq!(resp.status(), 422, "{pair}");
     }
 }

@@ -454,7 +454,12 @@ impl Store {
                     allow(principal, &slot.access)?;
                     let served = match (form, &slot.as_written, &slot.entry) {
                         (Form::AsWritten, Some(entry), _) => entry,
-                        (Form::Spring, Some(entry), _) if entry.placeholder_error.is_none() => {
+                        // Spring's file forms serve the head with what cannot be
+                        // resolved left as written; only a cycle there falls back.
+                        (Form::Spring, Some(entry), _)
+                            if entry.placeholder_error.is_none()
+                                || entry.resolved.spring_error.is_none() =>
+                        {
                             entry
                         }
                         (_, _, Some(entry)) => entry,
