@@ -1,7 +1,8 @@
 //! Spring's plain-text and binary resources (`ResourceController`) and the placeholder
 //! rules of its file forms (`EnvironmentController`), over HTTP against a real git
 //! repository, compared with what Spring Cloud Config's source and tests say it answers
-//! (spring-cloud/spring-cloud-config, spring-cloud-config-server/src/…).
+//! (spring-cloud/spring-cloud-config at ec731ee, spring-cloud-config-server/src/…; `File:line`
+//! below is `main/…/server/` or `test/…/server/`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -100,9 +101,10 @@ async fn text_resources_resolve_placeholders_as_spring_does() {
     let repo = repo();
     let server = TestServer::start(settings(repo.path_str())).await;
 
-    // `ResourceControllerTests.templateReplacement` (placeholders from the app's
-    // Environment) and `.escapedPlaceholder` (`\${foo}` → `${foo}`); an unresolvable one is
-    // left as written (`resolvePlaceholders` uses the non-strict helper).
+    // `ResourceControllerTests.templateReplacement` (:86, placeholders from the app's
+    // Environment) and `.escapedPlaceholder` (:110, `\${foo}` → `${foo}`); an unresolvable
+    // one is left as written (`EnvironmentPropertySource.resolvePlaceholders`, :60, uses
+    // the non-strict helper).
     let (status, ct, body) = text(&server, "/orders/default/main/nginx.conf").await;
     assert_eq!(status, 200, "{body}");
     assert!(ct.starts_with("text/plain"), "{ct}");
@@ -111,7 +113,7 @@ async fn text_resources_resolve_placeholders_as_spring_does() {
         "server {\n  listen 8081;\n  server_name orders.example.com;\n  root /var/www;\n  # ${not.set} stays as written\n  set $x ${literal};\n}\n"
     );
 
-    // `GenericResourceRepository.getProfilePaths`: `nginx-prod.conf` before `nginx.conf`,
+    // `GenericResourceRepository.getProfilePaths` (:98): `nginx-prod.conf` before `nginx.conf`,
     // its placeholders from the prod config.
     let (status, _, body) = text(&server, "/orders/prod/main/nginx.conf").await;
     assert_eq!((status, body.as_str()), (200, "listen 80; # prod\n"));
@@ -119,7 +121,7 @@ async fn text_resources_resolve_placeholders_as_spring_does() {
     let (_, _, body) = text(&server, "/orders/staging/main/nginx.conf").await;
     assert!(body.contains("listen 8081;"), "{body}");
 
-    // `ResourceControllerTests.templateReplacementNotForResolvePlaceholdersFalse`.
+    // `ResourceControllerTests.templateReplacementNotForResolvePlaceholdersFalse` (:94).
     let (status, _, body) = text(
         &server,
         "/orders/default/main/nginx.conf?resolvePlaceholders=false",
@@ -127,12 +129,12 @@ async fn text_resources_resolve_placeholders_as_spring_does() {
     .await;
     assert_eq!((status, body.as_str()), (200, NGINX));
 
-    // `ResourceController.retrieveDefault`: `?useDefaultLabel` with no label segment.
+    // `ResourceController.retrieveDefault` (:129): `?useDefaultLabel`, no label segment.
     let (status, _, body) = text(&server, "/orders/default/nginx.conf?useDefaultLabel").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("listen 8081;"), "{body}");
 
-    // Nested paths (`ResourceControllerTests.resourceWithSlash`), and a label (a tag
+    // Nested paths (`ResourceControllerTests.resourceWithSlash`, :223), and a label (a tag
     // here) serves the file as it was there.
     let (status, _, body) = text(&server, "/orders/default/main/templates/shared.txt").await;
     assert_eq!((status, body.as_str()), (200, "shared 8080\n"));
@@ -147,8 +149,9 @@ async fn text_resources_resolve_placeholders_as_spring_does() {
 async fn binary_resources_are_the_bytes_as_stored() {
     let repo = repo();
     let server = TestServer::start(settings(repo.path_str())).await;
-    // `ResourceController.binary` (`produces = application/octet-stream`) and
-    // `ResourceControllerTests.templateReplacementNotForBinary`: no placeholder resolved.
+    // `ResourceController.binary` (:216, `produces = application/octet-stream`) and
+    // `ResourceControllerTests.templateReplacementNotForBinary` (:102): no placeholder
+    // resolved.
     let resp = get(
         &server,
         "/orders/default/main/nginx.conf",
@@ -170,7 +173,7 @@ async fn binary_resources_are_the_bytes_as_stored() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.unwrap().as_ref(), LOGO);
     // Without asking for bytes, a file that is not text is still sent as its bytes
-    // (Spring would decode it as UTF-8 and mangle it).
+    // (Spring would decode it as text, `ResourceController`:179, and mangle it).
     let resp = get(&server, "/orders/default/main/logo.png", None, None).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "content-type"), "application/octet-stream");
@@ -181,8 +184,8 @@ async fn binary_resources_are_the_bytes_as_stored() {
 async fn resource_paths_stay_in_the_tree() {
     let repo = repo();
     let server = TestServer::start(settings(repo.path_str())).await;
-    // `ResourceControllerTests.pathWithSlashAndDotDot`: `InvalidEnvironmentRequestException`,
-    // 400. (`%2F` keeps the client from normalizing the `..` away; the server decodes it.)
+    // `ResourceControllerTests.pathWithSlashAndDotDot` (:183):
+    // `InvalidEnvironmentRequestException`, 400. (`%2F` keeps the client from normalizing the `..` away; the server decodes it.)
     for path in [
         "/orders/default/main/..%2F..%2Fetc%2Fpasswd",
         "/orders/default/main/%2Fetc%2Fpasswd",
@@ -193,9 +196,10 @@ async fn resource_paths_stay_in_the_tree() {
         assert_eq!(status, 400, "{path}: {body}");
     }
     // A symlink is followed while it stays in the tree (Spring's checkout on disk would
-    // follow it, and `PathUtils.checkResource` keeps it under the search location); one
+    // follow it, and `PathUtils.checkResource`, `GenericResourceRepository`:84, keeps it
+    // under the search location); one
     // leading out of it, or in a loop, is no file; a missing file is
-    // `NoSuchResourceException`, 404 (`ResourceControllerAdvice.notFound`).
+    // `NoSuchResourceException`, 404 (`ResourceControllerAdvice.notFound`, :40).
     let (status, _, body) = text(&server, "/orders/default/main/inner-link.conf").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("listen 8081;"), "{body}");
@@ -320,10 +324,11 @@ greeter:
 async fn file_forms_leave_unresolvable_placeholders_as_written() {
     let repo = repo();
     let server = TestServer::start(settings(repo.path_str())).await;
-    // `EnvironmentPropertySource.resolveStringValue`: `PropertyPlaceholderHelper(…,
-    // ignoreUnresolvablePlaceholders = true)`, so `EnvironmentController.labelledYaml` /
+    // `EnvironmentPropertySource.resolveStringValue` (:102): `PropertyPlaceholderHelper(…,
+    // ignoreUnresolvablePlaceholders = true)` (:36), so `EnvironmentController.labelledYaml` /
     // `labelledJsonProperties` / `labelledProperties` answer 200 with the placeholder as
-    // written (`EnvironmentControllerTests.placeholdersNotResolvedInYamlFromSystemProperties`).
+    // written (`EnvironmentControllerTests.placeholdersNotResolvedInYamlFromSystemProperties`,
+    // :146).
     // `prod` is an env of the snapshot (served from it), `default` is not (resolved on
     // demand): both ways answer alike.
     for path in [
@@ -356,7 +361,7 @@ async fn file_forms_leave_unresolvable_placeholders_as_written() {
     assert_eq!(v["greeter"]["url"], json!("http://greeter.internal:9000/"));
 
     // A cycle: Spring's helper throws `PlaceholderResolutionException` (an
-    // `IllegalArgumentException`), `EnvironmentController.illegalArgument`: 400.
+    // `IllegalArgumentException`), `EnvironmentController.illegalArgument` (:277): 400.
     for path in [
         "/loop-default.yml",
         "/loop-default.properties",
