@@ -141,8 +141,12 @@ pub struct Resolved {
     /// Spring's file forms (`.yml`, `.properties`, `.json`), flat and in Spring's order,
     /// placeholders as written.
     pub spring_merged: Entries,
-    /// The same with placeholders resolved.
+    /// The same with placeholders resolved. When some cannot be, these are resolved
+    /// as Spring's file forms do (`EnvironmentPropertySource.resolvePlaceholders`): an
+    /// unresolvable placeholder is left as written.
     pub spring_values: Entries,
+    /// Why even that lenient resolution failed (a cycle, a limit): Spring answers 400.
+    pub spring_error: Option<ConfigError>,
     /// sha256 (hex) of the canonical JSON of `values`.
     pub digest: String,
     /// Length of that canonical JSON: what a cache weighs this resolution by.
@@ -244,8 +248,16 @@ pub fn merge_only_for(layers: Vec<Arc<ParsedFile>>, profiles: &[String]) -> Reso
     let m = merge_sources(&layers, profiles);
     let merged = Value::Object(nest(&m.native));
     let (digest, size) = digest_and_size(&merged);
+    // Done here, once per commit, so the file forms serve pre-rendered bodies.
+    let mut secret_keys = file_secrets(&m.layers);
+    let (spring_values, spring_error) =
+        match resolve_lenient(&m.spring, &m.layers, &mut secret_keys) {
+            Ok(values) => (values, None),
+            Err(e) => (m.spring.clone(), Some(e)),
+        };
     Resolved {
-        secret_keys: file_secrets(&m.layers),
+        secret_keys,
+        spring_error,
         layers: m.layers,
         inputs: layers,
         sources: m.sources,
@@ -253,7 +265,7 @@ pub fn merge_only_for(layers: Vec<Arc<ParsedFile>>, profiles: &[String]) -> Reso
         digest,
         size,
         merged,
-        spring_values: m.spring.clone(),
+        spring_values,
         spring_merged: m.spring,
     }
 }
@@ -349,6 +361,7 @@ pub fn resolve_for(
         values,
         spring_merged: m.spring,
         spring_values,
+        spring_error: None,
     })
 }
 
@@ -454,6 +467,9 @@ struct Resolver<'a> {
     containers: Option<HashSet<String>>,
     /// Bytes of values placeholders produced so far, against [`MAX_EXPANSION_BYTES`].
     produced: usize,
+    /// Leave unresolvable placeholders as written (Spring's file forms) instead of
+    /// failing.
+    lenient: bool,
 }
 
 /// Largest value a placeholder expansion may produce. Placeholders only ever copy
@@ -474,16 +490,56 @@ fn resolve_placeholders(
     layers: &[Arc<ParsedFile>],
     secret_keys: &mut HashSet<String>,
 ) -> Result<Entries, ConfigError> {
-    let mut r = Resolver {
-        secret: secret_keys,
-        flat: entries.iter().map(|(k, v)| (k.clone(), v)).collect(),
-        layers,
-        done: HashMap::new(),
-        stack: Vec::new(),
-        depth: 0,
-        containers: None,
-        produced: 0,
-    };
+    resolve_with(entries, layers, secret_keys, false)
+}
+
+/// Resolve as Spring's file forms do: Spring's `PropertyPlaceholderHelper` is built with
+/// `ignoreUnresolvablePlaceholders = true` (`EnvironmentPropertySource`), so a
+/// placeholder naming no key (or a map), without a default, is left as written, and so
+/// is an unterminated one. A cycle is still an error (Spring's helper throws
+/// `PlaceholderResolutionException`, an `IllegalArgumentException`: 400), and so is
+/// going over this resolver's depth and size limits.
+pub(crate) fn resolve_lenient(
+    entries: &[(String, Value)],
+    layers: &[Arc<ParsedFile>],
+    secret_keys: &mut HashSet<String>,
+) -> Result<Entries, ConfigError> {
+    if !has_placeholder(entries) {
+        return Ok(entries.to_vec());
+    }
+    resolve_with(entries, layers, secret_keys, true)
+}
+
+/// Resolve the placeholders of `text` (a resource file served by
+/// `/{name}/{profile}/{label}/{path}`) against a pair's flat Spring entries, as
+/// Spring's `ResourceController` does: unresolvable placeholders are left as written,
+/// `\${` is a literal `${`.
+pub(crate) fn resolve_text_lenient(
+    text: &str,
+    entries: &[(String, Value)],
+    layers: &[Arc<ParsedFile>],
+) -> Result<String, ConfigError> {
+    if !text.contains("${") {
+        return Ok(text.to_string());
+    }
+    let mut secret = HashSet::new();
+    let mut r = Resolver::new(entries, layers, &mut secret, true);
+    // A key no config holds, so the text cannot be named by a placeholder (and so
+    // cannot take part in a cycle).
+    Ok(match r.expand("\0resource", text)? {
+        Value::String(s) => s,
+        Value::Null => String::new(),
+        other => other.to_string(),
+    })
+}
+
+fn resolve_with(
+    entries: &[(String, Value)],
+    layers: &[Arc<ParsedFile>],
+    secret_keys: &mut HashSet<String>,
+    lenient: bool,
+) -> Result<Entries, ConfigError> {
+    let mut r = Resolver::new(entries, layers, secret_keys, lenient);
     entries
         .iter()
         .map(|(k, v)| {
@@ -496,6 +552,27 @@ fn resolve_placeholders(
             ))
         })
         .collect()
+}
+
+impl<'a> Resolver<'a> {
+    fn new(
+        entries: &'a [(String, Value)],
+        layers: &'a [Arc<ParsedFile>],
+        secret: &'a mut HashSet<String>,
+        lenient: bool,
+    ) -> Resolver<'a> {
+        Resolver {
+            secret,
+            flat: entries.iter().map(|(k, v)| (k.clone(), v)).collect(),
+            layers,
+            done: HashMap::new(),
+            stack: Vec::new(),
+            depth: 0,
+            containers: None,
+            produced: 0,
+            lenient,
+        }
+    }
 }
 
 impl Resolver<'_> {
@@ -557,7 +634,11 @@ impl Resolver<'_> {
     }
 
     fn expand_parts(&mut self, key: &str, raw: &str) -> Result<Value, ConfigError> {
-        let parts = split_placeholders(raw).map_err(|m| self.error(key, m))?;
+        let parts = match split_placeholders(raw) {
+            Ok(parts) => parts,
+            Err(_) if self.lenient => return Ok(Value::String(raw.to_string())),
+            Err(m) => return Err(self.error(key, m)),
+        };
         if let [Part::Placeholder { name, default }] = parts.as_slice() {
             return self.lookup(key, name, default.as_deref(), true);
         }
@@ -613,7 +694,8 @@ impl Resolver<'_> {
                 self.charge(key, v)?;
                 Ok(v.clone())
             }
-            None if self.is_container(name) => Err(self.error(
+            None if self.lenient && default.is_none() => Ok(Value::String(format!("${{{name}}}"))),
+            None if !self.lenient && self.is_container(name) => Err(self.error(
                 key,
                 format!("placeholder `${{{name}}}` refers to a map or list, not a value"),
             )),
@@ -867,6 +949,36 @@ mod tests {
             resolve(vec![file("ok.yml", &ok)]).unwrap().values["k0"],
             json!("end")
         );
+    }
+
+    /// `EnvironmentPropertySource`: Spring's file forms leave what they cannot resolve
+    /// as written, and still refuse a cycle.
+    #[test]
+    fn spring_forms_leave_unresolvable_placeholders_as_written() {
+        let layers = vec![file(
+            "o.yml",
+            "a: hi ${who}\nb: ${a}!\nc: ${m:dflt}\nm:\n  k: 1\nd: ${m}\ne: \\${x}\nf: ${open\n",
+        )];
+        let r = merge_only_for(layers.clone(), &[]);
+        assert!(r.spring_error.is_none());
+        let got: HashMap<&str, &Value> = r
+            .spring_values
+            .iter()
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
+        assert_eq!(got["a"], &json!("hi ${who}"));
+        assert_eq!(got["b"], &json!("hi ${who}!"));
+        // `m` is no flat key in Spring's Environment: its default applies, or it stays.
+        assert_eq!(got["c"], &json!("dflt"));
+        assert_eq!(got["d"], &json!("${m}"));
+        assert_eq!(got["e"], &json!("${x}"));
+        assert_eq!(got["f"], &json!("${open"));
+        let text =
+            resolve_text_lenient("x=${a} y=${none} z=\\${a}", &r.spring_merged, &layers).unwrap();
+        assert_eq!(text, "x=hi ${who} y=${none} z=${a}");
+        let cyclic = merge_only_for(vec![file("o.yml", "a: ${b}\nb: x${a}\n")], &[]);
+        let e = cyclic.spring_error.expect("a cycle is an error");
+        assert!(e.message.contains("cycle"), "{e}");
     }
 
     #[test]

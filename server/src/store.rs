@@ -21,6 +21,9 @@ use crate::source::dir::DirSource;
 use crate::source::git::{GitSource, Integrity};
 use crate::source::{Ciphers, View};
 
+#[path = "resource.rs"]
+pub mod resource;
+
 /// Label reported for `--dev` directories.
 pub const DEV_LABEL: &str = "dev";
 
@@ -144,6 +147,8 @@ pub struct Store {
     uri: Arc<str>,
     snapshot: ArcSwap<Snapshot>,
     cache: Mutex<LabelCache>,
+    /// Resources read (`/{name}/{profile}/{label}/{path}`), by commit and path.
+    resources: Mutex<resource::ResourceCache>,
     /// Resolutions that miss the cache, at once: each takes a blocking thread and CPU.
     resolving: tokio::sync::Semaphore,
     recovery: RecoverySettings,
@@ -245,6 +250,7 @@ impl Store {
             uri,
             snapshot: ArcSwap::from_pointee(snapshot),
             cache: Mutex::new(LabelCache::new(capacity, settings.cache_max_bytes)),
+            resources: Mutex::default(),
             resolving: tokio::sync::Semaphore::new(resolve_permits()),
             recovery: settings.recovery.clone(),
             opening_fetch,
@@ -307,6 +313,9 @@ impl Store {
         if repaired {
             if let Ok(mut cache) = self.cache.lock() {
                 cache.clear();
+            }
+            if let Ok(mut resources) = self.resources.lock() {
+                resources.clear();
             }
         }
         repaired
@@ -402,7 +411,8 @@ impl Store {
     /// Like [`Store::lookup`], for Spring's forms with placeholders resolved: a config
     /// with a `{cipher}` value that cannot be decrypted is still returned (with
     /// [`PairEntry::cipher_error`] set; the key reads `invalid.<key>: <n/a>`), as Spring
-    /// serves it.
+    /// serves it, and so is one with unresolvable placeholders (its Spring values leave
+    /// them as written), unless they form a cycle.
     pub async fn lookup_spring(
         self: &Arc<Self>,
         principal: &Principal,
@@ -444,7 +454,12 @@ impl Store {
                     allow(principal, &slot.access)?;
                     let served = match (form, &slot.as_written, &slot.entry) {
                         (Form::AsWritten, Some(entry), _) => entry,
-                        (Form::Spring, Some(entry), _) if entry.placeholder_error.is_none() => {
+                        // Spring's file forms serve the head with what cannot be
+                        // resolved left as written; only a cycle there falls back.
+                        (Form::Spring, Some(entry), _)
+                            if entry.placeholder_error.is_none()
+                                || entry.resolved.spring_error.is_none() =>
+                        {
                             entry
                         }
                         (_, _, Some(entry)) => entry,
@@ -504,7 +519,13 @@ impl Store {
         allow(principal, &resolution.access)?;
         let entry = resolution.result.clone().map_err(LookupError::Config)?;
         match (&entry.placeholder_error, &entry.cipher_error) {
-            (Some(e), _) if form != Form::AsWritten => Err(LookupError::Config(e.clone())),
+            (Some(e), _) if form == Form::Native => Err(LookupError::Config(e.clone())),
+            // Spring's file forms leave what they cannot resolve as written; only what
+            // fails even so (a cycle) is refused.
+            (Some(_), _) if form == Form::Spring => match &entry.resolved.spring_error {
+                Some(e) => Err(LookupError::Config(e.clone())),
+                None => Ok(entry),
+            },
             (_, Some(e)) if form == Form::Native => Err(LookupError::Config(e.clone())),
             _ => Ok(entry),
         }

@@ -8,6 +8,7 @@ pub mod guard;
 mod manage;
 mod native;
 pub mod observe;
+mod resource;
 mod spring;
 mod status;
 pub mod webhook;
@@ -77,6 +78,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(
             "/{name}/{profiles}/{label}",
             get(spring::environment_at_label),
+        )
+        .route(
+            "/{name}/{profiles}/{label}/{*path}",
+            get(resource::resource),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

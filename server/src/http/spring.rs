@@ -14,10 +14,12 @@ use super::guard::require_read;
 use super::{bytes_response, rejection, store, ApiError, AppState};
 use crate::auth::Principal;
 use crate::entry::Body;
+use crate::errors::ErrorKind;
 use crate::names::{parse_envs, parse_label, parse_labels, parse_names};
+use crate::store::LookupError;
 use axum::Extension;
 
-type Params = HashMap<String, String>;
+pub(super) type Params = HashMap<String, String>;
 
 /// `/{name}-{profiles}.{ext}`
 pub(super) async fn file(
@@ -48,14 +50,23 @@ pub(super) async fn two_segments(
     environment(&state, &principal, &a, &b, None, &headers).await
 }
 
-/// `/{name}/{profiles}/{label}`
+/// `/{name}/{profiles}/{label}`, or `/{name}/{profile}/{path}?useDefaultLabel`: a
+/// resource at the default label (`ResourceController.retrieveDefault`).
 pub(super) async fn environment_at_label(
     State(state): State<Arc<AppState>>,
     Extension(principal): Extension<Principal>,
     path: Result<Path<(String, String, String)>, PathRejection>,
+    query: Result<Query<Params>, QueryRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let Path((name, profiles, label)) = path.map_err(rejection)?;
+    let Query(query) = query.map_err(rejection)?;
+    if query.contains_key("useDefaultLabel") {
+        return super::resource::serve_resource(
+            &state, &principal, &name, &profiles, None, &label, &query, &headers,
+        )
+        .await;
+    }
     environment(&state, &principal, &name, &profiles, Some(&label), &headers).await
 }
 
@@ -71,6 +82,22 @@ fn require_each(principal: &Principal, names: &str, envs: &[String]) -> Result<(
         require_read(principal, &name, envs)?;
     }
     Ok(())
+}
+
+/// `resolvePlaceholders`, `true` unless told otherwise.
+pub(super) fn resolve_flag(query: &Params) -> Result<bool, ApiError> {
+    match query.get("resolvePlaceholders").map(String::as_str) {
+        None | Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!(
+                "resolvePlaceholders must be true or false, not `{}`",
+                other.escape_default()
+            ),
+        )),
+    }
 }
 
 async fn environment(
@@ -107,7 +134,7 @@ async fn environment(
 
 /// A path whose application name would be one of confhub's own first segments is no
 /// Spring path at all: the 404 any unknown path gets.
-fn not_reserved(name: &str) -> Result<(), ApiError> {
+pub(super) fn not_reserved(name: &str) -> Result<(), ApiError> {
     if super::RESERVED.contains(&name) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -219,25 +246,24 @@ async fn serve_file(
     let envs = parse_envs(profiles)?;
     require_each(principal, name, &envs)?;
     let label = label.map(parse_label).transpose()?;
-    let resolve = match query.get("resolvePlaceholders").map(String::as_str) {
-        None | Some("true") => true,
-        Some("false") => false,
-        Some(other) => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!(
-                    "resolvePlaceholders must be true or false, not `{}`",
-                    other.escape_default()
-                ),
-            ))
-        }
-    };
+    let resolve = resolve_flag(query)?;
     let store = store(state)?;
     let entry = if resolve {
-        store
+        match store
             .lookup_spring(principal, label.as_deref(), name, &envs)
-            .await?
+            .await
+        {
+            Ok(entry) => entry,
+            // Unresolvable placeholders are served as written; what is left is a cycle
+            // (or a limit), which Spring's placeholder helper throws as an
+            // `IllegalArgumentException`: `EnvironmentController.illegalArgument`, 400.
+            Err(LookupError::Config(e)) if e.kind == ErrorKind::Placeholder => {
+                let mut err: ApiError = LookupError::Config(e).into();
+                err.status = StatusCode::BAD_REQUEST;
+                return Err(err);
+            }
+            Err(e) => return Err(e.into()),
+        }
     } else {
         store
             .lookup_as_written(principal, label.as_deref(), name, &envs)

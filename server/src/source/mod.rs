@@ -153,6 +153,47 @@ impl<'r> View<'r> {
         }
     }
 
+    /// The target of the symlink at `rel`, as stored (a git blob with the link mode, or
+    /// a link on disk whose parents are not links), `None` when `rel` is no symlink.
+    /// Nothing follows it here: the caller decides whether the target stays in the tree.
+    pub fn link_target(&self, rel: &str) -> Option<String> {
+        if rel.is_empty()
+            || rel.starts_with('/')
+            || rel.split('/').any(|p| p == ".." || p.is_empty())
+        {
+            return None;
+        }
+        match &self.root {
+            Root::Git(tree) => {
+                let repo = self.repo?;
+                let tree = repo.find_tree((*tree)?).ok()?;
+                let entry = tree.get_path(std::path::Path::new(rel)).ok()?;
+                if entry.filemode() != i32::from(::git2::FileMode::Link) {
+                    return None;
+                }
+                let blob = repo.find_blob(entry.id()).ok()?;
+                // A link's target is a path; anything longer is no link git made.
+                if blob.size() > 4096 {
+                    return None;
+                }
+                String::from_utf8(blob.content().to_vec()).ok()
+            }
+            Root::Disk(base) => {
+                let mut path = base.clone();
+                let parts: Vec<&str> = rel.split('/').collect();
+                for (i, part) in parts.iter().enumerate() {
+                    path.push(part);
+                    let meta = std::fs::symlink_metadata(&path).ok()?;
+                    let last = i + 1 == parts.len();
+                    if meta.file_type().is_symlink() != last {
+                        return None;
+                    }
+                }
+                std::fs::read_link(&path).ok()?.to_str().map(str::to_string)
+            }
+        }
+    }
+
     /// The path users see for `rel` (repository-relative).
     pub fn display(&self, rel: &str) -> String {
         format!("{}{rel}", self.prefix)
