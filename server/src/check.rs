@@ -43,6 +43,29 @@ pub fn check(
     search_path: Option<&str>,
     keyring: Option<&Keyring>,
 ) -> Result<Report, SourceError> {
+    check_as(repo, rev, search_path, keyring, Clients::Native)
+}
+
+/// Which clients the repository serves, so which placeholders must resolve on the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clients {
+    /// The native API: every placeholder resolves on the server or the pair fails (422).
+    Native,
+    /// Spring clients only (`confhub check --spring`): a placeholder nothing in the
+    /// repository sets is served as written, as Spring Cloud Config does, for the client
+    /// to resolve from its own environment (`${HOSTNAME}`); it is a warning. A cycle is
+    /// still a problem (Spring answers 400).
+    Spring,
+}
+
+/// [`check`], for the given clients.
+pub fn check_as(
+    repo: &Path,
+    rev: Option<&str>,
+    search_path: Option<&str>,
+    keyring: Option<&Keyring>,
+    clients: Clients,
+) -> Result<Report, SourceError> {
     let repo_str = repo.display().to_string();
     let is_git = git2::Repository::open(repo).is_ok();
     let ciphers = match keyring {
@@ -52,7 +75,7 @@ pub fn check(
     if !is_git {
         let dir = DirSource::open(&repo_str, search_path)?.with_ciphers(ciphers);
         let mut view = dir.view()?;
-        return Ok(check_view(&mut view));
+        return Ok(check_view(&mut view, clients));
     }
     let mut settings = Settings::new(repo_str);
     settings.search_path = search_path.map(str::to_string);
@@ -71,11 +94,11 @@ pub fn check(
             .peel_to_commit()
             .map_or_else(|_| tree.id().to_string(), |c| c.id().to_string());
         let mut view = git.view_tree(r, tree, version)?;
-        Ok(check_view(&mut view))
+        Ok(check_view(&mut view, clients))
     })
 }
 
-fn check_view(view: &mut View<'_>) -> Report {
+fn check_view(view: &mut View<'_>, clients: Clients) -> Report {
     let mut report = Report {
         version: view.version.clone(),
         ..Report::default()
@@ -139,10 +162,26 @@ fn check_view(view: &mut View<'_>) -> Report {
     for service in &catalog.services {
         for envs in &env_sets {
             match PairEntry::build(view, &catalog, &uri, "check", service, envs) {
-                Ok(entry) => match entry.placeholder_error.or(entry.cipher_error) {
-                    Some(e) => push(&mut report, e),
-                    None => report.pairs_ok += 1,
-                },
+                Ok(entry) => {
+                    let placeholder = match clients {
+                        Clients::Native => entry.placeholder_error,
+                        Clients::Spring => {
+                            if let Some(mut e) = entry.placeholder_error {
+                                e.message.push_str(
+                                    " (served as written to Spring clients; the native API answers 422 for this pair)",
+                                );
+                                if !report.warnings.contains(&e) {
+                                    report.warnings.push(e);
+                                }
+                            }
+                            entry.resolved.spring_error.clone()
+                        }
+                    };
+                    match placeholder.or(entry.cipher_error) {
+                        Some(e) => push(&mut report, e),
+                        None => report.pairs_ok += 1,
+                    }
+                }
                 Err(e) => push(&mut report, e),
             }
         }

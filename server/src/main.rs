@@ -323,6 +323,10 @@ struct CheckArgs {
     /// Output format: `file:line: message` lines, or a JSON array.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     format: String,
+    /// Check as Spring Cloud Config serves: a placeholder nothing in the repository sets
+    /// is left for the client to resolve (a warning), not a problem.
+    #[arg(long)]
+    spring: bool,
     /// With a key, `{cipher}` values must decrypt; without one they are not checked.
     #[command(flatten)]
     keys: KeyArgs,
@@ -388,11 +392,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    let report = confhub_server::check::check(
+    let clients = if args.spring {
+        confhub_server::check::Clients::Spring
+    } else {
+        confhub_server::check::Clients::Native
+    };
+    let report = confhub_server::check::check_as(
         &args.repo,
         args.rev.as_deref(),
         args.search_path.as_deref(),
         args.keys.keyring()?.as_ref(),
+        clients,
     )
     .with_context(|| format!("checking {}", args.repo.display()))?;
     if args.format == "json" {

@@ -199,3 +199,36 @@ fn spring_cipher_values_are_checked_with_springs_encrypt_key() {
         "the ciphertext is not echoed: {text}"
     );
 }
+
+#[test]
+fn spring_placeholders_left_for_the_client_pass_with_spring() {
+    // Spring Cloud Config serves `${DB_HOST}` as written when nothing in the repository
+    // sets it (EnvironmentController: the Environment form never resolves; the file forms
+    // ignore unresolvable placeholders), and the Spring Boot client resolves it from its
+    // own environment. Such a repository works on Spring, so it passes `check --spring`
+    // with a warning; for the native API the pair fails, so plain `check` fails it.
+    let dir = repo(&[
+        ("application.yml", "a: 1\n"),
+        (
+            "orders.yml",
+            "db:\n  url: jdbc:postgresql://${DB_HOST}/orders\n",
+        ),
+    ]);
+    let path = dir.path().to_str().unwrap();
+    let out = check(&[path]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("orders.yml:2"), "{}", stdout(&out));
+
+    let out = check(&[path, "--spring"]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{}{stderr}", stdout(&out));
+    assert!(
+        stderr.contains("warning: orders.yml:2") && stderr.contains("DB_HOST"),
+        "{stderr}"
+    );
+
+    // A cycle is a 400 on Spring's file forms too: a problem either way.
+    commit(dir.path(), &[("orders.yml", "a: ${b}\nb: ${a}\n")], "cycle");
+    let out = check(&[path, "--spring"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+}
