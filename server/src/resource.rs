@@ -297,21 +297,14 @@ impl Store {
         let read = match hit {
             Some(read) => read,
             None => {
-                let _permit = self
-                    .resolving
-                    .acquire()
-                    .await
-                    .map_err(|e| LookupError::Source(SourceError::Task(e.to_string())))?;
                 let store = self.clone();
                 let entry = entry.clone();
                 let envs = envs.to_vec();
                 let path = path.to_string();
-                let read = tokio::task::spawn_blocking(move || {
-                    store.read_resource(&entry, &envs, &path, form)
-                })
-                .await
-                .map_err(|e| LookupError::Source(SourceError::Task(e.to_string())))?
-                .map_err(LookupError::Source)?;
+                let read = self
+                    .off_the_workers(move || store.read_resource(&entry, &envs, &path, form))
+                    .await?
+                    .map_err(LookupError::Source)?;
                 let read = Arc::new(read);
                 if let Ok(mut cache) = self.resources.lock() {
                     cache.put(key, read.clone());

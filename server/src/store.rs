@@ -191,6 +191,19 @@ enum Form {
 }
 
 impl Store {
+    /// Run git and resolution work `f` on a blocking thread, under the permits that bound
+    /// how many run at once (one per core), so requests never resolve on the async
+    /// workers and never more at once than the machine can.
+    pub(crate) async fn off_the_workers<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T, LookupError> {
+        let task =
+            |e: &dyn std::fmt::Display| LookupError::Source(SourceError::Task(e.to_string()));
+        let _permit = self.resolving.acquire().await.map_err(|e| task(&e))?;
+        tokio::task::spawn_blocking(f).await.map_err(|e| task(&e))
+    }
+
     /// Open the source and build the first snapshot. Blocking.
     ///
     /// A remote is fetched first; when that fails, the commit already in the clone is
@@ -501,19 +514,13 @@ impl Store {
         let resolution = match hit {
             Some(hit) => hit,
             None => {
-                let _permit = self
-                    .resolving
-                    .acquire()
-                    .await
-                    .map_err(|e| LookupError::Source(SourceError::Task(e.to_string())))?;
                 let store = self.clone();
                 let service = service.to_string();
                 let envs = envs.to_vec();
-                tokio::task::spawn_blocking(move || {
+                self.off_the_workers(move || {
                     store.lookup_blocking(&label, key_version, &service, &envs)
                 })
-                .await
-                .map_err(|e| LookupError::Source(SourceError::Task(e.to_string())))??
+                .await??
             }
         };
         allow(principal, &resolution.access)?;
