@@ -562,14 +562,14 @@ impl HistoryCache {
 
     /// The history of (service, envs), empty the first time.
     pub fn pair(&self, service: &str, envs: &[String]) -> Arc<tokio::sync::Mutex<PairHistory>> {
-        let mut pairs = self.pairs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut pairs = crate::sync::lock(&self.pairs);
         let key = (service.to_string(), envs.to_vec());
         pairs.get_or_insert(key, Default::default).clone()
     }
 
     /// Pairs held.
     pub fn pairs_len(&self) -> usize {
-        self.pairs.lock().unwrap_or_else(|e| e.into_inner()).len()
+        crate::sync::lock(&self.pairs).len()
     }
 
     /// The permits every history scan and diff takes.

@@ -172,7 +172,7 @@ impl Hub {
 
     fn topics(&self) -> MutexGuard<'_, Topics> {
         // Nothing panics while holding the lock; recover rather than propagate if it ever did.
-        self.topics.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.topics)
     }
 
     /// Register a new connection, unless `ws_max_connections` are open.

@@ -35,6 +35,7 @@ pub mod settings_file;
 pub mod snapshot;
 pub mod source;
 pub mod store;
+mod sync;
 pub mod timefmt;
 pub mod watch;
 

@@ -283,8 +283,7 @@ impl Metrics {
 
     /// The remote is up to date as of now (a fetch, or the clone at start, succeeded).
     pub fn fetch_succeeded(&self) {
-        *self.last_fetch_ok.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some((Instant::now(), SystemTime::now()));
+        *crate::sync::lock(&self.last_fetch_ok) = Some((Instant::now(), SystemTime::now()));
     }
 
     /// A new version's frames were handed to every subscriber, `latency` after the
@@ -326,7 +325,7 @@ impl Metrics {
         self.history_scanned
             .absolute(state.history.commits_scanned());
         self.history_pairs.set(state.history.pairs_len() as f64);
-        let last_ok = *self.last_fetch_ok.lock().unwrap_or_else(|e| e.into_inner());
+        let last_ok = *crate::sync::lock(&self.last_fetch_ok);
         if let Some((at, wall)) = last_ok {
             // Registered on first use: a repository that is never fetched has no such series.
             let gauge =

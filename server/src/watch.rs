@@ -50,16 +50,13 @@ impl Trigger {
         if fetch {
             self.fetch.store(true, Ordering::Release);
         }
-        self.since
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get_or_insert_with(std::time::Instant::now);
+        crate::sync::lock(&self.since).get_or_insert_with(std::time::Instant::now);
         self.notify.notify_one();
     }
 
     /// When the oldest poke since the last call came, if any.
     fn take_since(&self) -> Option<std::time::Instant> {
-        self.since.lock().unwrap_or_else(|e| e.into_inner()).take()
+        crate::sync::lock(&self.since).take()
     }
 }
 
@@ -121,7 +118,7 @@ pub struct StatusInner {
 
 impl LiveStatus {
     fn with<T>(&self, f: impl FnOnce(&mut StatusInner) -> T) -> T {
-        f(&mut self.inner.lock().unwrap_or_else(|e| e.into_inner()))
+        f(&mut crate::sync::lock(&self.inner))
     }
 
     /// The current state.

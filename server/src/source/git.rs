@@ -316,7 +316,7 @@ impl GitSource {
         &self,
         f: impl FnOnce(&Repository) -> Result<T, SourceError>,
     ) -> Result<T, SourceError> {
-        let _swap = self.care.swap.read().unwrap_or_else(|e| e.into_inner());
+        let _swap = crate::sync::read(&self.care.swap);
         let taken = self.pool.lock().map(|mut p| p.pop()).unwrap_or(None);
         let repo = match taken {
             Some(r) => r,
@@ -624,7 +624,7 @@ impl GitSource {
     }
 
     fn health(&self) -> MutexGuard<'_, CloneHealth> {
-        self.care.health.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.care.health)
     }
 
     /// Verify that the tracked commit, `also` (the commit being served) and the tips of
@@ -707,7 +707,7 @@ impl GitSource {
 
     /// See [`GitSource::ensure_intact`]; the error names the first unreadable object.
     fn verify(&self, also: Option<Oid>) -> Result<Verified, String> {
-        let _swap = self.care.swap.read().unwrap_or_else(|e| e.into_inner());
+        let _swap = crate::sync::read(&self.care.swap);
         let repo = Repository::open(&self.path)
             .map_err(|e| format!("cannot open {}: {e}", self.path.display()))?;
         let mut commits = Vec::new();
@@ -760,11 +760,7 @@ impl GitSource {
                 "a local repository is not repaired".into(),
             ));
         };
-        let _one = self
-            .care
-            .repairing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let _one = crate::sync::lock(&self.care.repairing);
         let n = self.care.repair_attempts.fetch_add(1, Ordering::Relaxed) + 1;
         let fresh = sibling(&self.path, &format!("repair-{n}"));
         let io = |path: &Path| {
@@ -807,7 +803,7 @@ impl GitSource {
             move |source| SourceError::Io { path, source }
         };
         {
-            let _exclusive = self.care.swap.write().unwrap_or_else(|e| e.into_inner());
+            let _exclusive = crate::sync::write(&self.care.swap);
             if self.path.exists() {
                 std::fs::rename(&self.path, &aside).map_err(io(&self.path))?;
             }
