@@ -16,6 +16,7 @@ use crate::auth::Principal;
 use crate::entry::Body;
 use crate::errors::ErrorKind;
 use crate::names::{parse_envs, parse_label, parse_labels, parse_names};
+use crate::parse::Format;
 use crate::store::LookupError;
 use axum::Extension;
 
@@ -205,25 +206,14 @@ async fn several_labels(
     Ok(bytes_response(media, out.into()))
 }
 
-#[derive(Clone, Copy)]
-enum Ext {
-    Yaml,
-    Properties,
-    Json,
-}
-
 /// `orders-api-prod.yml` → ("orders-api", "prod", Yaml): the name ends at the last `-`,
-/// as Spring's `{name}-{profiles}` pattern matches.
-fn split_file(file: &str) -> Option<(&str, &str, Ext)> {
-    let (stem, ext) = file.rsplit_once('.')?;
-    let ext = match ext {
-        "yml" | "yaml" => Ext::Yaml,
-        "properties" => Ext::Properties,
-        "json" => Ext::Json,
-        _ => return None,
-    };
+/// as Spring's `{name}-{profiles}` pattern matches. The extensions are those of config
+/// files ([`Format`]).
+fn split_file(file: &str) -> Option<(&str, &str, Format)> {
+    let format = Format::of(file)?;
+    let (stem, _) = file.rsplit_once('.')?;
     let (name, profiles) = stem.rsplit_once('-')?;
-    Some((name, profiles, ext))
+    Some((name, profiles, format))
 }
 
 async fn serve_file(
@@ -271,15 +261,15 @@ async fn serve_file(
     };
     Ok(match ext {
         // Spring serves its `.yml` form as `text/plain` (`EnvironmentController.getSuccess`).
-        Ext::Yaml => bytes_response(
+        Format::Yaml => bytes_response(
             "text/plain; charset=utf-8",
             entry.body(Body::SpringYaml(resolve)),
         ),
-        Ext::Properties => bytes_response(
+        Format::Properties => bytes_response(
             "text/plain; charset=utf-8",
             entry.body(Body::SpringProperties(resolve)),
         ),
-        Ext::Json => bytes_response("application/json", entry.body(Body::SpringJson(resolve))),
+        Format::Json => bytes_response("application/json", entry.body(Body::SpringJson(resolve))),
     })
 }
 
@@ -291,11 +281,11 @@ mod tests {
     fn file_names_split_at_the_last_dash() {
         assert!(matches!(
             split_file("orders-api-prod.yml"),
-            Some(("orders-api", "prod", Ext::Yaml))
+            Some(("orders-api", "prod", Format::Yaml))
         ));
         assert!(matches!(
             split_file("orders-prod,eu.properties"),
-            Some(("orders", "prod,eu", Ext::Properties))
+            Some(("orders", "prod,eu", Format::Properties))
         ));
         assert!(split_file("orders.yml").is_none());
         assert!(split_file("orders-prod.txt").is_none());
