@@ -429,21 +429,12 @@ async fn no_clone_and_the_remote_down_stays_up_and_retries() {
 /// admin: `/readyz` needs no token.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_reason_for_not_being_ready_is_for_admins() {
-    use confhub_server::auth::{token_hash, TokenConfig};
     let data = tempfile::tempdir().unwrap();
     let missing = data.path().join("nowhere.git");
     let mut s = settings(format!("file://{}", missing.display()), data.path());
     s.tokens = vec![
-        TokenConfig {
-            name: "ops".into(),
-            sha256: token_hash("tok-admin"),
-            scopes: vec!["admin".into()],
-        },
-        TokenConfig {
-            name: "orders".into(),
-            sha256: token_hash("tok-orders"),
-            scopes: vec!["read:orders/*".into()],
-        },
+        common::token("ops", "tok-admin", "admin"),
+        common::token("orders", "tok-orders", "read:orders/*"),
     ];
     let server = Unready::spawn(s).await;
     let reason = |token: Option<&'static str>| {

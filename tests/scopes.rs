@@ -8,7 +8,7 @@ mod common;
 use base64::Engine as _;
 use common::{TestRepo, TestServer};
 use confhub_client::wire::{ServerFrame, ServicesResponse, StatusResponse};
-use confhub_server::auth::{token_hash, TokenConfig};
+use confhub_server::auth::TokenConfig;
 use confhub_server::crypto::{Key, Keyring};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -57,11 +57,7 @@ const WHO: [Who; 5] = [
 ];
 
 fn tokens() -> Vec<TokenConfig> {
-    let t = |name: &str, token: &str, scope: &str| TokenConfig {
-        name: name.into(),
-        sha256: token_hash(token),
-        scopes: vec![scope.into()],
-    };
+    let t = common::token;
     vec![
         t("orders-service", "tok-orders", "read:orders/*"),
         t("staging-ci", "tok-staging", "read:*/staging"),

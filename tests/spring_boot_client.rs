@@ -15,7 +15,6 @@ mod common;
 
 use base64::Engine as _;
 use common::{TestRepo, TestServer};
-use confhub_server::auth::{token_hash, TokenConfig};
 use confhub_server::Settings;
 use serde_json::Value;
 
@@ -24,11 +23,7 @@ const TOKEN: &str = "orders-app-secret";
 
 async fn server(repo: &TestRepo) -> TestServer {
     let mut settings = Settings::new(repo.path_str());
-    settings.tokens = vec![TokenConfig {
-        name: "orders-app".into(),
-        sha256: token_hash(TOKEN),
-        scopes: vec!["read:orders/*".into()],
-    }];
+    settings.tokens = vec![common::token("orders-app", TOKEN, "read:orders/*")];
     TestServer::start(settings).await
 }
 

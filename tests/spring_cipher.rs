@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use common::{TestRepo, TestServer};
-use confhub_server::auth::{token_hash, TokenConfig};
+use confhub_server::auth::TokenConfig;
 use confhub_server::crypto::Keyring;
 use confhub_server::settings_file;
 use serde_json::{json, Value};
@@ -112,11 +112,7 @@ fn fixture(name: &str) -> PathBuf {
 }
 
 fn tokens() -> Vec<TokenConfig> {
-    let t = |name: &str, token: &str, scope: &str| TokenConfig {
-        name: name.into(),
-        sha256: token_hash(token),
-        scopes: vec![scope.into()],
-    };
+    let t = common::token;
     vec![
         t("ops", "tok-admin", "admin"),
         t("app", "tok-read", "read:*/*"),

@@ -9,7 +9,6 @@ mod common;
 use std::time::Duration;
 
 use common::{wait_until, TestRepo, TestServer};
-use confhub_server::auth::{token_hash, TokenConfig};
 use confhub_server::http::webhook::github_signature;
 use confhub_server::settings::Secret;
 use confhub_server::Settings;
@@ -189,11 +188,7 @@ async fn monitor_accepts_spring_monitor_payloads_and_fetches() {
 async fn actuator_health_is_springs_and_needs_no_token() {
     let repo = base_repo();
     let mut settings = Settings::new(repo.path_str());
-    settings.tokens = vec![TokenConfig {
-        name: "reader".into(),
-        sha256: token_hash("reader-token"),
-        scopes: vec!["read:*/*".into()],
-    }];
+    settings.tokens = vec![common::token("reader", "reader-token", "read:*/*")];
     let server = TestServer::start(settings).await;
     let resp = server.get("/actuator/health").await;
     assert_eq!(resp.status(), 200);

@@ -8,7 +8,7 @@
 mod common;
 
 use common::{header, settings, TestRepo, TestServer};
-use confhub_server::auth::{token_hash, TokenConfig};
+use confhub_server::auth::TokenConfig;
 use serde_json::{json, Value};
 
 const ORDERS: &str = "\
@@ -229,11 +229,7 @@ async fn resource_paths_stay_in_the_tree() {
 }
 
 fn tokens() -> Vec<TokenConfig> {
-    let t = |name: &str, token: &str, scope: &str| TokenConfig {
-        name: name.into(),
-        sha256: token_hash(token),
-        scopes: vec![scope.into()],
-    };
+    let t = common::token;
     vec![
         t("orders-service", "tok-orders", "read:orders/*"),
         t("payments-service", "tok-payments", "read:payments/*"),

@@ -230,6 +230,15 @@ impl TestRepo {
 // ---------------------------------------------------------------------------
 // server
 
+/// A `[[tokens]]` entry: `name`, the sha256 of the bearer `secret`, one `scope`.
+pub fn token(name: &str, secret: &str, scope: &str) -> confhub_server::auth::TokenConfig {
+    confhub_server::auth::TokenConfig {
+        name: name.into(),
+        sha256: confhub_server::auth::token_hash(secret),
+        scopes: vec![scope.into()],
+    }
+}
+
 /// Settings for serving `repo`, with a fresh temp `data_dir` filled in by [`TestServer::start`].
 pub fn settings(repo: impl Into<String>) -> Settings {
     Settings::new(repo)
