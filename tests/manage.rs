@@ -44,7 +44,7 @@ async fn a_commit_violating_the_schema_is_reported_and_not_served() {
 
     repo.write("orders-prod.yml", "db:\n  pool: 500\n");
     let bad = repo.commit("pool too big");
-    let report = confhub_server::check::check(repo.path(), None, None, None).unwrap();
+    let report = confhub_server::tools::check::check(repo.path(), None, None, None).unwrap();
     let problems: Vec<String> = report.problems.iter().map(|p| p.to_string()).collect();
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(
@@ -76,10 +76,12 @@ async fn a_commit_violating_the_schema_is_reported_and_not_served() {
 
     repo.write("orders-prod.yml", "db:\n  pool: 50\n");
     let fixed = repo.commit("pool within limits");
-    assert!(confhub_server::check::check(repo.path(), None, None, None)
-        .unwrap()
-        .problems
-        .is_empty());
+    assert!(
+        confhub_server::tools::check::check(repo.path(), None, None, None)
+            .unwrap()
+            .problems
+            .is_empty()
+    );
     let ok: ConfigResponse = server
         .get_json(&format!("/v1/config/orders/prod?label={fixed}"))
         .await;
@@ -91,7 +93,7 @@ async fn a_missing_required_key_names_the_rule() {
     let repo = schema_repo();
     repo.write("orders.yml", "other: 1\n");
     let sha = repo.commit("drop db");
-    let report = confhub_server::check::check(repo.path(), Some(&sha), None, None).unwrap();
+    let report = confhub_server::tools::check::check(repo.path(), Some(&sha), None, None).unwrap();
     assert!(!report.problems.is_empty());
     assert!(
         report

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use common::{TestRepo, TestServer};
 use confhub_server::auth::TokenConfig;
 use confhub_server::crypto::Keyring;
-use confhub_server::settings_file;
+use confhub_server::settings::file as settings_file;
 use serde_json::{json, Value};
 
 /// A Spring-compatible encryptor, from Spring's algorithm.
@@ -277,7 +277,7 @@ async fn passphrase_salt_and_named_keys_decrypt_and_a_bad_value_is_invalid_in_sp
     assert!(body.contains(r#""secret":"pay""#), "{body}");
 
     // `check` with the same keys reports the bad value, naming the key.
-    let report = confhub_server::check::check(repo.path(), None, None, Some(&ring)).unwrap();
+    let report = confhub_server::tools::check::check(repo.path(), None, None, Some(&ring)).unwrap();
     let problem = report
         .problems
         .iter()
@@ -294,7 +294,8 @@ async fn passphrase_salt_and_named_keys_decrypt_and_a_bad_value_is_invalid_in_sp
         &[("ENCRYPT_KEY", "main-pass"), ("ENCRYPT_SALT", "deadbeef")],
         "",
     );
-    let report = confhub_server::check::check(repo.path(), None, None, wrong.as_ref()).unwrap();
+    let report =
+        confhub_server::tools::check::check(repo.path(), None, None, wrong.as_ref()).unwrap();
     let keys: Vec<_> = report
         .problems
         .iter()

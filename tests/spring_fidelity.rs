@@ -549,7 +549,7 @@ async fn node_client_sees_the_profile_documents() {
 #[tokio::test]
 async fn check_passes_a_spring_repository_and_warns() {
     let repo = repo();
-    let report = confhub_server::check::check(repo.path(), None, None, None).unwrap();
+    let report = confhub_server::tools::check::check(repo.path(), None, None, None).unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!(
         report.services, 1,
@@ -579,7 +579,7 @@ async fn check_passes_a_spring_repository_and_warns() {
         "a: 1\n---\nspring.config.activate.on-profile: prod & eu | uk\nb: 2\n",
     );
     repo.commit("mixed operators");
-    let report = confhub_server::check::check(repo.path(), None, None, None).unwrap();
+    let report = confhub_server::tools::check::check(repo.path(), None, None, None).unwrap();
     assert!(
         report
             .problems

@@ -342,13 +342,15 @@ async fn application_folder_changes_are_pushed() {
 async fn check_reads_application_folders() {
     let repo = nested_repo();
     let report =
-        confhub_server::check::check(repo.path(), None, Some("{application}"), None).unwrap();
+        confhub_server::tools::check::check(repo.path(), None, Some("{application}"), None)
+            .unwrap();
     assert!(report.problems.is_empty(), "{:?}", report.problems);
     assert_eq!(report.services, 2);
     repo.write("foo/application.yml", "a: [unclosed\n");
     repo.commit("broken");
     let report =
-        confhub_server::check::check(repo.path(), None, Some("{application}"), None).unwrap();
+        confhub_server::tools::check::check(repo.path(), None, Some("{application}"), None)
+            .unwrap();
     assert!(
         report
             .problems
@@ -358,7 +360,8 @@ async fn check_reads_application_folders() {
         report.problems
     );
     // Forms confhub does not support are refused with the reason, not served empty.
-    let err = match confhub_server::check::check(repo.path(), None, Some("{label}/x"), None) {
+    let err = match confhub_server::tools::check::check(repo.path(), None, Some("{label}/x"), None)
+    {
         Ok(_) => panic!("{{label}} accepted"),
         Err(e) => e.to_string(),
     };

@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use confhub_server::entry::Body;
-use confhub_server::snapshot::Snapshot;
 use confhub_server::source::git::GitSource;
+use confhub_server::store::entry::Body;
+use confhub_server::store::snapshot::Snapshot;
 use confhub_server::store::Store;
 use confhub_server::Settings;
 use criterion::{criterion_group, criterion_main, Criterion};

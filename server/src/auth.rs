@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::catalog::Access;
+use crate::resolve::catalog::Access;
 
 /// A token as written in the settings file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

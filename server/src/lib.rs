@@ -14,30 +14,20 @@
 //!   span, HTTP metrics) and [`metrics`] (this server's Prometheus metrics, `GET /metrics`).
 
 pub mod auth;
-pub mod catalog;
-pub mod check;
 pub mod crypto;
-pub mod entry;
 pub mod errors;
-pub mod flat;
-pub mod history;
 pub mod http;
-pub mod hub;
+pub mod live;
 pub mod metrics;
 pub mod names;
-pub mod parse;
-pub mod render;
+pub mod net;
 pub mod resolve;
-pub mod schema;
-pub mod serve;
 pub mod settings;
-pub mod settings_file;
-pub mod snapshot;
 pub mod source;
 pub mod store;
 mod sync;
 pub mod timefmt;
-pub mod watch;
+pub mod tools;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -51,7 +41,7 @@ use store::Store;
 
 /// Serve on `listener` until `shutdown` completes. The first snapshot loads in the
 /// background: `/healthz` answers at once, `/readyz` once it is loaded; then the refresh
-/// loop ([`watch::refresh_loop`]) watches for new versions and pushes them to
+/// loop ([`live::detect::refresh_loop`]) watches for new versions and pushes them to
 /// WebSocket subscribers. On shutdown the loop stops, WebSockets close with 1001
 /// "going away", and in-flight requests finish. Returns an error if the repository
 /// cannot be opened.
@@ -63,7 +53,7 @@ pub async fn run(
     settings
         .refuse_empty()
         .map_err(|e| ServerError::Settings(e.to_string()))?;
-    let hub = Arc::new(hub::Hub::new(settings.live.clone()));
+    let hub = Arc::new(live::hub::Hub::new(settings.live.clone()));
     let auth =
         auth::Auth::new(&settings.tokens).map_err(|e| ServerError::Settings(e.to_string()))?;
     if auth.is_open() {
@@ -72,7 +62,7 @@ pub async fn run(
     let tls = settings
         .tls
         .as_ref()
-        .map(serve::tls_acceptor)
+        .map(net::tls_acceptor)
         .transpose()
         .map_err(|e| ServerError::Settings(e.to_string()))?;
     let webhook_bodies = http::webhook::BodyBudget::new(
@@ -87,7 +77,9 @@ pub async fn run(
         auth,
         limiter: http::guard::Limiter::new(&settings.limits),
         keyring: settings.keyring.clone(),
-        history: Arc::new(history::HistoryCache::new(settings.limits.request_timeout)),
+        history: Arc::new(tools::history::HistoryCache::new(
+            settings.limits.request_timeout,
+        )),
         ..AppState::default()
     });
     state.live_status.init(
@@ -128,7 +120,8 @@ pub async fn run(
                 Ok(Ok(store)) => break Arc::new(store),
                 Ok(Err(e)) if retry_open => {
                     attempts = attempts.saturating_add(1);
-                    let wait = watch::backoff(settings.live.fetch_retry, settings.poll, attempts);
+                    let wait =
+                        live::detect::backoff(settings.live.fetch_retry, settings.poll, attempts);
                     tracing::warn!(error = %e, attempts, retry_in = ?wait, "cannot open the repository yet; not ready, retrying");
                     loader_state
                         .live_status
@@ -154,7 +147,7 @@ pub async fn run(
         }
         // Watch before declaring readiness, so no change made after `/readyz`
         // answers can be missed; then look once for one made while opening.
-        let _watching = watch::start_watching(
+        let _watching = live::detect::start_watching(
             &store,
             &loader_state.trigger,
             &loader_state.live_status,
@@ -163,7 +156,7 @@ pub async fn run(
         .await;
         loader_state.trigger.poke(false);
         let _ = loader_state.store.set(store.clone());
-        watch::refresh_loop(
+        live::detect::refresh_loop(
             store,
             loader_state.hub.clone(),
             loader_state.trigger.clone(),
@@ -206,7 +199,7 @@ pub async fn run(
             }
         });
     }
-    let served = serve::serve(listener, app, &limits, tls, stop).await;
+    let served = net::serve(listener, app, &limits, tls, stop).await;
     hub.shutdown();
     hub.wait_closed(Duration::from_secs(3)).await;
     // The loop leaves at once on shutdown; only a clone still in progress can hold it.

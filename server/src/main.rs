@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use confhub_server::{settings_file, Settings};
+use confhub_server::settings::file as settings_file;
+use confhub_server::Settings;
 
 #[derive(Parser)]
 #[command(name = "confhub", version, about = "A git-backed configuration server")]
@@ -393,11 +394,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
 
 fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let clients = if args.spring {
-        confhub_server::check::Clients::Spring
+        confhub_server::tools::check::Clients::Spring
     } else {
-        confhub_server::check::Clients::Native
+        confhub_server::tools::check::Clients::Native
     };
-    let report = confhub_server::check::check_as(
+    let report = confhub_server::tools::check::check_as(
         &args.repo,
         args.rev.as_deref(),
         args.search_path.as_deref(),
@@ -559,7 +560,7 @@ fn main() -> anyhow::Result<ExitCode> {
                 (None, Some(repo)) => {
                     let envs = confhub_server::names::parse_envs(&args.env)?;
                     let (git, uri) = open_repo(repo, args.target.search_path.as_deref())?;
-                    let (label, entries) = confhub_server::history::history(
+                    let (label, entries) = confhub_server::tools::history::history(
                         &git,
                         &uri,
                         &args.service,
@@ -594,7 +595,7 @@ fn main() -> anyhow::Result<ExitCode> {
                     http_get(&url, args.target.token.as_deref())?
                 }
                 (None, Some(repo)) => {
-                    let report = confhub_server::history::diff_repo(
+                    let report = confhub_server::tools::history::diff_repo(
                         repo,
                         args.target.search_path.as_deref(),
                         &args.service,

@@ -10,12 +10,12 @@
 //!
 //! Two kinds of values:
 //! - recorded as things happen: HTTP requests ([`crate::http::observe`]), refreshes,
-//!   fetches and push latency ([`crate::watch::refresh_loop`]);
+//!   fetches and push latency ([`crate::live::detect::refresh_loop`]);
 //! - read at scrape time from the state that already keeps them (the Prometheus
 //!   "collector" pattern): WebSocket connections, subscriptions and frames pushed
-//!   ([`crate::hub::Hub`]), webhook calls and fetch freshness
-//!   ([`crate::watch::LiveStatus`]), pairs in error and the current commit (the
-//!   snapshot), history scans ([`crate::history::HistoryCache`]). Nothing on the push path pays for them.
+//!   ([`crate::live::hub::Hub`]), webhook calls and fetch freshness
+//!   ([`crate::live::detect::LiveStatus`]), pairs in error and the current commit (the
+//!   snapshot), history scans ([`crate::tools::history::HistoryCache`]). Nothing on the push path pays for them.
 //!
 //! | metric | type | labels |
 //! |---|---|---|

@@ -16,7 +16,7 @@ fn deploy(file: &str) -> String {
 
 /// Every `CONFHUB_*` variable the binary reads.
 fn known_env() -> BTreeSet<String> {
-    let mut names: BTreeSet<String> = confhub_server::settings_file::overridable_keys()
+    let mut names: BTreeSet<String> = confhub_server::settings::file::overridable_keys()
         .map(|(_, env)| env)
         .collect();
     names.insert("CONFHUB_CONFIG".into());

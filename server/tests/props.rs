@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use confhub_server::names::{check_name, parse_envs, parse_label};
-use confhub_server::parse::parse_file;
+use confhub_server::resolve::parse::parse_file;
 use confhub_server::resolve::{resolve, ParsedFile};
 use proptest::prelude::*;
 use serde_json::{Map, Value};

@@ -14,9 +14,9 @@ use super::guard::require_read;
 use super::{rejection, store, ApiError, AppState};
 use crate::auth::Principal;
 use crate::errors::SourceError;
-use crate::history;
 use crate::names::{check_name, parse_envs, parse_label};
 use crate::store::{LookupError, Source};
+use crate::tools::history;
 use axum::Extension;
 
 type Params = HashMap<String, String>;

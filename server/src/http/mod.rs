@@ -1,7 +1,7 @@
 //! HTTP: the router, shared state and error responses. Each request for config goes
 //! `router` → [`native`] or [`spring`] handler → [`crate::store::Store::lookup`] →
-//! a pre-rendered body of [`crate::entry::PairEntry`]. Live updates: `/v1/watch`
-//! ([`crate::hub`]), `/v1/status` ([`status`]) and `/v1/webhook` ([`webhook`]).
+//! a pre-rendered body of [`crate::store::entry::PairEntry`]. Live updates: `/v1/watch`
+//! ([`crate::live::hub`]), `/v1/status` ([`status`]) and `/v1/webhook` ([`webhook`]).
 
 mod admin;
 pub mod guard;
@@ -23,11 +23,11 @@ use bytes::Bytes;
 use confhub_client::wire::{ErrorBody, ReadyResponse};
 
 use crate::auth::Auth;
-use crate::hub::Hub;
+use crate::live::detect::{LiveStatus, Trigger};
+use crate::live::hub::Hub;
 use crate::names::NameError;
 use crate::settings::Secret;
 use crate::store::{LookupError, Store};
-use crate::watch::{LiveStatus, Trigger};
 
 /// State shared by every handler.
 #[derive(Debug, Default)]
@@ -53,7 +53,7 @@ pub struct AppState {
     /// This server's Prometheus metrics (`GET /metrics`, [`crate::metrics`]).
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Pair histories kept between requests, and the permits of history and diff work.
-    pub history: Arc<crate::history::HistoryCache>,
+    pub history: Arc<crate::tools::history::HistoryCache>,
 }
 
 /// The application router.
@@ -65,7 +65,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/history/{service}/{env}", get(manage::history))
         .route("/v1/diff/{service}/{env}", get(manage::diff))
         .route("/v1/status", get(status::status))
-        .route("/v1/watch", get(crate::hub::watch_handler))
+        .route("/v1/watch", get(crate::live::hub::watch_handler))
         .route("/encrypt", post(admin::encrypt))
         .route("/decrypt", post(admin::decrypt))
         .route("/encrypt/status", get(admin::status))

@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use super::guard::require_read;
 use super::{bytes_response, not_modified, rejection, store, ApiError, AppState};
 use crate::auth::Principal;
-use crate::entry::Body;
 use crate::names::{check_name, parse_envs, parse_label};
+use crate::store::entry::Body;
 use axum::Extension;
 
 pub(super) async fn services(

@@ -13,10 +13,10 @@ use confhub_client::wire::SPRING_V2_MEDIA_TYPE;
 use super::guard::require_read;
 use super::{bytes_response, rejection, store, ApiError, AppState};
 use crate::auth::Principal;
-use crate::entry::Body;
 use crate::errors::ErrorKind;
 use crate::names::{parse_envs, parse_label, parse_labels, parse_names};
-use crate::parse::Format;
+use crate::resolve::parse::Format;
+use crate::store::entry::Body;
 use crate::store::LookupError;
 use axum::Extension;
 

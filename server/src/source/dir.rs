@@ -134,7 +134,7 @@ impl DirSource {
             // A file over the size limit is refused unread when parsed; hash its size
             // and mtime rather than read it here.
             let len = view.size(&name)?.unwrap_or_default();
-            if len > crate::parse::MAX_FILE_BYTES as u64 {
+            if len > crate::resolve::parse::MAX_FILE_BYTES as u64 {
                 let modified = view
                     .files
                     .get(&name)

@@ -1,6 +1,6 @@
 //! Where config files come from: a git repository read from objects at a commit
 //! ([`git`]), or a plain directory in `--dev` mode ([`dir`]). Both produce a [`View`]:
-//! the config files of one version, which [`crate::catalog`] and [`crate::resolve`] work on.
+//! the config files of one version, which [`crate::resolve::catalog`] and [`crate::resolve`] work on.
 //!
 //! Everything here blocks; callers run it on a blocking thread, never an async worker.
 
@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::crypto::{Keyring, PREFIX};
 use crate::errors::{ConfigError, ErrorKind, SourceError};
-use crate::parse::{parse_documents, Format};
+use crate::resolve::parse::{parse_documents, Format};
 use crate::resolve::ParsedFile;
 pub use search::SearchPath;
 
@@ -284,7 +284,7 @@ impl<'r> View<'r> {
         let shown = self.display(rel);
         // Sized before it is read: a file over the limit never reaches memory.
         let result = match self.size(rel) {
-            Ok(Some(len)) => crate::parse::check_size(&shown, len).map(|()| true),
+            Ok(Some(len)) => crate::resolve::parse::check_size(&shown, len).map(|()| true),
             Ok(None) => return None,
             Err(e) => Err(ConfigError::new(ErrorKind::Git, e.to_string()).in_file(shown.clone())),
         };

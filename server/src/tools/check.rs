@@ -5,15 +5,15 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::catalog::MANIFEST;
-use crate::catalog::{activation_profiles, Catalog};
 use crate::crypto::Keyring;
-use crate::entry::PairEntry;
 use crate::errors::{ConfigError, ErrorKind, SourceError};
+use crate::resolve::catalog::MANIFEST;
+use crate::resolve::catalog::{activation_profiles, Catalog};
 use crate::settings::Settings;
 use crate::source::dir::DirSource;
 use crate::source::git::GitSource;
 use crate::source::{Ciphers, View};
+use crate::store::entry::PairEntry;
 
 /// What `check` found.
 #[derive(Debug, Default)]

@@ -2,6 +2,10 @@
 //! cache of pairs resolved at other labels. Every request for config goes through
 //! [`Store::lookup`]; every new version goes through [`Store::refresh`].
 
+pub mod entry;
+pub mod render;
+pub mod snapshot;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
@@ -12,16 +16,15 @@ use confhub_client::wire::{ErrorBody, PairError};
 use lru::LruCache;
 
 use crate::auth::Principal;
-use crate::catalog::{pair_files, Access, Catalog};
-use crate::entry::{Body, PairEntry};
 use crate::errors::{ConfigError, ErrorKind, SourceError};
+use crate::resolve::catalog::{pair_files, Access, Catalog};
 use crate::settings::{RecoverySettings, Settings};
-use crate::snapshot::Snapshot;
 use crate::source::dir::DirSource;
 use crate::source::git::{GitSource, Integrity};
 use crate::source::{Ciphers, View};
+use crate::store::entry::{Body, PairEntry};
+use crate::store::snapshot::Snapshot;
 
-#[path = "resource.rs"]
 pub mod resource;
 
 /// Label reported for `--dev` directories.

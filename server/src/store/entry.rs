@@ -6,13 +6,13 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 use confhub_client::wire::{ConfigResponse, ServerFrame};
 
-use crate::catalog::{pair_files, Access, Catalog, PairFiles};
 use crate::errors::ConfigError;
 use crate::errors::ErrorKind;
-use crate::flat::Entries;
-use crate::render;
+use crate::resolve::catalog::{pair_files, Access, Catalog, PairFiles};
+use crate::resolve::keys::Entries;
 use crate::resolve::{merge_only_for, resolve_for, spring_source, Resolved};
 use crate::source::View;
+use crate::store::render;
 
 /// Response bodies a pair can be served as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +176,7 @@ impl PairEntry {
                     Err(e) => return Err(e),
                 };
                 if service_known && placeholder_error.is_none() && cipher_error.is_none() {
-                    crate::schema::validate(view, catalog, service, &resolved)?;
+                    crate::resolve::schema::validate(view, catalog, service, &resolved)?;
                 }
                 (Arc::new(resolved), placeholder_error)
             }

@@ -1,5 +1,7 @@
 //! Server settings: what `confhub serve` was asked to do.
 
+pub mod file;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

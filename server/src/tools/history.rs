@@ -15,12 +15,12 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use crate::auth::{Denied, Principal};
-use crate::catalog::{Access, Catalog, MANIFEST};
-use crate::entry::PairEntry;
 use crate::errors::SourceError;
-use crate::parse::EXTENSIONS;
+use crate::resolve::catalog::{Access, Catalog, MANIFEST};
 use crate::resolve::flatten;
+use crate::resolve::parse::EXTENSIONS;
 use crate::source::git::GitSource;
+use crate::store::entry::PairEntry;
 
 /// How many commits of the branch history are scanned at most.
 pub const MAX_SCAN: usize = 20_000;
@@ -748,7 +748,7 @@ mod tests {
         assert!(pair.answer(5).for_principal(&orders).is_ok());
         let mut foreign = own();
         foreign.foreign.push((
-            crate::catalog::Owner {
+            crate::resolve::catalog::Owner {
                 service: "payments".into(),
                 env: Some("prod".into()),
             },
@@ -772,7 +772,7 @@ mod tests {
         for i in 0..=MAX_ACCESSES {
             let mut access = own();
             access.foreign.push((
-                crate::catalog::Owner {
+                crate::resolve::catalog::Owner {
                     service: format!("orders{i}"),
                     env: None,
                 },

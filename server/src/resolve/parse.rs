@@ -218,8 +218,9 @@ pub const ON_CLOUD_PLATFORM: &str = "spring.config.activate.on-cloud-platform";
 
 /// Is `key` one of the activation keys (or an item of one)?
 pub fn is_activation_key(key: &str) -> bool {
-    crate::flat::is_under(key, "spring.config.activate")
-        || (crate::flat::is_under(key, LEGACY_PROFILES) && !key.starts_with("spring.profiles."))
+    crate::resolve::keys::is_under(key, "spring.config.activate")
+        || (crate::resolve::keys::is_under(key, LEGACY_PROFILES)
+            && !key.starts_with("spring.profiles."))
 }
 
 /// The values of `key` as a profile list: `a` / `a,b` / `key[0]…`.
@@ -235,7 +236,7 @@ fn profile_values(entries: &[(String, Value)], key: &str) -> Option<Vec<String>>
             continue;
         }
         found = true;
-        let text = crate::render::scalar_text(v);
+        let text = crate::store::render::scalar_text(v);
         out.extend(
             text.split(',')
                 .map(str::trim)
@@ -253,7 +254,7 @@ fn activation_of(
 ) -> Result<Activation, (String, Option<u64>)> {
     if entries
         .iter()
-        .any(|(k, _)| crate::flat::is_under(k, ON_CLOUD_PLATFORM))
+        .any(|(k, _)| crate::resolve::keys::is_under(k, ON_CLOUD_PLATFORM))
     {
         return Ok(Activation::Never);
     }
@@ -305,13 +306,13 @@ pub fn parse_file(file: &str, bytes: &[u8]) -> Result<Map<String, Value>, Config
 pub fn merge_all(docs: &[Document]) -> Map<String, Value> {
     if let [only] = docs {
         // One document merges with nothing: its keys are already distinct.
-        return crate::flat::nest(&only.entries);
+        return crate::resolve::keys::nest(&only.entries);
     }
-    let mut merge = crate::flat::Merge::default();
+    let mut merge = crate::resolve::keys::Merge::default();
     for doc in docs {
         merge.apply(&doc.entries);
     }
-    crate::flat::nest(&merge.into_entries())
+    crate::resolve::keys::nest(&merge.into_entries())
 }
 
 /// Parse `bytes` (the contents of `file`) into its documents.
@@ -686,7 +687,7 @@ fn flatten_yaml(
     match value {
         Y::Mapping(m) => {
             if m.is_empty() && !path.is_empty() {
-                crate::flat::put(out, index, path.to_string(), Value::Object(Map::new()));
+                crate::resolve::keys::put(out, index, path.to_string(), Value::Object(Map::new()));
             }
             for (k, v) in m {
                 let key = match k {
@@ -715,7 +716,7 @@ fn flatten_yaml(
         }
         Y::Sequence(seq) => {
             if seq.is_empty() {
-                crate::flat::put(out, index, path.to_string(), Value::Array(Vec::new()));
+                crate::resolve::keys::put(out, index, path.to_string(), Value::Array(Vec::new()));
             }
             for (i, v) in seq.into_iter().enumerate() {
                 flatten_yaml(v, &format!("{path}[{i}]"), out, index)?;
@@ -748,7 +749,7 @@ fn flatten_yaml(
                 }
                 _ => Value::Null,
             };
-            crate::flat::put(out, index, path.to_string(), v);
+            crate::resolve::keys::put(out, index, path.to_string(), v);
         }
     }
     Ok(())
@@ -763,7 +764,7 @@ fn flatten_json_into(
     match value {
         Value::Object(m) => {
             if m.is_empty() && !path.is_empty() {
-                crate::flat::put(out, index, path.to_string(), value.clone());
+                crate::resolve::keys::put(out, index, path.to_string(), value.clone());
             }
             for (k, v) in m {
                 flatten_json_into(v, &join_key(path, k), out, index);
@@ -774,7 +775,7 @@ fn flatten_json_into(
                 flatten_json_into(v, &format!("{path}[{i}]"), out, index);
             }
         }
-        leaf => crate::flat::put(out, index, path.to_string(), leaf.clone()),
+        leaf => crate::resolve::keys::put(out, index, path.to_string(), leaf.clone()),
     }
 }
 
@@ -947,7 +948,7 @@ fn parse_properties(text: &str, warnings: &mut Vec<(String, Option<u64>)>) -> Pa
         if let Some(list) = key.strip_suffix("[]") {
             for (i, item) in value.split(',').enumerate() {
                 let item = unescape_property(item).map_err(|m| (m, Some(line_no)))?;
-                crate::flat::put(
+                crate::resolve::keys::put(
                     &mut entries,
                     &mut index,
                     format!("{list}[{i}]"),
@@ -965,7 +966,7 @@ fn parse_properties(text: &str, warnings: &mut Vec<(String, Option<u64>)>) -> Pa
         } else {
             first_line.insert(key.clone(), line_no);
         }
-        crate::flat::put(&mut entries, &mut index, key, Value::String(value));
+        crate::resolve::keys::put(&mut entries, &mut index, key, Value::String(value));
     }
     if !entries.is_empty() {
         docs.push(((doc_start, last_line), entries));

@@ -1,7 +1,7 @@
 //! Live push (ARCHITECTURE.md §6): subscriptions by (service, env), fan-out of changed pairs, and
 //! the `GET /v1/watch` WebSocket session.
 //!
-//! Data flow: the refresh loop ([`crate::watch`]) hands each changed
+//! Data flow: the refresh loop ([`crate::live::detect`]) hands each changed
 //! [`PairEntry`] to [`Hub::publish`], which turns it into one [`Frame`] (the
 //! pre-rendered `config` frame as [`Utf8Bytes`], serialized once per change) and
 //! `try_send`s an `Arc` of it into the bounded queue of every subscribed connection.
@@ -12,7 +12,7 @@
 //!
 //! Watched pairs that are not pairs of the snapshot (several envs, undeclared envs,
 //! unknown services) are resolved again after every version by
-//! [`crate::watch`]; the hub counts them, once each however many connections watch
+//! [`crate::live::detect`]; the hub counts them, once each however many connections watch
 //! them, and refuses new ones past `ws_max_extra_pairs`.
 //!
 //! Each connection is one task ([`serve`]) that owns its socket, its queue and its
@@ -35,11 +35,11 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
 use crate::auth::Principal;
-use crate::catalog::Access;
-use crate::entry::{Body, PairEntry};
 use crate::http::{ApiError, AppState};
 use crate::names::{check_name, parse_envs};
+use crate::resolve::catalog::Access;
 use crate::settings::LiveSettings;
+use crate::store::entry::{Body, PairEntry};
 use crate::store::{LookupError, Store};
 
 /// (service, env as written: `prod` or `prod,eu`).
@@ -876,7 +876,7 @@ mod tests {
         let source = crate::source::dir::DirSource::open(&dir.display().to_string(), None)
             .expect("dir source");
         let mut view = source.view().expect("view");
-        let catalog = crate::catalog::Catalog::of(&mut view).expect("catalog");
+        let catalog = crate::resolve::catalog::Catalog::of(&mut view).expect("catalog");
         let uri: Arc<str> = "file:///test".into();
         PairEntry::build(
             &mut view,

@@ -3,8 +3,8 @@
 
 use serde_json::Value;
 
-use crate::flat::{nest_ordered, Node};
 use crate::resolve::flatten;
+use crate::resolve::keys::{nest_ordered, Node};
 
 /// Nested YAML.
 pub fn yaml(v: &Value) -> String {

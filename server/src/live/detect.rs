@@ -28,7 +28,7 @@ use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::errors::SourceError;
-use crate::hub::Hub;
+use crate::live::hub::Hub;
 use crate::metrics::Metrics;
 use crate::names::parse_envs;
 use crate::settings::Settings;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::catalog::{Catalog, MANIFEST};
 use crate::errors::{ConfigError, ErrorKind};
+use crate::resolve::catalog::{Catalog, MANIFEST};
 use crate::resolve::{origin_of, Resolved};
 use crate::source::View;
 

@@ -8,11 +8,11 @@ use bytes::Bytes;
 use confhub_client::wire::{PairError, ServiceInfo, ServicesResponse};
 
 use crate::auth::{Denied, Principal};
-use crate::catalog::{pair_files, Access, Catalog};
-use crate::entry::{Body, PairEntry};
 use crate::errors::ConfigError;
+use crate::resolve::catalog::{pair_files, Access, Catalog};
 use crate::resolve::ParsedFile;
 use crate::source::View;
+use crate::store::entry::{Body, PairEntry};
 
 /// Why a pair has no fresh config at this version.
 #[derive(Debug, Clone)]

@@ -18,8 +18,8 @@ use lru::LruCache;
 
 use super::{LookupError, Source, Store};
 use crate::auth::Principal;
-use crate::catalog::{Access, Catalog, Owner};
 use crate::errors::{ConfigError, SourceError};
+use crate::resolve::catalog::{Access, Catalog, Owner};
 use crate::source::View;
 
 /// Largest file served as a resource. Spring has no limit; here a file is held in
@@ -336,7 +336,7 @@ impl Store {
     /// Find, read and render a resource at the entry's version. Blocking.
     fn read_resource(
         &self,
-        entry: &crate::entry::PairEntry,
+        entry: &crate::store::entry::PairEntry,
         envs: &[String],
         path: &str,
         form: ResourceForm,
@@ -403,7 +403,7 @@ impl Store {
 fn render(
     bytes: Vec<u8>,
     shown: &str,
-    entry: &crate::entry::PairEntry,
+    entry: &crate::store::entry::PairEntry,
     form: ResourceForm,
 ) -> Result<Resource, CachedError> {
     let binary = |bytes: Vec<u8>| Resource {

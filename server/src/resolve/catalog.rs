@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::errors::{ConfigError, ErrorKind};
-use crate::parse::{Activation, ProfileExpr, EXTENSIONS};
+use crate::resolve::parse::{Activation, ProfileExpr, EXTENSIONS};
 use crate::source::{SearchPath, View};
 
 /// The optional manifest at the root of the config repository.

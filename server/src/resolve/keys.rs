@@ -1,5 +1,5 @@
 //! Spring's model of config: flat keys (`a.b.c`, `a.b[0]`) in file order. Every file is
-//! read into flat entries ([`crate::parse::Document::entries`]); merging happens on them,
+//! read into flat entries ([`crate::resolve::parse::Document::entries`]); merging happens on them,
 //! and nested maps are built only at the end ([`nest`]), so a key that is both a value
 //! and a prefix (`logging.level.org.hibernate` and `logging.level.org.hibernate.SQL`) or
 //! one written both flat and nested in YAML never fails a pair.
@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
-use crate::parse::{split_key, Seg};
+use crate::resolve::parse::{split_key, Seg};
 
 /// Flat entries, in order.
 pub type Entries = Vec<(String, Value)>;

@@ -2,6 +2,11 @@
 //! `${…}` placeholders resolved against the result. Pure functions over parsed files:
 //! no git and no I/O, so the same code serves snapshots, labels and `confhub check`.
 
+pub mod catalog;
+pub mod keys;
+pub mod parse;
+pub mod schema;
+
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -9,8 +14,8 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::errors::{ConfigError, ErrorKind};
-use crate::flat::{is_under, nest, spring_combine, Entries, Merge};
-use crate::parse::{
+use crate::resolve::keys::{is_under, nest, spring_combine, Entries, Merge};
+use crate::resolve::parse::{
     is_activation_key, locate_properties_key, locate_properties_key_last, locate_yaml_key,
     merge_all, parse_documents, Document, Format, ParsedDocuments,
 };

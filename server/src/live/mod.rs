@@ -1,0 +1,6 @@
+//! Live updates: noticing that the configuration changed ([`detect`]), the refresh loop
+//! that turns a new version into pushes, and the hub that fans them out to WebSocket
+//! subscribers ([`hub`]). See ARCHITECTURE.md §3.1 and §6.
+
+pub mod detect;
+pub mod hub;
