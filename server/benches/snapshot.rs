@@ -111,7 +111,7 @@ fn bench_refresh(c: &mut Criterion) {
     let read = |store: &Store| {
         let snap = store.snapshot();
         let slot = snap
-            .slot("svc042", "prod")
+            .pair("svc042", "prod")
             .unwrap_or_else(|| panic!("no slot"));
         let entry = slot.entry.as_ref().unwrap_or_else(|| panic!("no entry"));
         entry.body(Body::Json)

@@ -171,6 +171,83 @@ pub(crate) fn is_object_error(e: &git2::Error) -> bool {
     )
 }
 
+/// Why a lookup has no config to serve.
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    /// No branch, tag or commit by that name.
+    #[error("unknown label `{0}`")]
+    UnknownLabel(String),
+    /// The manifest declares environments and this is not one of them.
+    #[error("unknown environment `{0}`: not declared in confhub.yml")]
+    UnknownEnv(String),
+    /// The config cannot be resolved at that version.
+    #[error(transparent)]
+    Config(ConfigError),
+    /// Reading the repository failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// The asker's token may not read this (the message says why).
+    #[error("{0}")]
+    Forbidden(String),
+}
+
+/// The error code a failed lookup answers with, the same over HTTP (the `error` field
+/// of the body, ARCHITECTURE.md §4) and WebSocket (`error` frames, §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LookupCode {
+    /// `unknown_label`: no branch, tag or commit by that name.
+    UnknownLabel,
+    /// `unknown_env`: not declared in `confhub.yml`.
+    UnknownEnv,
+    /// `unresolvable` (or `git` for a repository failure met while resolving).
+    Config(ErrorKind),
+    /// `forbidden`: outside the token's scopes.
+    Forbidden,
+    /// `source`: reading the repository failed.
+    Source,
+}
+
+impl LookupCode {
+    /// The code as sent.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LookupCode::UnknownLabel => "unknown_label",
+            LookupCode::UnknownEnv => "unknown_env",
+            LookupCode::Config(kind) => kind.code(),
+            LookupCode::Forbidden => "forbidden",
+            LookupCode::Source => "source",
+        }
+    }
+}
+
+impl LookupError {
+    /// Its error code.
+    pub fn code(&self) -> LookupCode {
+        match self {
+            LookupError::UnknownLabel(_) => LookupCode::UnknownLabel,
+            LookupError::UnknownEnv(_) => LookupCode::UnknownEnv,
+            LookupError::Config(c) => LookupCode::Config(c.kind),
+            LookupError::Forbidden(_) => LookupCode::Forbidden,
+            LookupError::Source(_) => LookupCode::Source,
+        }
+    }
+
+    /// The error as the JSON error body both surfaces send: its code and message, and
+    /// the file, line and key of a config error.
+    pub fn to_body(&self) -> confhub_client::wire::ErrorBody {
+        match self {
+            LookupError::Config(c) => c.to_body(),
+            other => confhub_client::wire::ErrorBody {
+                error: other.code().as_str().to_string(),
+                message: other.to_string(),
+                file: None,
+                line: None,
+                key: None,
+            },
+        }
+    }
+}
+
 /// Errors that stop the server from starting or running.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -180,9 +257,43 @@ pub enum ServerError {
     /// The repository could not be opened, cloned or read.
     #[error(transparent)]
     Source(#[from] SourceError),
-    /// The settings are invalid (tokens, TLS files).
+    /// The settings are invalid (tokens, blank secrets).
     #[error("settings: {0}")]
     Settings(String),
+    /// The TLS certificate or key cannot be used.
+    #[error("settings: {0}")]
+    Tls(#[from] TlsError),
+    /// The webhook body limits contradict each other.
+    #[error("settings: {0}")]
+    WebhookBudget(#[from] BudgetError),
+}
+
+/// Why TLS could not be set up (`net::tls_acceptor`).
+#[derive(Debug, thiserror::Error)]
+#[error("TLS: {path}: {message}")]
+pub struct TlsError {
+    /// The certificate or key file.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Why the webhook body budget (`http::webhook::BodyBudget`) cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BudgetError {
+    /// A single body could never fit.
+    #[error("setting `limits.webhook_body_budget_bytes` ({budget}) is smaller than `limits.webhook_max_body_bytes` ({max_body}): no signed webhook could ever be read")]
+    SmallerThanOneBody {
+        /// The budget.
+        budget: usize,
+        /// The per-body limit.
+        max_body: usize,
+    },
+    /// More than the budget can count.
+    #[error(
+        "setting `limits.webhook_body_budget_bytes` ({0}) is over the maximum of 4294967295 bytes"
+    )]
+    TooLarge(usize),
 }
 
 /// Errors of `confhub diff --repo`.

@@ -9,13 +9,13 @@
 //! through the methods below.
 //!
 //! Two kinds of values:
-//! - recorded as things happen: HTTP requests ([`crate::http::observe`]), refreshes,
-//!   fetches and push latency ([`crate::live::detect::refresh_loop`]);
+//! - recorded as things happen: HTTP requests (`http::observe`), refreshes,
+//!   fetches and push latency (`live::refresh`);
 //! - read at scrape time from the state that already keeps them (the Prometheus
 //!   "collector" pattern): WebSocket connections, subscriptions and frames pushed
-//!   ([`crate::live::hub::Hub`]), webhook calls and fetch freshness
-//!   ([`crate::live::detect::LiveStatus`]), pairs in error and the current commit (the
-//!   snapshot), history scans ([`crate::tools::history::HistoryCache`]). Nothing on the push path pays for them.
+//!   (`live::hub`), webhook calls and fetch freshness (`live::status`), pairs in error
+//!   and the current commit (the snapshot), history scans (`tools::history`), handed
+//!   over as [`Readings`] by `http::metrics`. Nothing on the push path pays for them.
 //!
 //! | metric | type | labels |
 //! |---|---|---|
@@ -47,13 +47,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use axum::extract::State;
-use axum::http::{header, HeaderValue, Method};
-use axum::response::{IntoResponse, Response};
+use axum::http::Method;
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Label, Level, Metadata, Recorder};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
-
-use crate::http::AppState;
 
 /// Histogram buckets (seconds), shared by every histogram: from a cached GET (well under
 /// a millisecond) to a slow fetch of a remote.
@@ -71,6 +67,90 @@ const HTTP_DURATION: &str = "confhub_http_request_duration_seconds";
 const COMMIT_INFO: &str = "confhub_commit_info";
 const FETCH_AGE: &str = "confhub_fetch_last_success_age_seconds";
 const FETCH_TIMESTAMP: &str = "confhub_fetch_last_success_timestamp_seconds";
+
+/// Every metric recorded through the recorder, with its help text.
+const DESCRIPTIONS: &[(&str, &str)] = &[
+    (
+        HTTP_REQUESTS,
+        "HTTP requests answered, by method, route template and status.",
+    ),
+    (
+        HTTP_DURATION,
+        "Time from receiving an HTTP request to its response head, by method and route template.",
+    ),
+    (
+        "confhub_websocket_connections",
+        "Open /v1/watch WebSocket connections.",
+    ),
+    (
+        "confhub_websocket_subscriptions",
+        "(service, env) subscriptions held by open WebSocket connections.",
+    ),
+    (
+        "confhub_config_frames_pushed_total",
+        "Config frames queued to WebSocket subscribers after a change.",
+    ),
+    (
+        "confhub_websocket_slow_consumers_total",
+        "WebSocket connections closed because they could not keep up.",
+    ),
+    (
+        "confhub_push_latency_seconds",
+        "Time from the trigger that found a new version (file event, webhook, poll) until its frames were handed to every subscriber's queue.",
+    ),
+    (
+        "confhub_refresh_duration_seconds",
+        "Time to look for a new version and build its snapshot.",
+    ),
+    (
+        "confhub_refresh_failures_total",
+        "Refreshes that failed (the previous snapshot kept being served).",
+    ),
+    (
+        "confhub_fetch_duration_seconds",
+        "Time to fetch the remote repository.",
+    ),
+    (
+        "confhub_fetch_failures_total",
+        "Fetches of the remote repository that failed.",
+    ),
+    (
+        FETCH_AGE,
+        "Seconds since the last successful fetch of the remote repository (at scrape time).",
+    ),
+    (
+        FETCH_TIMESTAMP,
+        "Unix time of the last successful fetch of the remote repository.",
+    ),
+    (
+        "confhub_webhooks_total",
+        "POST /v1/webhook calls, by result (accepted: triggered a fetch; rejected: bad or missing signature).",
+    ),
+    (
+        "confhub_pairs_in_error",
+        "(service, env) pairs that fail to resolve at the current version (they keep serving their last good config).",
+    ),
+    (
+        "confhub_parsed_files",
+        "Config files of the current version kept parsed, so the next version reads only the files that changed.",
+    ),
+    (
+        "confhub_label_cache_entries",
+        "Pairs resolved at other labels or env lists, kept (at most cache_capacity).",
+    ),
+    (
+        "confhub_label_cache_bytes",
+        "Estimated bytes of those pairs (at most cache_max_bytes).",
+    ),
+    (
+        "confhub_history_commits_scanned_total",
+        "Commits taken in by /v1/history scans, every pair counted (a repeated request scans only the commits pushed since).",
+    ),
+    (
+        "confhub_history_pairs_cached",
+        "(service, env) pairs whose history is kept between requests.",
+    ),
+];
 
 static META: Metadata<'static> = Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
@@ -125,90 +205,10 @@ impl Metrics {
         };
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
-        let describe = |name: &'static str, help: &'static str| {
+        for (name, help) in DESCRIPTIONS {
             // The kind only picks the trait method; the recorder keeps one table.
-            recorder.describe_counter(KeyName::from(name), None, help.into());
-        };
-        describe(
-            HTTP_REQUESTS,
-            "HTTP requests answered, by method, route template and status.",
-        );
-        describe(
-            HTTP_DURATION,
-            "Time from receiving an HTTP request to its response head, by method and route template.",
-        );
-        describe(
-            "confhub_websocket_connections",
-            "Open /v1/watch WebSocket connections.",
-        );
-        describe(
-            "confhub_websocket_subscriptions",
-            "(service, env) subscriptions held by open WebSocket connections.",
-        );
-        describe(
-            "confhub_config_frames_pushed_total",
-            "Config frames queued to WebSocket subscribers after a change.",
-        );
-        describe(
-            "confhub_websocket_slow_consumers_total",
-            "WebSocket connections closed because they could not keep up.",
-        );
-        describe(
-            "confhub_push_latency_seconds",
-            "Time from the trigger that found a new version (file event, webhook, poll) until its frames were handed to every subscriber's queue.",
-        );
-        describe(
-            "confhub_refresh_duration_seconds",
-            "Time to look for a new version and build its snapshot.",
-        );
-        describe(
-            "confhub_refresh_failures_total",
-            "Refreshes that failed (the previous snapshot kept being served).",
-        );
-        describe(
-            "confhub_fetch_duration_seconds",
-            "Time to fetch the remote repository.",
-        );
-        describe(
-            "confhub_fetch_failures_total",
-            "Fetches of the remote repository that failed.",
-        );
-        describe(
-            FETCH_AGE,
-            "Seconds since the last successful fetch of the remote repository (at scrape time).",
-        );
-        describe(
-            FETCH_TIMESTAMP,
-            "Unix time of the last successful fetch of the remote repository.",
-        );
-        describe(
-            "confhub_webhooks_total",
-            "POST /v1/webhook calls, by result (accepted: triggered a fetch; rejected: bad or missing signature).",
-        );
-        describe(
-            "confhub_pairs_in_error",
-            "(service, env) pairs that fail to resolve at the current version (they keep serving their last good config).",
-        );
-        describe(
-            "confhub_parsed_files",
-            "Config files of the current version kept parsed, so the next version reads only the files that changed.",
-        );
-        describe(
-            "confhub_label_cache_entries",
-            "Pairs resolved at other labels or env lists, kept (at most cache_capacity).",
-        );
-        describe(
-            "confhub_label_cache_bytes",
-            "Estimated bytes of those pairs (at most cache_max_bytes).",
-        );
-        describe(
-            "confhub_history_commits_scanned_total",
-            "Commits taken in by /v1/history scans, every pair counted (a repeated request scans only the commits pushed since).",
-        );
-        describe(
-            "confhub_history_pairs_cached",
-            "(service, env) pairs whose history is kept between requests.",
-        );
+            recorder.describe_counter(KeyName::from(*name), None, (*help).into());
+        }
         let counter = |name: &'static str| recorder.register_counter(&Key::from_name(name), &META);
         let gauge = |name: &'static str| recorder.register_gauge(&Key::from_name(name), &META);
         let histogram =
@@ -310,21 +310,39 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition of everything, after reading the render-time
-    /// values from `state`.
-    pub fn render(&self, state: &AppState) -> String {
-        let hub = state.hub.stats();
-        self.ws_connections.set(hub.connections as f64);
-        let subscriptions: usize = state.hub.subscriber_counts().iter().map(|(_, n)| *n).sum();
-        self.ws_subscriptions.set(subscriptions as f64);
-        self.frames_pushed.absolute(hub.frames_sent);
-        self.slow_consumers.absolute(hub.slow_dropped);
-        let live = state.live_status.get();
-        self.webhooks_accepted.absolute(live.webhooks_accepted);
-        self.webhooks_rejected.absolute(live.webhooks_rejected);
-        self.history_scanned
-            .absolute(state.history.commits_scanned());
-        self.history_pairs.set(state.history.pairs_len() as f64);
+    /// The Prometheus text exposition of everything, after setting the render-time
+    /// values from `readings`.
+    pub fn render(&self, readings: &Readings) -> String {
+        self.ws_connections.set(readings.ws_connections as f64);
+        self.ws_subscriptions.set(readings.ws_subscriptions as f64);
+        self.frames_pushed.absolute(readings.frames_pushed);
+        self.slow_consumers.absolute(readings.slow_consumers);
+        self.webhooks_accepted.absolute(readings.webhooks_accepted);
+        self.webhooks_rejected.absolute(readings.webhooks_rejected);
+        self.history_scanned.absolute(readings.history_scanned);
+        self.history_pairs.set(readings.history_pairs as f64);
+        self.set_fetch_age();
+        if let Some(snap) = &readings.snapshot {
+            self.pairs_in_error.set(snap.pairs_in_error as f64);
+            self.parsed_files.set(snap.parsed_files as f64);
+            self.label_cache_entries
+                .set(snap.label_cache_entries as f64);
+            self.label_cache_bytes.set(snap.label_cache_bytes as f64);
+        }
+        let mut text = self.handle.render();
+        if let Some(snap) = &readings.snapshot {
+            text.push_str(&format!(
+                "# HELP {COMMIT_INFO} The commit served on the tracked branch (value always 1).\n\
+                 # TYPE {COMMIT_INFO} gauge\n\
+                 {COMMIT_INFO}{{commit=\"{}\",branch=\"{}\"}} 1\n",
+                escape_label(&snap.version),
+                escape_label(&snap.label),
+            ));
+        }
+        text
+    }
+
+    fn set_fetch_age(&self) {
         let last_ok = *crate::sync::lock(&self.last_fetch_ok);
         if let Some((at, wall)) = last_ok {
             // Registered on first use: a repository that is never fetched has no such series.
@@ -336,41 +354,48 @@ impl Metrics {
                 .unwrap_or_default();
             gauge(FETCH_TIMESTAMP).set(unix);
         }
-        let snapshot = state.store.get().map(|s| s.snapshot());
-        if let Some(snap) = &snapshot {
-            self.pairs_in_error.set(snap.errors().len() as f64);
-            self.parsed_files.set(snap.parsed_files() as f64);
-        }
-        if let Some(store) = state.store.get() {
-            let (entries, bytes) = store.label_cache_usage();
-            self.label_cache_entries.set(entries as f64);
-            self.label_cache_bytes.set(bytes as f64);
-        }
-        let mut text = self.handle.render();
-        if let Some(snap) = &snapshot {
-            text.push_str(&format!(
-                "# HELP {COMMIT_INFO} The commit served on the tracked branch (value always 1).\n\
-                 # TYPE {COMMIT_INFO} gauge\n\
-                 {COMMIT_INFO}{{commit=\"{}\",branch=\"{}\"}} 1\n",
-                escape_label(&snap.version),
-                escape_label(&snap.label),
-            ));
-        }
-        text
     }
 }
 
-/// `GET /metrics`.
-pub(crate) async fn handler(State(state): State<Arc<AppState>>) -> Response {
-    let text = state.metrics.render(&state);
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-        )],
-        text,
-    )
-        .into_response()
+/// The values read from the rest of the server when `/metrics` is scraped
+/// (`http::metrics` gathers them), so this module depends on nothing else.
+#[derive(Debug, Clone, Default)]
+pub struct Readings {
+    /// Open WebSocket connections.
+    pub ws_connections: u64,
+    /// Subscriptions they hold.
+    pub ws_subscriptions: usize,
+    /// Config frames queued since start.
+    pub frames_pushed: u64,
+    /// Connections closed as slow consumers since start.
+    pub slow_consumers: u64,
+    /// Webhook calls that triggered a fetch.
+    pub webhooks_accepted: u64,
+    /// Webhook calls refused.
+    pub webhooks_rejected: u64,
+    /// Commits taken in by history scans.
+    pub history_scanned: u64,
+    /// Pairs whose history is kept.
+    pub history_pairs: usize,
+    /// The served snapshot's figures, once there is one.
+    pub snapshot: Option<SnapshotReadings>,
+}
+
+/// What `/metrics` reads of the served snapshot and the store.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotReadings {
+    /// The commit served.
+    pub version: String,
+    /// The tracked branch.
+    pub label: String,
+    /// Pairs that fail to resolve.
+    pub pairs_in_error: usize,
+    /// Files kept parsed.
+    pub parsed_files: usize,
+    /// Pairs in the label cache.
+    pub label_cache_entries: usize,
+    /// Their estimated bytes.
+    pub label_cache_bytes: usize,
 }
 
 /// Standard methods by name; anything else (extension methods are unbounded) as `other`.

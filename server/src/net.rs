@@ -26,20 +26,11 @@ use tokio_rustls::rustls;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+use crate::errors::TlsError;
 use crate::settings::{HttpLimits, TlsFiles};
 
 /// How long in-flight requests get to finish after shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
-
-/// Why TLS could not be set up.
-#[derive(Debug, thiserror::Error)]
-#[error("TLS: {path}: {message}")]
-pub struct TlsError {
-    /// The certificate or key file.
-    pub path: String,
-    /// What is wrong.
-    pub message: String,
-}
 
 /// A rustls acceptor from PEM files.
 pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
@@ -71,7 +62,7 @@ pub fn tls_acceptor(files: &TlsFiles) -> Result<TlsAcceptor, TlsError> {
 
 /// Serve `app` on `listener` until `shutdown` completes; then stop accepting and give
 /// in-flight requests [`SHUTDOWN_GRACE`] to finish.
-pub async fn serve(
+pub async fn serve_connections(
     listener: TcpListener,
     app: Router,
     limits: &HttpLimits,

@@ -5,14 +5,13 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::{Extension, Json};
+use axum::Json;
 
+use super::extract::{ApiPath, Caller};
 use super::guard::require_admin;
-use super::{rejection, ApiError, AppState};
-use crate::auth::Principal;
+use super::{ApiError, AppState};
 use crate::crypto::{CryptoError, Keyring};
 use crate::names::{check_name, parse_envs};
 
@@ -26,10 +25,9 @@ fn keyring(state: &AppState) -> Result<&Keyring, ApiError> {
     })
 }
 
-fn check_pair(path: Result<Path<(String, String)>, PathRejection>) -> Result<(), ApiError> {
-    let Path((name, profiles)) = path.map_err(rejection)?;
-    check_name("application name", &name)?;
-    parse_envs(&profiles)?;
+fn check_pair(name: &str, profiles: &str) -> Result<(), ApiError> {
+    check_name("application name", name)?;
+    parse_envs(profiles)?;
     Ok(())
 }
 
@@ -37,7 +35,7 @@ fn check_pair(path: Result<Path<(String, String)>, PathRejection>) -> Result<(),
 /// `{cipher}`.
 pub(super) async fn encrypt(
     State(state): State<Arc<AppState>>,
-    Extension(principal): Extension<Principal>,
+    Caller(principal): Caller,
     body: String,
 ) -> Result<String, ApiError> {
     require_admin(&principal)?;
@@ -50,19 +48,19 @@ pub(super) async fn encrypt(
 /// confhub holds do not depend on it, so this encrypts as `/encrypt` does.
 pub(super) async fn encrypt_for(
     state: State<Arc<AppState>>,
-    principal: Extension<Principal>,
-    path: Result<Path<(String, String)>, PathRejection>,
+    principal: Caller,
+    ApiPath((name, profiles)): ApiPath<(String, String)>,
     body: String,
 ) -> Result<String, ApiError> {
     require_admin(&principal.0)?;
-    check_pair(path)?;
+    check_pair(&name, &profiles)?;
     encrypt(state, principal, body).await
 }
 
 /// Body: a ciphertext (`{cipher}` and `{key:…}` prefixes optional). Answer: the plaintext.
 pub(super) async fn decrypt(
     State(state): State<Arc<AppState>>,
-    Extension(principal): Extension<Principal>,
+    Caller(principal): Caller,
     body: String,
 ) -> Result<String, ApiError> {
     require_admin(&principal)?;
@@ -76,19 +74,19 @@ pub(super) async fn decrypt(
 /// `POST /decrypt/{name}/{profiles}`.
 pub(super) async fn decrypt_for(
     state: State<Arc<AppState>>,
-    principal: Extension<Principal>,
-    path: Result<Path<(String, String)>, PathRejection>,
+    principal: Caller,
+    ApiPath((name, profiles)): ApiPath<(String, String)>,
     body: String,
 ) -> Result<String, ApiError> {
     require_admin(&principal.0)?;
-    check_pair(path)?;
+    check_pair(&name, &profiles)?;
     decrypt(state, principal, body).await
 }
 
 /// `{"status":"OK"}` when this server can encrypt.
 pub(super) async fn status(
     State(state): State<Arc<AppState>>,
-    Extension(principal): Extension<Principal>,
+    Caller(principal): Caller,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_admin(&principal)?;
     keyring(&state)?;
@@ -98,7 +96,7 @@ pub(super) async fn status(
 /// The RSA public key (`ssh-rsa … application`), for clients that encrypt themselves.
 pub(super) async fn key(
     State(state): State<Arc<AppState>>,
-    Extension(principal): Extension<Principal>,
+    Caller(principal): Caller,
 ) -> Result<String, ApiError> {
     require_admin(&principal)?;
     keyring(&state)?
@@ -117,10 +115,10 @@ pub(super) async fn key(
 /// `GET /key/{name}/{profiles}`.
 pub(super) async fn key_for(
     state: State<Arc<AppState>>,
-    principal: Extension<Principal>,
-    path: Result<Path<(String, String)>, PathRejection>,
+    principal: Caller,
+    ApiPath((name, profiles)): ApiPath<(String, String)>,
 ) -> Result<String, ApiError> {
     require_admin(&principal.0)?;
-    check_pair(path)?;
+    check_pair(&name, &profiles)?;
     key(state, principal).await
 }

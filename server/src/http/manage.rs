@@ -1,51 +1,30 @@
 //! Config management from git (ARCHITECTURE.md §4): `/v1/history/{service}/{env}` and
 //! `/v1/diff/{service}/{env}`. Not hot paths: they may walk history on a blocking thread.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use confhub_client::wire::{DiffResponse, HistoryResponse};
 
-use super::guard::require_read;
-use super::{rejection, store, ApiError, AppState};
-use crate::auth::Principal;
-use crate::errors::SourceError;
-use crate::names::{check_name, parse_envs, parse_label};
-use crate::store::{LookupError, Source};
+use super::extract::{PairRequest, Params};
+use super::{store, ApiError, AppState};
+use crate::errors::{LookupError, SourceError};
+use crate::store::{Source, Store};
 use crate::tools::history;
-use axum::Extension;
-
-type Params = HashMap<String, String>;
 
 pub(super) async fn history(
     State(state): State<Arc<AppState>>,
-    Extension(principal): Extension<Principal>,
-    path: Result<Path<(String, String)>, PathRejection>,
-    query: Result<Query<Params>, QueryRejection>,
+    pair: PairRequest,
 ) -> Result<Json<HistoryResponse>, ApiError> {
-    let Path((service, env)) = path.map_err(rejection)?;
-    let Query(query) = query.map_err(rejection)?;
-    check_name("service", &service)?;
-    let envs = parse_envs(&env)?;
-    require_read(&principal, &service, &envs)?;
-    let limit = match query.get("limit") {
-        None => 20,
-        Some(l) => l
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_request",
-                    "limit must be a number from 1 to 1000",
-                )
-            })?,
-    };
+    let limit = history_limit(&pair.query)?;
+    let PairRequest {
+        service,
+        envs,
+        principal,
+        ..
+    } = pair;
     let store = store(&state)?.clone();
     // The pair must exist at the tracked branch: a typo is a 404, not an empty history.
     let entry = store.lookup(&principal, None, &service, &envs).await?;
@@ -59,46 +38,7 @@ pub(super) async fn history(
             "history needs a git repository; this server serves a --dev directory",
         ));
     };
-    let cache = state.history.clone();
-    let deadline = tokio::time::Instant::now() + cache.budget();
-    let pair = cache.pair(&service, &envs);
-    // One scan per pair at a time (the second caller then finds it done), and at most
-    // [`history::PERMITS`] scans at all, each for at most the budget.
-    let (held, permit) = tokio::time::timeout_at(deadline, async {
-        let held = pair.lock_owned().await;
-        let permit = cache.permits().clone().acquire_owned().await;
-        (held, permit)
-    })
-    .await
-    .map_err(|_| busy(&cache))?;
-    let permit = permit.map_err(|e| task_error(e.to_string()))?;
-    let (svc, envs2) = (service.clone(), envs.clone());
-    let blocking_cache = cache.clone();
-    let scanned = tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        let mut held = held;
-        let Source::Git(git) = store.source() else {
-            return Ok(Err(0));
-        };
-        let bounds = *blocking_cache.bounds();
-        let scan = held.scan(
-            git,
-            store.uri(),
-            &svc,
-            &envs2,
-            &bounds,
-            deadline.into_std(),
-            blocking_cache.scanned_counter(),
-        )?;
-        Ok(match scan {
-            history::Scan::Done => Ok(held.answer(limit)),
-            history::Scan::Unfinished { left } => Err(left),
-        })
-    })
-    .await
-    .map_err(|e| task_error(e.to_string()))?
-    .map_err(|e: SourceError| ApiError::from(LookupError::Source(e)))?;
-    let answer = match scanned {
+    let answer = match scan(&state, store, &service, &envs, limit).await? {
         Ok(answer) => answer,
         Err(left) => {
             return Err(ApiError::new(
@@ -124,26 +64,92 @@ pub(super) async fn history(
     }))
 }
 
+/// `?limit=`: how many entries, 20 unless asked.
+fn history_limit(query: &Params) -> Result<usize, ApiError> {
+    let Some(l) = query.get("limit") else {
+        return Ok(20);
+    };
+    l.parse::<usize>()
+        .ok()
+        .filter(|n| (1..=1000).contains(n))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "limit must be a number from 1 to 1000",
+            )
+        })
+}
+
+/// Bring the pair's history up to the head, within the request budget: `Ok(Err(left))`
+/// when the budget ran out with `left` commits still to scan.
+async fn scan(
+    state: &AppState,
+    store: Arc<Store>,
+    service: &str,
+    envs: &[String],
+    limit: usize,
+) -> Result<Result<history::Answer, usize>, ApiError> {
+    let cache = state.history.clone();
+    let deadline = tokio::time::Instant::now() + cache.budget();
+    let pair = cache.pair(service, envs);
+    // One scan per pair at a time (the second caller then finds it done), and at most
+    // [`history::PERMITS`] scans at all, each for at most the budget.
+    let (held, permit) = tokio::time::timeout_at(deadline, async {
+        let held = pair.lock_owned().await;
+        let permit = cache.permits().clone().acquire_owned().await;
+        (held, permit)
+    })
+    .await
+    .map_err(|_| busy(&cache))?;
+    let permit = permit.map_err(|e| task_error(e.to_string()))?;
+    let (svc, envs2) = (service.to_string(), envs.to_vec());
+    let blocking_cache = cache.clone();
+    let scanned = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        let mut held = held;
+        let Source::Git(git) = store.source() else {
+            return Ok(Err(0));
+        };
+        let bounds = *blocking_cache.bounds();
+        let scan = held.scan(
+            git,
+            store.uri(),
+            &svc,
+            &envs2,
+            &bounds,
+            deadline.into_std(),
+            blocking_cache.scanned_counter(),
+        )?;
+        Ok(match scan {
+            history::Scan::Done => Ok(held.answer(limit)),
+            history::Scan::Unfinished { left } => Err(left),
+        })
+    })
+    .await
+    .map_err(|e| task_error(e.to_string()))?
+    .map_err(|e: SourceError| ApiError::from(LookupError::Source(e)))?;
+    Ok(scanned)
+}
+
 pub(super) async fn diff(
     State(state): State<Arc<AppState>>,
-    Extension(principal): Extension<Principal>,
-    path: Result<Path<(String, String)>, PathRejection>,
-    query: Result<Query<Params>, QueryRejection>,
+    pair: PairRequest,
 ) -> Result<Json<DiffResponse>, ApiError> {
-    let Path((service, env)) = path.map_err(rejection)?;
-    let Query(query) = query.map_err(rejection)?;
-    check_name("service", &service)?;
-    let envs = parse_envs(&env)?;
-    require_read(&principal, &service, &envs)?;
-    let from = query.get("from").ok_or_else(|| {
+    let from = pair.label("from")?.ok_or_else(|| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
             "bad_request",
             "`from` is required: a branch, tag or sha",
         )
     })?;
-    let from = parse_label(from)?;
-    let to = query.get("to").map(|t| parse_label(t)).transpose()?;
+    let to = pair.label("to")?;
+    let PairRequest {
+        service,
+        envs,
+        principal,
+        ..
+    } = pair;
     let cache = state.history.clone();
     // A diff resolves up to two versions from git: it shares the history's permits.
     let _permit = tokio::time::timeout(cache.budget(), cache.permits().clone().acquire_owned())

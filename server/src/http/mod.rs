@@ -4,57 +4,34 @@
 //! ([`crate::live::hub`]), `/v1/status` ([`status`]) and `/v1/webhook` ([`webhook`]).
 
 mod admin;
+mod error;
+mod extract;
 pub mod guard;
 mod manage;
+mod metrics;
 mod native;
 pub mod observe;
 mod resource;
 mod spring;
+mod state;
 mod status;
+mod watch;
 pub mod webhook;
 
-use std::sync::{Arc, OnceLock};
+pub(crate) use error::rejection;
+pub use error::ApiError;
+pub use state::AppState;
+
+use std::sync::Arc;
 
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use bytes::Bytes;
-use confhub_client::wire::{ErrorBody, ReadyResponse};
+use confhub_client::wire::ReadyResponse;
 
-use crate::auth::Auth;
-use crate::live::detect::{LiveStatus, Trigger};
-use crate::live::hub::Hub;
-use crate::names::NameError;
-use crate::settings::Secret;
-use crate::store::{LookupError, Store};
-
-/// State shared by every handler.
-#[derive(Debug, Default)]
-pub struct AppState {
-    /// Set once the first snapshot is loaded.
-    pub store: OnceLock<Arc<Store>>,
-    /// WebSocket subscriptions and fan-out.
-    pub hub: Arc<Hub>,
-    /// Pokes the refresh loop (webhooks).
-    pub trigger: Arc<Trigger>,
-    /// What the refresh loop last did, for `/v1/status`.
-    pub live_status: Arc<LiveStatus>,
-    /// Secret that webhook calls must prove they know.
-    pub webhook_secret: Option<Secret>,
-    /// Limits on webhook payloads, and on those still unauthenticated together.
-    pub webhook_bodies: webhook::BodyBudget,
-    /// Access tokens (open when none).
-    pub auth: Auth,
-    /// Per-token rate limits.
-    pub limiter: Option<guard::Limiter>,
-    /// Keys for `/encrypt` and `/decrypt`.
-    pub keyring: Option<crate::crypto::Keyring>,
-    /// This server's Prometheus metrics (`GET /metrics`, [`crate::metrics`]).
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Pair histories kept between requests, and the permits of history and diff work.
-    pub history: Arc<crate::tools::history::HistoryCache>,
-}
+use crate::store::Store;
 
 /// The application router.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -65,7 +42,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/history/{service}/{env}", get(manage::history))
         .route("/v1/diff/{service}/{env}", get(manage::diff))
         .route("/v1/status", get(status::status))
-        .route("/v1/watch", get(crate::live::hub::watch_handler))
+        .route("/v1/watch", get(watch::upgrade))
         .route("/encrypt", post(admin::encrypt))
         .route("/decrypt", post(admin::decrypt))
         .route("/encrypt/status", get(admin::status))
@@ -91,7 +68,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(crate::metrics::handler))
+        .route("/metrics", get(metrics::metrics))
         // Reads its body itself, under `limits.webhook_max_body_bytes` and only once the
         // headers have been checked (see [`webhook`]).
         .route("/v1/webhook", post(webhook::webhook))
@@ -195,92 +172,6 @@ async fn readyz(
     }
 }
 
-/// An error response: status plus the JSON body of ARCHITECTURE.md §4.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    body: ErrorBody,
-    /// Seconds for `Retry-After` (small: it fits in the padding after `status`).
-    retry_after: Option<std::num::NonZeroU16>,
-}
-
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            body: ErrorBody {
-                error: code.into(),
-                message: message.into(),
-                file: None,
-                line: None,
-                key: None,
-            },
-            retry_after: None,
-        }
-    }
-
-    /// The same error, telling the caller to ask again after `seconds`.
-    pub(crate) fn retry_after(mut self, seconds: u16) -> Self {
-        self.retry_after = std::num::NonZeroU16::new(seconds);
-        self
-    }
-
-    pub(crate) fn not_ready() -> Self {
-        Self::not_ready_because(None)
-    }
-
-    /// 503 `not_ready`, saying why the source cannot be opened when an attempt failed.
-    pub(crate) fn not_ready_because(why: Option<String>) -> Self {
-        let message = match why {
-            Some(why) => format!("the repository cannot be opened yet: {why}"),
-            None => "the first snapshot is still loading".to_string(),
-        };
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", message)
-    }
-}
-
-impl From<NameError> for ApiError {
-    fn from(e: NameError) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "bad_name", e.to_string())
-    }
-}
-
-impl From<LookupError> for ApiError {
-    fn from(e: LookupError) -> Self {
-        match e {
-            LookupError::UnknownLabel(_) => {
-                ApiError::new(StatusCode::NOT_FOUND, "unknown_label", e.to_string())
-            }
-            LookupError::UnknownEnv(_) => {
-                ApiError::new(StatusCode::NOT_FOUND, "unknown_env", e.to_string())
-            }
-            LookupError::Config(c) => ApiError {
-                status: StatusCode::UNPROCESSABLE_ENTITY,
-                body: c.to_body(),
-                retry_after: None,
-            },
-            LookupError::Forbidden(message) => {
-                ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
-            }
-            LookupError::Source(s) => {
-                tracing::error!(error = %s, "reading the repository failed");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "source", s.to_string())
-            }
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut resp = (self.status, axum::Json(self.body)).into_response();
-        if let Some(s) = self.retry_after {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(s.get()));
-        }
-        resp
-    }
-}
-
 /// A pre-rendered body with its content type.
 pub(crate) fn bytes_response(content_type: &'static str, body: Bytes) -> Response {
     (
@@ -306,9 +197,4 @@ pub(crate) fn store(state: &AppState) -> Result<&Arc<Store>, ApiError> {
         .store
         .get()
         .ok_or_else(|| ApiError::not_ready_because(state.live_status.start_error()))
-}
-
-/// Map axum's extractor rejections (bad percent-encoding, bad query) to our JSON errors.
-pub(crate) fn rejection(e: impl std::fmt::Display) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.to_string())
 }

@@ -1,23 +1,18 @@
 //! The native API (ARCHITECTURE.md §4): `/v1/config/{service}/{env}` and `/v1/services`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::guard::require_read;
-use super::{bytes_response, not_modified, rejection, store, ApiError, AppState};
-use crate::auth::Principal;
-use crate::names::{check_name, parse_envs, parse_label};
+use super::extract::{Caller, PairRequest};
+use super::{bytes_response, not_modified, store, ApiError, AppState};
 use crate::store::entry::Body;
-use axum::Extension;
 
 pub(super) async fn services(
     State(state): State<Arc<AppState>>,
-    Extension(principal): Extension<Principal>,
+    Caller(principal): Caller,
 ) -> Result<Response, ApiError> {
     let snap = store(&state)?.snapshot();
     if principal.is_admin() {
@@ -39,17 +34,16 @@ pub(super) async fn services(
 
 pub(super) async fn config(
     State(state): State<Arc<AppState>>,
-    path: Result<Path<(String, String)>, PathRejection>,
-    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+    pair: PairRequest,
     headers: HeaderMap,
-    Extension(principal): Extension<Principal>,
 ) -> Result<Response, ApiError> {
-    let Path((service, env)) = path.map_err(rejection)?;
-    let Query(query) = query.map_err(rejection)?;
-    check_name("service", &service)?;
-    let envs = parse_envs(&env)?;
-    require_read(&principal, &service, &envs)?;
-    let label = query.get("label").map(|l| parse_label(l)).transpose()?;
+    let label = pair.label("label")?;
+    let PairRequest {
+        service,
+        envs,
+        query,
+        principal,
+    } = pair;
     let (body, content_type) = match query.get("format").map(String::as_str) {
         None | Some("json") => (Body::Json, "application/json"),
         Some("yaml") | Some("yml") => (Body::Yaml, "application/yaml"),

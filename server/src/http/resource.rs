@@ -4,16 +4,15 @@
 
 use std::sync::Arc;
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
-use axum::Extension;
 
+use super::extract::{not_reserved, resolve_flag, ApiPath, ApiQuery, Caller, Params};
 use super::guard::require_read;
-use super::spring::{resolve_flag, Params};
-use super::{bytes_response, rejection, store, ApiError, AppState};
+use super::{bytes_response, store, ApiError, AppState};
 use crate::auth::Principal;
+use crate::errors::LookupError;
 use crate::names::{check_name, parse_envs, parse_label};
 use crate::store::resource::{ResourceError, ResourceForm};
 
@@ -21,13 +20,11 @@ use crate::store::resource::{ResourceError, ResourceForm};
 /// (`ResourceController.retrieve` and `.binary`).
 pub(super) async fn resource(
     State(state): State<Arc<AppState>>,
-    Extension(principal): Extension<Principal>,
-    path: Result<Path<(String, String, String, String)>, PathRejection>,
-    query: Result<Query<Params>, QueryRejection>,
+    Caller(principal): Caller,
+    ApiPath((name, profiles, label, file)): ApiPath<(String, String, String, String)>,
+    ApiQuery(query): ApiQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Path((name, profiles, label, file)) = path.map_err(rejection)?;
-    let Query(query) = query.map_err(rejection)?;
     serve_resource(
         &state,
         &principal,
@@ -54,7 +51,7 @@ pub(super) async fn serve_resource(
 ) -> Result<Response, ApiError> {
     // confhub's own paths are never a Spring application: without this, an unknown
     // `/v1/a/b/c` would be read as a resource of an app named `v1`.
-    super::spring::not_reserved(name)?;
+    not_reserved(name)?;
     check_name("application name", name)?;
     let envs = parse_envs(profiles)?;
     require_read(principal, name, &envs)?;
@@ -97,10 +94,8 @@ pub(super) async fn serve_resource(
             e.to_string(),
         )),
         // A placeholder cycle: Spring's helper throws an `IllegalArgumentException`.
-        Err(ResourceError::Placeholder(e)) => Err(ApiError {
-            status: StatusCode::BAD_REQUEST,
-            body: e.to_body(),
-            retry_after: None,
-        }),
+        Err(ResourceError::Placeholder(e)) => {
+            Err(ApiError::from(LookupError::Config(e)).with_status(StatusCode::BAD_REQUEST))
+        }
     }
 }

@@ -1,36 +1,29 @@
 //! The Spring Cloud Config compatible API (ARCHITECTURE.md §5), so Spring Boot, Node and Python
 //! clients work unchanged.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use confhub_client::wire::SPRING_V2_MEDIA_TYPE;
 
+use super::extract::{not_reserved, resolve_flag, ApiPath, ApiQuery, Caller, Params};
 use super::guard::require_read;
-use super::{bytes_response, rejection, store, ApiError, AppState};
+use super::{bytes_response, store, ApiError, AppState};
 use crate::auth::Principal;
-use crate::errors::ErrorKind;
+use crate::errors::{ErrorKind, LookupError};
 use crate::names::{parse_envs, parse_label, parse_labels, parse_names};
 use crate::resolve::parse::Format;
-use crate::store::entry::Body;
-use crate::store::LookupError;
-use axum::Extension;
-
-pub(super) type Params = HashMap<String, String>;
+use crate::store::entry::{Body, Placeholders};
 
 /// `/{name}-{profiles}.{ext}`
 pub(super) async fn file(
     State(state): State<Arc<AppState>>,
-    Extension(principal): Extension<Principal>,
-    path: Result<Path<String>, PathRejection>,
-    query: Result<Query<Params>, QueryRejection>,
+    Caller(principal): Caller,
+    ApiPath(file): ApiPath<String>,
+    ApiQuery(query): ApiQuery,
 ) -> Result<Response, ApiError> {
-    let Path(file) = path.map_err(rejection)?;
-    let Query(query) = query.map_err(rejection)?;
     serve_file(&state, &principal, None, &file, &query).await
 }
 
@@ -38,13 +31,11 @@ pub(super) async fn file(
 /// as Spring does.
 pub(super) async fn two_segments(
     State(state): State<Arc<AppState>>,
-    Extension(principal): Extension<Principal>,
-    path: Result<Path<(String, String)>, PathRejection>,
-    query: Result<Query<Params>, QueryRejection>,
+    Caller(principal): Caller,
+    ApiPath((a, b)): ApiPath<(String, String)>,
+    ApiQuery(query): ApiQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Path((a, b)) = path.map_err(rejection)?;
-    let Query(query) = query.map_err(rejection)?;
     if split_file(&b).is_some() {
         return serve_file(&state, &principal, Some(&a), &b, &query).await;
     }
@@ -55,13 +46,11 @@ pub(super) async fn two_segments(
 /// resource at the default label (`ResourceController.retrieveDefault`).
 pub(super) async fn environment_at_label(
     State(state): State<Arc<AppState>>,
-    Extension(principal): Extension<Principal>,
-    path: Result<Path<(String, String, String)>, PathRejection>,
-    query: Result<Query<Params>, QueryRejection>,
+    Caller(principal): Caller,
+    ApiPath((name, profiles, label)): ApiPath<(String, String, String)>,
+    ApiQuery(query): ApiQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Path((name, profiles, label)) = path.map_err(rejection)?;
-    let Query(query) = query.map_err(rejection)?;
     if query.contains_key("useDefaultLabel") {
         return super::resource::serve_resource(
             &state, &principal, &name, &profiles, None, &label, &query, &headers,
@@ -83,22 +72,6 @@ fn require_each(principal: &Principal, names: &str, envs: &[String]) -> Result<(
         require_read(principal, &name, envs)?;
     }
     Ok(())
-}
-
-/// `resolvePlaceholders`, `true` unless told otherwise.
-pub(super) fn resolve_flag(query: &Params) -> Result<bool, ApiError> {
-    match query.get("resolvePlaceholders").map(String::as_str) {
-        None | Some("true") => Ok(true),
-        Some("false") => Ok(false),
-        Some(other) => Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_request",
-            format!(
-                "resolvePlaceholders must be true or false, not `{}`",
-                other.escape_default()
-            ),
-        )),
-    }
 }
 
 async fn environment(
@@ -131,19 +104,6 @@ async fn environment(
     } else {
         bytes_response("application/json", entry.body(Body::SpringEnv))
     })
-}
-
-/// A path whose application name would be one of confhub's own first segments is no
-/// Spring path at all: the 404 any unknown path gets.
-pub(super) fn not_reserved(name: &str) -> Result<(), ApiError> {
-    if super::RESERVED.contains(&name) {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            "no such endpoint",
-        ));
-    }
-    Ok(())
 }
 
 /// `/{name}/{profiles}/main,feature`: every label's property sources, the last label's
@@ -248,9 +208,9 @@ async fn serve_file(
             // (or a limit), which Spring's placeholder helper throws as an
             // `IllegalArgumentException`: `EnvironmentController.illegalArgument`, 400.
             Err(LookupError::Config(e)) if e.kind == ErrorKind::Placeholder => {
-                let mut err: ApiError = LookupError::Config(e).into();
-                err.status = StatusCode::BAD_REQUEST;
-                return Err(err);
+                return Err(
+                    ApiError::from(LookupError::Config(e)).with_status(StatusCode::BAD_REQUEST)
+                );
             }
             Err(e) => return Err(e.into()),
         }
@@ -259,17 +219,21 @@ async fn serve_file(
             .lookup_as_written(principal, label.as_deref(), name, &envs)
             .await?
     };
+    let placeholders = Placeholders::resolved_if(resolve);
     Ok(match ext {
         // Spring serves its `.yml` form as `text/plain` (`EnvironmentController.getSuccess`).
         Format::Yaml => bytes_response(
             "text/plain; charset=utf-8",
-            entry.body(Body::SpringYaml(resolve)),
+            entry.body(Body::SpringYaml(placeholders)),
         ),
         Format::Properties => bytes_response(
             "text/plain; charset=utf-8",
-            entry.body(Body::SpringProperties(resolve)),
+            entry.body(Body::SpringProperties(placeholders)),
         ),
-        Format::Json => bytes_response("application/json", entry.body(Body::SpringJson(resolve))),
+        Format::Json => bytes_response(
+            "application/json",
+            entry.body(Body::SpringJson(placeholders)),
+        ),
     })
 }
 

@@ -5,9 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::Extension;
 
-use crate::auth::Principal;
 use crate::timefmt::rfc3339_of;
 use axum::Json;
 use confhub_client::wire::{
@@ -15,13 +13,14 @@ use confhub_client::wire::{
     WebhookCounts,
 };
 
+use super::extract::Caller;
 use super::{store, ApiError, AppState};
 use crate::source::git::CloneHealth;
 use crate::store::Source;
 
 pub(super) async fn status(
     State(state): State<Arc<AppState>>,
-    Extension(principal): Extension<Principal>,
+    Caller(principal): Caller,
 ) -> Result<Json<StatusResponse>, ApiError> {
     // Pairs outside the caller's scope are left out, as if they did not exist.
     let store = store(&state)?;

@@ -32,6 +32,7 @@ use subtle::ConstantTimeEq;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{ApiError, AppState};
+use crate::errors::BudgetError;
 
 /// The git host a webhook call claims to come from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,24 +172,6 @@ pub struct BodyBudget {
     unverified: Arc<Semaphore>,
 }
 
-/// Why a [`BodyBudget`] cannot be built.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum BudgetError {
-    /// A single body could never fit.
-    #[error("setting `limits.webhook_body_budget_bytes` ({budget}) is smaller than `limits.webhook_max_body_bytes` ({max_body}): no signed webhook could ever be read")]
-    SmallerThanOneBody {
-        /// The budget.
-        budget: usize,
-        /// The per-body limit.
-        max_body: usize,
-    },
-    /// More than the budget can count.
-    #[error(
-        "setting `limits.webhook_body_budget_bytes` ({0}) is over the maximum of 4294967295 bytes"
-    )]
-    TooLarge(usize),
-}
-
 impl BodyBudget {
     /// Bodies of at most `max_body` bytes; at most `budget` bytes of unchecked bodies at once.
     pub fn new(max_body: usize, budget: usize) -> Result<BodyBudget, BudgetError> {
@@ -278,7 +261,7 @@ fn pushed_ref(body: &[u8]) -> Option<String> {
 }
 
 fn refused(state: &super::AppState, status: StatusCode, code: &str, message: String) -> Response {
-    state.live_status.webhook(false);
+    state.live_status.record_webhook(false);
     tracing::warn!(%status, reason = %message, "webhook call refused");
     ApiError::new(status, code, message).into_response()
 }
@@ -401,14 +384,14 @@ pub(super) async fn webhook(
         )
             .into_response();
     }
-    state.live_status.webhook(true);
+    state.live_status.record_webhook(true);
     let pushed = pushed_ref(&body);
     tracing::info!(
         provider = provider.name(),
         r#ref = pushed.as_deref().unwrap_or("-"),
         "webhook: fetching"
     );
-    state.trigger.poke(true);
+    state.trigger.request_fetch();
     (
         StatusCode::ACCEPTED,
         axum::Json(serde_json::json!({"status": "accepted", "provider": provider.name()})),
@@ -451,13 +434,13 @@ pub(super) async fn monitor(
     };
     let services = services_of(&paths);
     if !services.is_empty() {
-        state.live_status.webhook(true);
+        state.live_status.record_webhook(true);
         tracing::info!(
             provider = provider.name(),
             services = %services.join(","),
             "monitor: fetching"
         );
-        state.trigger.poke(true);
+        state.trigger.request_fetch();
     }
     axum::Json(services).into_response()
 }

@@ -1,7 +1,7 @@
-//! Live push (ARCHITECTURE.md §6): subscriptions by (service, env), fan-out of changed pairs, and
-//! the `GET /v1/watch` WebSocket session.
+//! Live push (ARCHITECTURE.md §6): subscriptions by (service, env) and fan-out of
+//! changed pairs to the connections of `GET /v1/watch` (served by [`super::session`]).
 //!
-//! Data flow: the refresh loop ([`crate::live::detect`]) hands each changed
+//! Data flow: the refresh loop ([`super::refresh`]) hands each changed
 //! [`PairEntry`] to [`Hub::publish`], which turns it into one [`Frame`] (the
 //! pre-rendered `config` frame as [`Utf8Bytes`], serialized once per change) and
 //! `try_send`s an `Arc` of it into the bounded queue of every subscribed connection.
@@ -12,35 +12,22 @@
 //!
 //! Watched pairs that are not pairs of the snapshot (several envs, undeclared envs,
 //! unknown services) are resolved again after every version by
-//! [`crate::live::detect`]; the hub counts them, once each however many connections watch
+//! [`super::refresh`]; the hub counts them, once each however many connections watch
 //! them, and refuses new ones past `ws_max_extra_pairs`.
 //!
-//! Each connection is one task ([`serve`]) that owns its socket, its queue and its
-//! subscriptions (pair → last digest the client holds, used to send only what
-//! differs), pings every `ws_ping_interval` and drops a peer silent for
-//! `ws_idle_timeout`.
+//! Each connection is one task ([`super::session`]); the hub holds only its queue.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use confhub_client::wire::{ClientFrame, ServerFrame};
-use futures_util::SinkExt;
+use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{mpsc, watch, Notify};
-use tokio::time::Instant;
 
-use crate::auth::Principal;
-use crate::http::{ApiError, AppState};
-use crate::names::{check_name, parse_envs};
 use crate::resolve::catalog::Access;
 use crate::settings::LiveSettings;
 use crate::store::entry::{Body, PairEntry};
-use crate::store::{LookupError, Store};
 
 /// (service, env as written: `prod` or `prod,eu`).
 pub type PairKey = (String, String);
@@ -73,10 +60,10 @@ impl Frame {
 
 /// The hub's handle on one connection.
 #[derive(Debug)]
-struct Peer {
+pub(crate) struct Peer {
     tx: mpsc::Sender<Arc<Frame>>,
     /// Woken when the hub gives up on this connection (its queue overflowed).
-    slow: Notify,
+    pub(super) slow: Notify,
 }
 
 #[derive(Debug, Default)]
@@ -118,7 +105,7 @@ impl Topics {
 
 /// Why a subscription was not registered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct TooManyExtraPairs;
+pub(super) struct TooManyExtraPairs;
 
 /// Subscriptions of every connection, by pair.
 #[derive(Debug)]
@@ -176,7 +163,7 @@ impl Hub {
     }
 
     /// Register a new connection, unless `ws_max_connections` are open.
-    fn connect(self: &Arc<Self>) -> Option<Connection> {
+    pub(crate) fn connect(self: &Arc<Self>) -> Option<Connection> {
         let max = self.settings.ws_max_connections;
         let admitted = self
             .connections
@@ -298,6 +285,11 @@ impl Hub {
         self.shutdown.send_replace(true);
     }
 
+    /// `true` once [`Hub::shutdown`] was called, for tasks that must see it mid-write.
+    pub(crate) fn stopping(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
     /// Resolves once [`Hub::shutdown`] was called.
     pub fn shutdown_signal(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut rx = self.shutdown.subscribe();
@@ -324,20 +316,20 @@ impl Hub {
 
 /// One connection's side of the hub: its queue and subscriptions. Unregisters
 /// everything when dropped.
-struct Connection {
-    hub: Arc<Hub>,
+pub(crate) struct Connection {
+    pub(super) hub: Arc<Hub>,
     id: u64,
-    peer: Arc<Peer>,
-    rx: mpsc::Receiver<Arc<Frame>>,
+    pub(super) peer: Arc<Peer>,
+    pub(super) rx: mpsc::Receiver<Arc<Frame>>,
     /// Pair → digest of the config the client holds (`None`: nothing yet).
-    subs: HashMap<PairKey, Option<Arc<str>>>,
+    pub(super) subs: HashMap<PairKey, Option<Arc<str>>>,
 }
 
 impl Connection {
     /// Register for `key`. `extra`: it is not a pair of the current snapshot; a new
     /// topic of that kind is refused once the hub follows `ws_max_extra_pairs` of them
     /// (joining one already followed is free).
-    fn subscribe(
+    pub(super) fn subscribe(
         &mut self,
         key: PairKey,
         digest: Option<Arc<str>>,
@@ -367,7 +359,7 @@ impl Connection {
         Ok(())
     }
 
-    fn unsubscribe(&mut self, key: &PairKey) {
+    pub(super) fn unsubscribe(&mut self, key: &PairKey) {
         if self.subs.remove(key).is_none() {
             return;
         }
@@ -375,7 +367,7 @@ impl Connection {
     }
 
     /// Leave every topic (the connection is closing: nothing more is queued for it).
-    fn leave_all(&mut self) {
+    pub(super) fn leave_all(&mut self) {
         let mut topics = self.hub.topics();
         for (key, _) in self.subs.drain() {
             topics.leave(&key, self.id);
@@ -392,484 +384,9 @@ impl Drop for Connection {
     }
 }
 
-/// `GET /v1/watch`: upgrade to a WebSocket and serve subscriptions on it.
-pub(crate) async fn watch_handler(
-    State(state): State<Arc<AppState>>,
-    axum::Extension(principal): axum::Extension<Principal>,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
-) -> Response {
-    let ws = match ws {
-        Ok(ws) => ws,
-        Err(e) => return ApiError::new(e.status(), "not_websocket", e.body_text()).into_response(),
-    };
-    let Some(store) = state.store.get().cloned() else {
-        return ApiError::not_ready().into_response();
-    };
-    let hub = state.hub.clone();
-    let Some(conn) = hub.connect() else {
-        tracing::warn!(
-            limit = hub.settings.ws_max_connections,
-            "refusing a WebSocket: connection limit reached"
-        );
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "too_many_connections",
-            "the server holds as many WebSocket connections as it accepts; retry later",
-        )
-        .into_response();
-    };
-    let max = hub.settings.ws_max_message;
-    ws.max_frame_size(max)
-        .max_message_size(max)
-        // Small buffers keep an idle connection cheap; they grow for large frames.
-        .read_buffer_size(1024)
-        .write_buffer_size(0)
-        .on_failed_upgrade(|e| tracing::debug!(error = %e, "WebSocket upgrade failed"))
-        .on_upgrade(move |socket| serve(socket, conn, store, principal))
-}
-
-/// Why a session ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum End {
-    /// The peer left or the socket failed.
-    Gone,
-    /// Close with this code and reason.
-    Close(u16, &'static str),
-    /// The peer cannot keep up: close without waiting on it.
-    Slow,
-}
-
-/// Largest number of malformed frames tolerated on one connection.
-const MAX_BAD_FRAMES: u32 = 64;
-
-/// How long the close frame (and the peer's answer) may take when the server stops:
-/// shutdown waits for every connection, and must stay prompt.
-const SHUTDOWN_CLOSE: Duration = Duration::from_secs(1);
-
-struct Session {
-    socket: WebSocket,
-    conn: Connection,
-    store: Arc<Store>,
-    bad_frames: u32,
-    /// Who opened the connection: each subscription is checked against its scopes.
-    principal: Principal,
-    /// Set when the server stops: a write blocked on a peer that does not read gives
-    /// way to the 1001 close at once instead of holding shutdown for `ws_write_timeout`.
-    stopping: watch::Receiver<bool>,
-}
-
-async fn serve(socket: WebSocket, conn: Connection, store: Arc<Store>, principal: Principal) {
-    let hub = conn.hub.clone();
-    let settings = hub.settings.clone();
-    let mut session = Session {
-        socket,
-        conn,
-        store,
-        bad_frames: 0,
-        principal,
-        stopping: hub.shutdown.subscribe(),
-    };
-    let shutdown = hub.shutdown_signal();
-    tokio::pin!(shutdown);
-    let mut ping = tokio::time::interval_at(
-        Instant::now() + settings.ws_ping_interval,
-        settings.ws_ping_interval,
-    );
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
-    let peer = session.conn.peer.clone();
-
-    let end = loop {
-        let step = tokio::select! {
-            biased;
-            () = &mut shutdown => Err(End::Close(close_code::AWAY, "going away")),
-            () = peer.slow.notified() => Err(End::Slow),
-            frame = session.conn.rx.recv() => match frame {
-                Some(frame) => session.push(&frame, &settings, &peer).await,
-                None => Err(End::Gone),
-            },
-            msg = session.socket.recv() => {
-                last_heard = Instant::now();
-                session.on_message(msg, &settings, &peer).await
-            }
-            _ = ping.tick() => {
-                if last_heard.elapsed() >= settings.ws_idle_timeout {
-                    Err(End::Close(close_code::AWAY, IDLE_TIMEOUT))
-                } else {
-                    session.send(Message::Ping(bytes::Bytes::new()), &settings, &peer).await
-                }
-            }
-        };
-        if let Err(end) = step {
-            break end;
-        }
-    };
-
-    let (code, reason) = match end {
-        End::Gone => return,
-        End::Slow => {
-            tracing::info!(
-                subscriptions = session.conn.subs.len(),
-                "closing a slow WebSocket consumer"
-            );
-            (close_code::AGAIN, "slow consumer")
-        }
-        End::Close(code, reason) => {
-            tracing::debug!(code, reason, "closing WebSocket");
-            (code, reason)
-        }
-    };
-    session.conn.leave_all();
-    // Frames still in the queue are never written: the close goes next, right after
-    // the bytes already handed to the socket. A peer that stopped reading sees it once
-    // it reads those, so it gets a whole write timeout to do so (not when the server
-    // stops, nor for a peer that already went silent).
-    let stopping = *session.stopping.borrow();
-    let within = if stopping || reason == IDLE_TIMEOUT {
-        SHUTDOWN_CLOSE
-    } else {
-        settings.ws_write_timeout
-    };
-    if stopping {
-        session.close(code, reason, within).await;
-    } else {
-        tokio::select! {
-            () = session.close(code, reason, within) => {}
-            // The server is stopping: it waits for this connection, which already
-            // said why it ends.
-            () = &mut shutdown => {}
-        }
-    }
-}
-
-/// Reason of the close for a peer that answered nothing for `ws_idle_timeout`.
-const IDLE_TIMEOUT: &str = "idle timeout";
-
-fn close_frame(code: u16, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: Utf8Bytes::from_static(reason),
-    }))
-}
-
-fn error_frame(
-    service: Option<&str>,
-    env: Option<&str>,
-    code: &str,
-    message: impl Into<String>,
-) -> Message {
-    let frame = ServerFrame::Error {
-        service: service.map(str::to_string),
-        env: env.map(str::to_string),
-        error: code.to_string(),
-        message: message.into(),
-    };
-    Message::Text(serde_json::to_string(&frame).unwrap_or_default().into())
-}
-
-/// At most `max` characters of `s`, escaped, for echoing client input in messages.
-fn shown(s: &str, max: usize) -> String {
-    let mut out: String = s
-        .chars()
-        .take(max)
-        .collect::<String>()
-        .escape_default()
-        .to_string();
-    if s.chars().count() > max {
-        out.push('…');
-    }
-    out
-}
-
-impl Session {
-    /// Write one message, giving up if the peer is too slow, the hub drops it or the
-    /// server stops.
-    async fn send(
-        &mut self,
-        msg: Message,
-        settings: &LiveSettings,
-        peer: &Peer,
-    ) -> Result<(), End> {
-        let stopping = &mut self.stopping;
-        tokio::select! {
-            sent = tokio::time::timeout(settings.ws_write_timeout, self.socket.send(msg)) => match sent {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(_)) => Err(End::Gone),
-                Err(_) => Err(End::Slow),
-            },
-            () = peer.slow.notified() => Err(End::Slow),
-            _ = stopping.wait_for(|stop| *stop) => Err(End::Close(close_code::AWAY, "going away")),
-        }
-    }
-
-    /// The closing handshake, all of it within `within`: send the close frame, then
-    /// read (and drop) whatever the peer still sends until it answers with its own
-    /// close. Closing the TCP connection while its input is unread would turn it into
-    /// a reset, which can destroy the close frame before the peer reads it.
-    async fn close(&mut self, code: u16, reason: &'static str, within: Duration) {
-        let socket = &mut self.socket;
-        let _ = tokio::time::timeout(within, async {
-            if socket.send(close_frame(code, reason)).await.is_err() {
-                return;
-            }
-            while let Some(Ok(msg)) = socket.recv().await {
-                if matches!(msg, Message::Close(_)) {
-                    break;
-                }
-            }
-        })
-        .await;
-    }
-
-    /// A frame from the hub: send it unless the client already holds that digest.
-    async fn push(
-        &mut self,
-        frame: &Frame,
-        settings: &LiveSettings,
-        peer: &Peer,
-    ) -> Result<(), End> {
-        let Some(held) = self.conn.subs.get_mut(&frame.key) else {
-            return Ok(()); // unsubscribed meanwhile
-        };
-        if held.as_deref() == Some(&*frame.digest) {
-            return Ok(());
-        }
-        // The pair itself was checked at `subscribe`; a commit can make it read another
-        // pair's file (ARCHITECTURE.md, "Who may read what"), which this token may not see.
-        if !frame.access.foreign.is_empty() {
-            if let Err(denied) = self.principal.may_read(&frame.access) {
-                let (service, env) = (&frame.key.0, &frame.key.1);
-                let msg = denied.message(self.principal.who());
-                let msg = error_frame(Some(service), Some(env), "forbidden", msg);
-                return self.send(msg, settings, peer).await;
-            }
-        }
-        *held = Some(frame.digest.clone());
-        self.send(Message::Text(frame.text.clone()), settings, peer)
-            .await
-    }
-
-    async fn on_message(
-        &mut self,
-        msg: Option<Result<Message, axum::Error>>,
-        settings: &LiveSettings,
-        peer: &Peer,
-    ) -> Result<(), End> {
-        match msg {
-            None | Some(Ok(Message::Close(_))) => {
-                // axum answers the close; flush it out before dropping the socket.
-                let _ = tokio::time::timeout(Duration::from_secs(1), self.socket.flush()).await;
-                Err(End::Gone)
-            }
-            Some(Err(e)) => {
-                let text = e.to_string();
-                if text.contains("too long") || text.contains("Space limit exceeded") {
-                    tracing::debug!(error = %text, "WebSocket message over the size limit");
-                    Err(End::Close(close_code::SIZE, "message too big"))
-                } else {
-                    tracing::debug!(error = %text, "WebSocket read failed");
-                    Err(End::Gone)
-                }
-            }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
-            Some(Ok(Message::Binary(_))) => {
-                self.bad_frame(
-                    "bad_frame",
-                    "binary frames are not accepted: send JSON text frames",
-                    settings,
-                    peer,
-                )
-                .await
-            }
-            Some(Ok(Message::Text(text))) => self.on_text(text.as_str(), settings, peer).await,
-        }
-    }
-
-    async fn bad_frame(
-        &mut self,
-        code: &str,
-        message: impl Into<String>,
-        settings: &LiveSettings,
-        peer: &Peer,
-    ) -> Result<(), End> {
-        self.bad_frames += 1;
-        if self.bad_frames > MAX_BAD_FRAMES {
-            return Err(End::Close(close_code::POLICY, "too many malformed frames"));
-        }
-        self.send(error_frame(None, None, code, message), settings, peer)
-            .await
-    }
-
-    async fn on_text(
-        &mut self,
-        text: &str,
-        settings: &LiveSettings,
-        peer: &Peer,
-    ) -> Result<(), End> {
-        let value: serde_json::Value = match serde_json::from_str(text) {
-            Ok(v) => v,
-            Err(e) => {
-                return self
-                    .bad_frame(
-                        "bad_frame",
-                        format!("not a JSON frame: {e}"),
-                        settings,
-                        peer,
-                    )
-                    .await
-            }
-        };
-        match value.get("op").and_then(|op| op.as_str()) {
-            Some("subscribe" | "unsubscribe") => {}
-            Some(op) => {
-                let message = format!(
-                    "unknown op `{}`: use `subscribe` or `unsubscribe`",
-                    shown(op, 64)
-                );
-                return self.bad_frame("unknown_op", message, settings, peer).await;
-            }
-            None => {
-                return self
-                    .bad_frame(
-                        "bad_frame",
-                        "a frame must be a JSON object with a string `op`",
-                        settings,
-                        peer,
-                    )
-                    .await
-            }
-        }
-        let frame: ClientFrame = match serde_json::from_value(value) {
-            Ok(f) => f,
-            Err(e) => {
-                return self
-                    .bad_frame("bad_frame", e.to_string(), settings, peer)
-                    .await
-            }
-        };
-        match frame {
-            ClientFrame::Subscribe {
-                service,
-                env,
-                digest,
-            } => self.subscribe(service, env, digest, settings, peer).await,
-            ClientFrame::Unsubscribe { service, env } => {
-                self.conn.unsubscribe(&(service, env));
-                Ok(())
-            }
-        }
-    }
-
-    async fn subscribe(
-        &mut self,
-        service: String,
-        env: String,
-        digest: Option<String>,
-        settings: &LiveSettings,
-        peer: &Peer,
-    ) -> Result<(), End> {
-        let names = check_name("service", &service).and_then(|()| parse_envs(&env));
-        let envs = match names {
-            Ok(envs) => envs,
-            Err(e) => {
-                let (s, v) = (shown(&service, 128), shown(&env, 128));
-                let msg = error_frame(Some(&s), Some(&v), "bad_name", e.to_string());
-                return self.send(msg, settings, peer).await;
-            }
-        };
-        if !self.principal.can_read(&service, &envs) {
-            let who = self.principal.name.as_deref().unwrap_or("anonymous");
-            let message = format!("token `{who}` has no scope for `{service}/{env}`");
-            let msg = error_frame(Some(&service), Some(&env), "forbidden", message);
-            return self.send(msg, settings, peer).await;
-        }
-        let key = (service, env);
-        if !self.conn.subs.contains_key(&key)
-            && self.conn.subs.len() >= settings.ws_max_subscriptions
-        {
-            let msg = error_frame(
-                Some(&key.0),
-                Some(&key.1),
-                "too_many_subscriptions",
-                format!(
-                    "a connection may hold {} subscriptions; unsubscribe first or open another connection",
-                    settings.ws_max_subscriptions
-                ),
-            );
-            return self.send(msg, settings, peer).await;
-        }
-        // Register before looking up: a change published meanwhile reaches the queue,
-        // and is sent after whatever the lookup finds, so the client ends on the newest.
-        let extra = self.store.snapshot().slot(&key.0, &key.1).is_none();
-        if self
-            .conn
-            .subscribe(key.clone(), digest.map(Arc::from), extra)
-            .is_err()
-        {
-            let max = settings.ws_max_extra_pairs;
-            let msg = error_frame(
-                Some(&key.0),
-                Some(&key.1),
-                "too_many_watched_pairs",
-                format!(
-                    "`{}/{}` is not a (service, env) pair of the tracked version (several envs, an undeclared env or an unknown service), and the server already follows {max} such pairs for all connections together (limits.ws_max_extra_pairs); watch single declared envs, or retry once others unsubscribe",
-                    key.0, key.1
-                ),
-            );
-            return self.send(msg, settings, peer).await;
-        }
-        let (service, env) = (&key.0, &key.1);
-        let reply = match self.store.lookup(&self.principal, None, service, &envs).await {
-            Ok(entry) if !entry.service_known => error_frame(
-                Some(service),
-                Some(env),
-                "unknown_service",
-                format!("unknown service `{service}`: no {service}.yml or {service}-{{env}}.yml on the tracked branch; a commit that adds one will be pushed"),
-            ),
-            Ok(entry) => {
-                let held = self.conn.subs.get_mut(&key);
-                let Some(held) = held else { return Ok(()) };
-                if held.as_deref() == Some(entry.digest()) {
-                    return Ok(());
-                }
-                let Some(frame) = Frame::of(&entry) else {
-                    return Ok(());
-                };
-                *held = Some(frame.digest.clone());
-                Message::Text(frame.text.clone())
-            }
-            Err(LookupError::UnknownEnv(_)) => error_frame(
-                Some(service),
-                Some(env),
-                "unknown_env",
-                format!("unknown environment in `{env}`: not declared in confhub.yml"),
-            ),
-            Err(LookupError::Config(e)) => {
-                let body = e.to_body();
-                error_frame(Some(service), Some(env), &body.error, body.message)
-            }
-            Err(LookupError::Forbidden(message)) => {
-                error_frame(Some(service), Some(env), "forbidden", message)
-            }
-            Err(e @ (LookupError::UnknownLabel(_) | LookupError::Source(_))) => {
-                tracing::warn!(%service, %env, error = %e, "lookup for a subscription failed");
-                error_frame(Some(service), Some(env), "unavailable", e.to_string())
-            }
-        };
-        self.send(reply, settings, peer).await
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn shown_truncates_and_escapes() {
-        assert_eq!(shown("abc", 10), "abc");
-        assert_eq!(shown("a\nb", 10), "a\\nb");
-        assert_eq!(shown("abcdef", 3), "abc…");
-    }
 
     fn entry(dir: &std::path::Path, pool: u32) -> PairEntry {
         std::fs::write(dir.join("orders.yml"), format!("db:\n  pool: {pool}\n")).expect("write");

@@ -4,3 +4,6 @@
 
 pub mod detect;
 pub mod hub;
+pub mod refresh;
+pub mod session;
+pub mod status;

@@ -29,20 +29,49 @@ pub enum Body {
     SpringEnv,
     /// Spring `Environment`, v2 form (`{value, origin}`).
     SpringEnvV2,
-    /// Spring `/{name}-{profiles}.yml`, placeholders resolved or not.
-    SpringYaml(bool),
+    /// Spring `/{name}-{profiles}.yml`.
+    SpringYaml(Placeholders),
     /// Spring `/{name}-{profiles}.properties`.
-    SpringProperties(bool),
+    SpringProperties(Placeholders),
     /// Spring `/{name}-{profiles}.json`.
-    SpringJson(bool),
+    SpringJson(Placeholders),
     /// WebSocket `config` frame.
     Frame,
+}
+
+/// Whether a Spring file form has its `${…}` placeholders resolved (the default) or
+/// as written (`?resolvePlaceholders=false`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placeholders {
+    /// Resolved against the merged config.
+    Resolved,
+    /// As the files wrote them.
+    AsWritten,
+}
+
+impl Placeholders {
+    fn index(self) -> usize {
+        match self {
+            Placeholders::AsWritten => 0,
+            Placeholders::Resolved => 1,
+        }
+    }
+
+    /// `Resolved` when `resolve`.
+    pub fn resolved_if(resolve: bool) -> Placeholders {
+        if resolve {
+            Placeholders::Resolved
+        } else {
+            Placeholders::AsWritten
+        }
+    }
 }
 
 const BODIES: usize = 13;
 
 impl Body {
-    fn slot(self) -> usize {
+    /// Where this body is kept in [`PairEntry`]'s table of rendered bodies.
+    fn index(self) -> usize {
         match self {
             Body::Json => 0,
             Body::Yaml => 1,
@@ -50,9 +79,9 @@ impl Body {
             Body::Env => 3,
             Body::SpringEnv => 4,
             Body::SpringEnvV2 => 5,
-            Body::SpringYaml(r) => 6 + r as usize,
-            Body::SpringProperties(r) => 8 + r as usize,
-            Body::SpringJson(r) => 10 + r as usize,
+            Body::SpringYaml(p) => 6 + p.index(),
+            Body::SpringProperties(p) => 8 + p.index(),
+            Body::SpringJson(p) => 10 + p.index(),
             Body::Frame => 12,
         }
     }
@@ -210,19 +239,16 @@ impl PairEntry {
 
     /// The response body in the given form, rendered on first use.
     pub fn body(&self, body: Body) -> Bytes {
-        self.bodies[body.slot()]
+        self.bodies[body.index()]
             .get_or_init(|| self.render(body))
             .clone()
     }
 
     fn render(&self, body: Body) -> Bytes {
         let r = &self.resolved;
-        let spring = |resolved: bool| {
-            if resolved {
-                &r.spring_values
-            } else {
-                &r.spring_merged
-            }
+        let spring = |placeholders: Placeholders| match placeholders {
+            Placeholders::Resolved => &r.spring_values,
+            Placeholders::AsWritten => &r.spring_merged,
         };
         let text = match body {
             Body::Json => json(&ConfigResponse {
@@ -246,9 +272,9 @@ impl PairEntry {
             Body::Env => render::dotenv(&r.values),
             Body::SpringEnv => json(&self.spring_environment(false)),
             Body::SpringEnvV2 => json(&self.spring_environment(true)),
-            Body::SpringYaml(resolved) => render::spring_yaml(spring(resolved)),
-            Body::SpringProperties(resolved) => render::spring_properties(spring(resolved)),
-            Body::SpringJson(resolved) => render::spring_json(spring(resolved)),
+            Body::SpringYaml(p) => render::spring_yaml(spring(p)),
+            Body::SpringProperties(p) => render::spring_properties(spring(p)),
+            Body::SpringJson(p) => render::spring_json(spring(p)),
         };
         Bytes::from(text)
     }

@@ -16,7 +16,7 @@ use confhub_client::wire::{ErrorBody, PairError};
 use lru::LruCache;
 
 use crate::auth::Principal;
-use crate::errors::{ConfigError, ErrorKind, SourceError};
+use crate::errors::{ConfigError, ErrorKind, LookupError, SourceError};
 use crate::resolve::catalog::{pair_files, Access, Catalog};
 use crate::settings::{RecoverySettings, Settings};
 use crate::source::dir::DirSource;
@@ -37,26 +37,6 @@ pub enum Source {
     Git(GitSource),
     /// A plain directory (`--dev`).
     Dir(DirSource),
-}
-
-/// Why a lookup has no config to serve.
-#[derive(Debug, thiserror::Error)]
-pub enum LookupError {
-    /// No branch, tag or commit by that name.
-    #[error("unknown label `{0}`")]
-    UnknownLabel(String),
-    /// The manifest declares environments and this is not one of them.
-    #[error("unknown environment `{0}`: not declared in confhub.yml")]
-    UnknownEnv(String),
-    /// The config cannot be resolved at that version.
-    #[error(transparent)]
-    Config(ConfigError),
-    /// Reading the repository failed.
-    #[error(transparent)]
-    Source(#[from] SourceError),
-    /// The asker's token may not read this (the message says why).
-    #[error("{0}")]
-    Forbidden(String),
 }
 
 type CacheKey = (String, String, String, String);
@@ -399,7 +379,7 @@ impl Store {
             for (env, slot) in envs {
                 let Some(entry) = &slot.entry else { continue };
                 let before = old
-                    .slot(service, env)
+                    .pair(service, env)
                     .and_then(|s| s.entry.as_ref())
                     .map(|e| e.digest());
                 if before != Some(entry.digest()) {
@@ -466,7 +446,7 @@ impl Store {
         let tracked = label.is_none_or(|l| l == snap.label);
         if tracked {
             if let [env] = envs {
-                if let Some(slot) = snap.slot(service, env) {
+                if let Some(slot) = snap.pair(service, env) {
                     allow(principal, &slot.access)?;
                     let served = match (form, &slot.as_written, &slot.entry) {
                         (Form::AsWritten, Some(entry), _) => entry,

@@ -16,8 +16,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use lru::LruCache;
 
-use super::{LookupError, Source, Store};
+use super::{Source, Store};
 use crate::auth::Principal;
+use crate::errors::LookupError;
 use crate::errors::{ConfigError, SourceError};
 use crate::resolve::catalog::{Access, Catalog, Owner};
 use crate::source::View;

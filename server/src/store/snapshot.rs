@@ -25,7 +25,7 @@ pub struct Failure {
 
 /// One (service, env) of a snapshot.
 #[derive(Debug, Clone, Default)]
-pub struct Slot {
+pub struct PairState {
     /// What is served: the config at this version, or the last good one if this version failed.
     pub entry: Option<Arc<PairEntry>>,
     /// Set when resolution failed at this version.
@@ -39,6 +39,99 @@ pub struct Slot {
     pub as_written: Option<Arc<PairEntry>>,
 }
 
+/// One pair of [`Snapshot::build`]: what it needs to resolve the pair at this version.
+struct PairBuild<'a> {
+    catalog: &'a Catalog,
+    /// A broken `confhub.yml`: every pair fails with it.
+    global_error: Option<&'a ConfigError>,
+    uri: &'a Arc<str>,
+    label: &'a str,
+    service: &'a str,
+    env: &'a String,
+    /// The pair in the previous snapshot: its entry is reused when unchanged, and kept
+    /// when this version fails.
+    previous: Option<&'a PairState>,
+}
+
+impl PairBuild<'_> {
+    fn run(&self, view: &mut View<'_>) -> PairState {
+        let envs = std::slice::from_ref(self.env);
+        let result = match self.global_error {
+            Some(e) => Err(e.clone()),
+            None => PairEntry::build_reusing(
+                view,
+                self.catalog,
+                self.uri,
+                self.label,
+                self.service,
+                envs,
+                self.previous.and_then(|s| s.entry.as_deref()),
+            ),
+        };
+        let access = match &result {
+            Ok(entry) => entry.access.clone(),
+            Err(_) if self.global_error.is_some() => Access::own(self.service, envs),
+            Err(_) => pair_files(view, self.catalog, self.service, envs).access,
+        };
+        let failure = |error| Failure {
+            error,
+            version: view.version.clone(),
+        };
+        let last_good = self.previous.and_then(|s| s.entry.clone());
+        match result {
+            // Only placeholders (or secrets) failed: the as-written config is still
+            // served where Spring's Environment form wants it.
+            Ok(entry) if entry.placeholder_error.is_some() || entry.cipher_error.is_some() => {
+                PairState {
+                    entry: last_good,
+                    failure: entry
+                        .placeholder_error
+                        .clone()
+                        .or_else(|| entry.cipher_error.clone())
+                        .map(failure),
+                    as_written: Some(Arc::new(entry)),
+                    access,
+                }
+            }
+            Ok(entry) => {
+                let entry = Arc::new(entry);
+                // Warm the bodies clients hit on every request and push.
+                entry.body(Body::Json);
+                entry.body(Body::Frame);
+                PairState {
+                    entry: Some(entry),
+                    failure: None,
+                    as_written: None,
+                    access,
+                }
+            }
+            Err(error) => PairState {
+                entry: last_good,
+                failure: Some(failure(error)),
+                as_written: None,
+                access,
+            },
+        }
+    }
+}
+
+/// `GET /v1/services` of one version: every service, each with every environment.
+fn listing(label: &str, version: &str, catalog: &Catalog) -> ServicesResponse {
+    ServicesResponse {
+        label: label.to_string(),
+        version: version.to_string(),
+        environments: catalog.envs.iter().cloned().collect(),
+        services: catalog
+            .services
+            .iter()
+            .map(|s| ServiceInfo {
+                name: s.clone(),
+                envs: catalog.envs.iter().cloned().collect(),
+            })
+            .collect(),
+    }
+}
+
 /// Everything the server answers for the tracked branch.
 #[derive(Debug)]
 pub struct Snapshot {
@@ -50,8 +143,8 @@ pub struct Snapshot {
     pub catalog: Catalog,
     /// Set when the whole version is unusable (a broken `confhub.yml`).
     pub global_error: Option<ConfigError>,
-    /// service → env → slot.
-    pub pairs: BTreeMap<String, BTreeMap<String, Slot>>,
+    /// service → env → the pair's state.
+    pub pairs: BTreeMap<String, BTreeMap<String, PairState>>,
     /// `GET /v1/services`, rendered.
     pub services_body: Bytes,
     /// The same listing, typed: scoped tokens get a filtered copy of it.
@@ -76,92 +169,23 @@ impl Snapshot {
                 Some(e),
             ),
         };
-        let mut pairs: BTreeMap<String, BTreeMap<String, Slot>> = BTreeMap::new();
+        let mut pairs: BTreeMap<String, BTreeMap<String, PairState>> = BTreeMap::new();
         for service in &catalog.services {
             let envs = pairs.entry(service.clone()).or_default();
             for env in &catalog.envs {
-                let result = match &global_error {
-                    Some(e) => Err(e.clone()),
-                    None => PairEntry::build_reusing(
-                        view,
-                        &catalog,
-                        uri,
-                        label,
-                        service,
-                        std::slice::from_ref(env),
-                        previous
-                            .and_then(|p| p.slot(service, env))
-                            .and_then(|s| s.entry.as_deref()),
-                    ),
+                let build = PairBuild {
+                    catalog: &catalog,
+                    global_error: global_error.as_ref(),
+                    uri,
+                    label,
+                    service,
+                    env,
+                    previous: previous.and_then(|p| p.pair(service, env)),
                 };
-                let access = match &result {
-                    Ok(entry) => entry.access.clone(),
-                    Err(_) if global_error.is_some() => {
-                        Access::own(service, std::slice::from_ref(env))
-                    }
-                    Err(_) => pair_files(view, &catalog, service, std::slice::from_ref(env)).access,
-                };
-                let previous_entry = || {
-                    previous
-                        .and_then(|p| p.slot(service, env))
-                        .and_then(|s| s.entry.clone())
-                };
-                let slot = match result {
-                    Ok(entry)
-                        if entry.placeholder_error.is_some() || entry.cipher_error.is_some() =>
-                    {
-                        Slot {
-                            entry: previous_entry(),
-                            failure: entry
-                                .placeholder_error
-                                .clone()
-                                .or_else(|| entry.cipher_error.clone())
-                                .map(|error| Failure {
-                                    error,
-                                    version: view.version.clone(),
-                                }),
-                            as_written: Some(Arc::new(entry)),
-                            access,
-                        }
-                    }
-                    Ok(entry) => {
-                        let entry = Arc::new(entry);
-                        // Warm the bodies clients hit on every request and push.
-                        entry.body(Body::Json);
-                        entry.body(Body::Frame);
-                        Slot {
-                            entry: Some(entry),
-                            failure: None,
-                            as_written: None,
-                            access,
-                        }
-                    }
-                    Err(error) => Slot {
-                        entry: previous_entry(),
-                        failure: Some(Failure {
-                            error,
-                            version: view.version.clone(),
-                        }),
-                        as_written: None,
-                        access,
-                    },
-                };
-                envs.insert(env.clone(), slot);
+                envs.insert(env.clone(), build.run(view));
             }
         }
-        let services = ServicesResponse {
-            label: label.to_string(),
-            version: view.version.clone(),
-            environments: catalog.envs.iter().cloned().collect(),
-            services: catalog
-                .services
-                .iter()
-                .map(|s| ServiceInfo {
-                    name: s.clone(),
-                    envs: catalog.envs.iter().cloned().collect(),
-                })
-                .collect(),
-        };
+        let services = listing(label, &view.version, &catalog);
         Snapshot {
             label: label.to_string(),
             version: view.version.clone(),
@@ -182,11 +206,11 @@ impl Snapshot {
         catalog: Catalog,
         entries: BTreeMap<(String, String), Arc<PairEntry>>,
     ) -> Snapshot {
-        let mut pairs: BTreeMap<String, BTreeMap<String, Slot>> = BTreeMap::new();
+        let mut pairs: BTreeMap<String, BTreeMap<String, PairState>> = BTreeMap::new();
         for ((service, env), entry) in entries {
             pairs.entry(service).or_default().insert(
                 env,
-                Slot {
+                PairState {
                     access: entry.access.clone(),
                     entry: Some(entry),
                     failure: None,
@@ -229,14 +253,14 @@ impl Snapshot {
             .collect()
     }
 
-    /// The slot of a pair, if the snapshot has it.
-    pub fn slot(&self, service: &str, env: &str) -> Option<&Slot> {
+    /// A pair's state, if the snapshot has the pair.
+    pub fn pair(&self, service: &str, env: &str) -> Option<&PairState> {
         self.pairs.get(service)?.get(env)
     }
 
     /// May `principal` see this pair of the snapshot (its config, its errors)?
     pub fn may_read(&self, principal: &Principal, service: &str, env: &str) -> Result<(), Denied> {
-        match self.slot(service, env) {
+        match self.pair(service, env) {
             Some(slot) => {
                 principal.may_read(&slot.access)?;
                 match &slot.entry {

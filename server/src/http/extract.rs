@@ -1,0 +1,136 @@
+//! Extractors that answer a bad request with the API's own JSON error ([`ApiError`])
+//! instead of axum's plain-text rejections, and the preamble every per-pair handler
+//! shares: which pair, checked names, and a token that may read it; and the checks of
+//! a Spring request's path and query that several Spring routes share.
+
+use std::collections::HashMap;
+
+use axum::extract::{FromRequestParts, Path, Query};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::Extension;
+use serde::de::DeserializeOwned;
+
+use super::guard::require_read;
+use super::{rejection, ApiError};
+use crate::auth::Principal;
+use crate::names::{check_name, parse_envs, parse_label};
+
+/// A request's query parameters by name.
+pub(super) type Params = HashMap<String, String>;
+
+/// Path parameters; a bad one (say, broken percent-encoding) is a 400 `bad_request`.
+pub(super) struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(value) = Path::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(rejection)?;
+        Ok(ApiPath(value))
+    }
+}
+
+/// Query parameters by name; a malformed query is a 400 `bad_request`.
+pub(super) struct ApiQuery(pub Params);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiQuery {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Query(params) = Query::<Params>::from_request_parts(parts, state)
+            .await
+            .map_err(rejection)?;
+        Ok(ApiQuery(params))
+    }
+}
+
+/// The caller, as `guard::authenticate` found it.
+pub(super) struct Caller(pub Principal);
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        // Every protected route runs behind `guard::authenticate`, which inserts it.
+        let Extension(principal) = Extension::<Principal>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::internal(format!("no caller on a protected route: {e}")))?;
+        Ok(Caller(principal))
+    }
+}
+
+/// A native request for one pair, `/v1/…/{service}/{env}`: the names are valid and the
+/// caller may read the pair.
+pub(super) struct PairRequest {
+    /// The service asked for.
+    pub service: String,
+    /// Its environments, in request order (`prod,eu`).
+    pub envs: Vec<String>,
+    /// Every query parameter.
+    pub query: Params,
+    /// Who asks.
+    pub principal: Principal,
+}
+
+impl PairRequest {
+    /// The query parameter `name` as a label (branch, tag or sha), checked.
+    pub fn label(&self, name: &str) -> Result<Option<String>, ApiError> {
+        Ok(self.query.get(name).map(|l| parse_label(l)).transpose()?)
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for PairRequest {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let ApiPath((service, env)) =
+            ApiPath::<(String, String)>::from_request_parts(parts, state).await?;
+        let ApiQuery(query) = ApiQuery::from_request_parts(parts, state).await?;
+        let Caller(principal) = Caller::from_request_parts(parts, state).await?;
+        check_name("service", &service)?;
+        let envs = parse_envs(&env)?;
+        require_read(&principal, &service, &envs)?;
+        Ok(PairRequest {
+            service,
+            envs,
+            query,
+            principal,
+        })
+    }
+}
+
+/// `resolvePlaceholders`, `true` unless told otherwise.
+pub(super) fn resolve_flag(query: &Params) -> Result<bool, ApiError> {
+    match query.get("resolvePlaceholders").map(String::as_str) {
+        None | Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!(
+                "resolvePlaceholders must be true or false, not `{}`",
+                other.escape_default()
+            ),
+        )),
+    }
+}
+
+/// A path whose application name would be one of confhub's own first segments is no
+/// Spring path at all: the 404 any unknown path gets.
+pub(super) fn not_reserved(name: &str) -> Result<(), ApiError> {
+    if super::RESERVED.contains(&name) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no such endpoint",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,50 @@
+//! `GET /metrics`: gathers the render-time readings from the hub, live status, history
+//! cache and store, and hands them to [`crate::metrics::Metrics::render`].
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use crate::metrics::{Readings, SnapshotReadings};
+
+pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let text = state.metrics.render(&readings(&state));
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+fn readings(state: &AppState) -> Readings {
+    let hub = state.hub.stats();
+    let live = state.live_status.get();
+    Readings {
+        ws_connections: hub.connections,
+        ws_subscriptions: state.hub.subscriber_counts().iter().map(|(_, n)| *n).sum(),
+        frames_pushed: hub.frames_sent,
+        slow_consumers: hub.slow_dropped,
+        webhooks_accepted: live.webhooks_accepted,
+        webhooks_rejected: live.webhooks_rejected,
+        history_scanned: state.history.commits_scanned(),
+        history_pairs: state.history.pairs_len(),
+        snapshot: state.store.get().map(|store| {
+            let snap = store.snapshot();
+            let (label_cache_entries, label_cache_bytes) = store.label_cache_usage();
+            SnapshotReadings {
+                version: snap.version.clone(),
+                label: snap.label.clone(),
+                pairs_in_error: snap.errors().len(),
+                parsed_files: snap.parsed_files(),
+                label_cache_entries,
+                label_cache_bytes,
+            }
+        }),
+    }
+}
