@@ -15,9 +15,6 @@ use std::time::Duration;
 
 use common::{wait_for, TestRepo, TestServer};
 use confhub_server::Settings;
-use futures_util::{SinkExt, StreamExt};
-use serde_json::json;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Generous: the tests must pass on a loaded 2-core machine.
 const LIVE: Duration = Duration::from_secs(30);
@@ -311,25 +308,6 @@ fn fast_settings(repo: impl Into<String>) -> Settings {
     settings
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// The next `config` frame (skipping pings).
-async fn next_config(ws: &mut Ws) -> serde_json::Value {
-    loop {
-        let msg = tokio::time::timeout(LIVE, ws.next())
-            .await
-            .expect("a frame in time")
-            .expect("open")
-            .expect("frame");
-        if let Message::Text(t) = msg {
-            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
-            assert_eq!(v["op"], "config", "{v}");
-            return v;
-        }
-    }
-}
-
 async fn scrape(server: &TestServer) -> Exposition {
     let resp = server.get("/metrics").await;
     assert_eq!(resp.status(), 200);
@@ -458,16 +436,10 @@ async fn push_metrics_follow_a_commit() {
         .series("confhub_fetch_last_success_age_seconds")
         .is_empty());
 
-    let (mut ws, _) = tokio_tungstenite::connect_async(server.ws_url("/v1/watch"))
-        .await
-        .expect("WebSocket connect");
-    ws.send(Message::text(
-        json!({"op": "subscribe", "service": "orders", "env": "prod", "digest": null}).to_string(),
-    ))
-    .await
-    .unwrap();
-    let initial = next_config(&mut ws).await;
-    assert_eq!(initial["values"]["db"]["pool"], 20);
+    let mut ws = server.watch().await;
+    ws.subscribe("orders", "prod", None).await;
+    let initial = ws.next_config("the initial config").await;
+    assert_eq!(initial.values["db"]["pool"], 20);
 
     let before = scrape_until(&server, "the subscription in the gauges", |m| {
         (m.value("confhub_websocket_connections", &[]) == Some(1.0)
@@ -484,9 +456,9 @@ async fn push_metrics_follow_a_commit() {
 
     repo.write("orders-prod.yml", "db:\n  pool: 21\n");
     let sha = repo.commit("pool 21");
-    let pushed = next_config(&mut ws).await;
-    assert_eq!(pushed["values"]["db"]["pool"], 21);
-    assert_eq!(pushed["version"], sha.as_str());
+    let pushed = ws.next_config("the push").await;
+    assert_eq!(pushed.values["db"]["pool"], 21);
+    assert_eq!(pushed.version, sha);
 
     // The latency is recorded right after the fan-out, which may be a moment after the
     // frame reached us.
@@ -517,8 +489,7 @@ async fn push_metrics_follow_a_commit() {
         before.0 + 1.0
     );
 
-    ws.close(None).await.unwrap();
-    drop(ws);
+    ws.close().await;
     scrape_until(&server, "the gauges back to zero", |m| {
         (m.value("confhub_websocket_connections", &[]) == Some(0.0)
             && m.value("confhub_websocket_subscriptions", &[]) == Some(0.0))

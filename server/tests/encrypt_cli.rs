@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{confhub, git};
+use common::{confhub, TestRepo};
 
 use std::io::Write;
 use std::process::Stdio;
@@ -55,19 +55,15 @@ fn keygen_encrypt_commit_check_serve() {
         "{cipher}"
     );
 
-    let repo = dir.path().join("repo");
-    std::fs::create_dir(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["config", "user.name", "t"]);
-    git(&repo, &["config", "user.email", "t@t"]);
+    let test_repo = TestRepo::new();
+    let repo = test_repo.path();
     std::fs::write(
         repo.join("orders.yml"),
         format!("db:\n  password: {cipher}\n"),
     )
     .unwrap();
     std::fs::write(repo.join("payments.yml"), "a: 1\n").unwrap();
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "secret"]);
+    test_repo.commit("secret");
 
     let check = |with_key: bool| {
         let mut cmd = confhub();

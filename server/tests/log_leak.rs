@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::git;
+use common::TestRepo;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -75,11 +75,8 @@ async fn secrets_never_reach_the_log(format: &str) {
     let other_ring = Keyring::new(vec![Key::from_base64(&Key::generate()).unwrap()]).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("repo");
-    std::fs::create_dir(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["config", "user.email", "ci@example.com"]);
-    git(&repo, &["config", "user.name", "CI"]);
+    let test_repo = TestRepo::new();
+    let repo = test_repo.path();
     std::fs::write(repo.join("application.yml"), "greeting: hello\n").unwrap();
     std::fs::write(
         repo.join("orders.yml"),
@@ -111,8 +108,7 @@ async fn secrets_never_reach_the_log(format: &str) {
         r#"{"properties": {"tls": {"properties": {"key": {"maxLength": 8}}}}}"#,
     )
     .unwrap();
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "secrets"]);
+    test_repo.commit("secrets");
 
     let settings = dir.path().join("confhub.toml");
     std::fs::write(
