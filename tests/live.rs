@@ -11,7 +11,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::ws::{self, Watcher};
-use common::{wait_until, TestRepo, TestServer};
+use common::{fast_settings, wait_until, TestRepo, TestServer};
 use confhub_client::wire::{ReadyResponse, ServerFrame, StatusResponse};
 use confhub_server::Settings;
 use futures_util::{SinkExt, StreamExt};
@@ -28,14 +28,10 @@ const LIVE: Duration = Duration::from_secs(30);
 
 /// The baseline repository: one env (`prod`), services `orders` and `billing`.
 fn base_repo() -> TestRepo {
-    let repo = TestRepo::new();
-    repo.write("application.yml", "greeting: hello\n")
-        .write("application-prod.yml", "tier: prod\n")
-        .write("orders.yml", "db:\n  pool: 10\n")
-        .write("orders-prod.yml", "db:\n  pool: 20\n")
-        .write("billing.yml", "currency: EUR\n");
-    repo.commit("baseline");
-    repo
+    common::baseline_repo(&[
+        ("application-prod.yml", "tier: prod\n"),
+        ("billing.yml", "currency: EUR\n"),
+    ])
 }
 
 async fn status(server: &TestServer) -> StatusResponse {
@@ -59,12 +55,6 @@ async fn config_json(server: &TestServer, service: &str, env: &str) -> Value {
 
 async fn start(settings: Settings) -> TestServer {
     TestServer::start(settings).await
-}
-
-fn fast_settings(repo: impl Into<String>) -> Settings {
-    let mut settings = Settings::new(repo);
-    settings.live.debounce = Duration::from_millis(50);
-    settings
 }
 
 // ---------------------------------------------------------------------------

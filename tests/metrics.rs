@@ -13,7 +13,7 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use common::{wait_for, TestRepo, TestServer};
+use common::{fast_settings, wait_for, TestRepo, TestServer};
 use confhub_server::Settings;
 
 /// Generous: the tests must pass on a loaded 2-core machine.
@@ -292,20 +292,9 @@ fn the_checker_rejects_what_it_should() {
 // ---------------------------------------------------------------------------
 // helpers
 
+/// The baseline with a `prod` env of its own.
 fn base_repo() -> TestRepo {
-    let repo = TestRepo::new();
-    repo.write("application.yml", "greeting: hello\n")
-        .write("application-prod.yml", "tier: prod\n")
-        .write("orders.yml", "db:\n  pool: 10\n")
-        .write("orders-prod.yml", "db:\n  pool: 20\n");
-    repo.commit("baseline");
-    repo
-}
-
-fn fast_settings(repo: impl Into<String>) -> Settings {
-    let mut settings = Settings::new(repo);
-    settings.live.debounce = Duration::from_millis(50);
-    settings
+    common::baseline_repo(&[("application-prod.yml", "tier: prod\n")])
 }
 
 async fn scrape(server: &TestServer) -> Exposition {

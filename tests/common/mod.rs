@@ -53,6 +53,32 @@ pub fn settings(repo: impl Into<String>) -> Settings {
     Settings::new(repo)
 }
 
+/// [`settings`] with a 50 ms live debounce, so that a push follows a commit quickly.
+pub fn fast_settings(repo: impl Into<String>) -> Settings {
+    let mut settings = Settings::new(repo);
+    settings.live.debounce = Duration::from_millis(50);
+    settings
+}
+
+/// The files most tests start from: a shared greeting, and `orders` with a `prod`
+/// override (`db.pool` 10, and 20 in `prod`).
+pub const BASELINE_FILES: [(&str, &str); 3] = [
+    ("application.yml", "greeting: hello\n"),
+    ("orders.yml", "db:\n  pool: 10\n"),
+    ("orders-prod.yml", "db:\n  pool: 20\n"),
+];
+
+/// A repository with [`BASELINE_FILES`] and `extra` (written after them), in one commit
+/// "baseline".
+pub fn baseline_repo(extra: &[(&str, &str)]) -> TestRepo {
+    let repo = TestRepo::new();
+    for (path, contents) in BASELINE_FILES.iter().chain(extra) {
+        repo.write(path, contents);
+    }
+    repo.commit("baseline");
+    repo
+}
+
 /// A confhub server running on the test's runtime, on `127.0.0.1:<free port>`.
 ///
 /// Dropping it triggers a graceful shutdown; [`TestServer::stop`] also waits for it.
