@@ -11,7 +11,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::ws::Watcher;
+use common::ws::{Message, Watcher};
 use common::{TestRepo, TestServer};
 use confhub_server::crypto::{Key, Keyring};
 use confhub_server::http::webhook::github_signature;
@@ -20,7 +20,6 @@ use confhub_server::Settings;
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Any single exchange must end within this, even on a loaded 2-core machine.
 const ANSWER: Duration = Duration::from_secs(10);

@@ -10,7 +10,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::ws::{self, Watcher};
+use common::ws::{self, Message, Watcher};
 use common::{fast_settings, wait_until, TestRepo, TestServer};
 use confhub_client::wire::{ReadyResponse, ServerFrame, StatusResponse};
 use confhub_server::Settings;
@@ -18,7 +18,6 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Generous: the tests must pass on a loaded 2-core machine.
 const LIVE: Duration = Duration::from_secs(30);

@@ -257,8 +257,7 @@ async fn websocket_subscriptions_are_checked_one_by_one() {
     // No token: the upgrade itself is refused.
     let err = ws::open(&server.ws_url("/v1/watch"), None)
         .await
-        .err()
-        .expect("an upgrade without a token is refused");
+        .expect_err("an upgrade without a token is refused");
     assert!(err.to_string().contains("401"), "{err}");
 
     let mut ws = server

@@ -8,14 +8,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::ws::{self, Watcher};
+use common::ws::{self, Connector, Watcher};
 use common::{TestRepo, DEADLINE, POLL_INTERVAL};
 use confhub_server::settings::TlsFiles;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
-use tokio_tungstenite::Connector;
 
 /// A self-signed certificate for `localhost` and `127.0.0.1`, written as PEM files.
 struct Cert {

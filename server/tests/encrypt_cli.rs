@@ -55,19 +55,14 @@ fn keygen_encrypt_commit_check_serve() {
         "{cipher}"
     );
 
-    let test_repo = TestRepo::new();
-    let repo = test_repo.path();
-    std::fs::write(
-        repo.join("orders.yml"),
-        format!("db:\n  password: {cipher}\n"),
-    )
-    .unwrap();
-    std::fs::write(repo.join("payments.yml"), "a: 1\n").unwrap();
-    test_repo.commit("secret");
+    let repo = TestRepo::new();
+    repo.write("orders.yml", &format!("db:\n  password: {cipher}\n"))
+        .write("payments.yml", "a: 1\n")
+        .commit("secret");
 
     let check = |with_key: bool| {
         let mut cmd = confhub();
-        cmd.arg("check").arg(&repo);
+        cmd.arg("check").arg(repo.path());
         if with_key {
             cmd.arg("--encrypt-key-file").arg(&key_file);
         } else {
@@ -102,7 +97,7 @@ fn keygen_encrypt_commit_check_serve() {
         .args(["serve", "--config"])
         .arg(&settings)
         .arg("--repo")
-        .arg(&repo)
+        .arg(repo.path())
         .args([
             "--listen",
             &format!("127.0.0.1:{port}"),

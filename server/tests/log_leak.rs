@@ -75,40 +75,34 @@ async fn secrets_never_reach_the_log(format: &str) {
     let other_ring = Keyring::new(vec![Key::from_base64(&Key::generate()).unwrap()]).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let test_repo = TestRepo::new();
-    let repo = test_repo.path();
-    std::fs::write(repo.join("application.yml"), "greeting: hello\n").unwrap();
-    std::fs::write(
-        repo.join("orders.yml"),
-        format!(
+    let repo = TestRepo::new();
+    repo.write("application.yml", "greeting: hello\n");
+    repo.write(
+        "orders.yml",
+        &format!(
             "db:\n  password: '{}'\n  url: pg://app:${{db.password}}@db\n",
             ring.encrypt(&plain).unwrap()
         ),
-    )
-    .unwrap();
+    );
     // Decrypts with no configured key: the pair fails, naming the key, not the value.
-    std::fs::write(
-        repo.join("broken.yml"),
-        format!("api:\n  key: '{}'\n", other_ring.encrypt(&plain).unwrap()),
-    )
-    .unwrap();
+    repo.write(
+        "broken.yml",
+        &format!("api:\n  key: '{}'\n", other_ring.encrypt(&plain).unwrap()),
+    );
     // Fails its schema: the pair's error is logged at WARN, and must not quote the value.
-    std::fs::write(
-        repo.join("pem.yml"),
-        format!("tls:\n  key: '{}'\n", ring.encrypt(&pem).unwrap()),
-    )
-    .unwrap();
-    std::fs::write(
-        repo.join("confhub.yml"),
+    repo.write(
+        "pem.yml",
+        &format!("tls:\n  key: '{}'\n", ring.encrypt(&pem).unwrap()),
+    );
+    repo.write(
+        "confhub.yml",
         "environments: [prod]\nservices:\n  pem:\n    schema: pem.schema.json\n",
-    )
-    .unwrap();
-    std::fs::write(
-        repo.join("pem.schema.json"),
+    );
+    repo.write(
+        "pem.schema.json",
         r#"{"properties": {"tls": {"properties": {"key": {"maxLength": 8}}}}}"#,
-    )
-    .unwrap();
-    test_repo.commit("secrets");
+    );
+    repo.commit("secrets");
 
     let settings = dir.path().join("confhub.toml");
     std::fs::write(
@@ -130,7 +124,7 @@ name = "ops"
 sha256 = "{admin_hash}"
 scopes = ["admin"]
 "#,
-            repo = repo.display(),
+            repo = repo.path().display(),
             data = dir.path().join("data").display(),
             reader_hash = token_hash(&reader),
             admin_hash = token_hash(&admin),

@@ -19,10 +19,15 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+// What a test needs to build frames and a TLS client, so that it need not name the
+// WebSocket crate itself.
+pub use tokio_tungstenite::tungstenite::Message;
+pub use tokio_tungstenite::Connector;
 
 /// A client WebSocket over TCP or TLS.
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
