@@ -289,57 +289,69 @@ pub struct GitDaemon {
 }
 
 impl GitDaemon {
-    /// Start the daemon and wait (at most [`DEADLINE`]) until its port accepts connections.
+    /// Start the daemon on a free port and wait (at most [`DEADLINE`]) until the port
+    /// accepts connections.
     pub fn start(base: &Path) -> GitDaemon {
+        let mut failures = Vec::new();
+        // A free port can be taken by someone else between our probe and the daemon's
+        // bind: try a few.
+        for _ in 0..5 {
+            match Self::spawn(base, free_port()) {
+                Ok(daemon) => return daemon,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!("git daemon did not start: {failures:?}");
+    }
+
+    /// Start the daemon on `port`, chosen by the caller: a remote that goes away and comes
+    /// back must come back at the same URL.
+    pub fn on(base: &Path, port: u16) -> GitDaemon {
+        Self::spawn(base, port).unwrap_or_else(|failure| panic!("git daemon: {failure}"))
+    }
+
+    /// The daemon on `port`, accepting connections; an error when it exits first (the
+    /// port is taken).
+    fn spawn(base: &Path, port: u16) -> Result<GitDaemon, String> {
         let base = base.to_str().expect("utf-8 path");
         // Run `git-daemon` itself, not `git daemon`: the `git` wrapper would leave its
         // `git-daemon` child running when killed.
         let exec_path = PathBuf::from(git(Path::new("/"), &["--exec-path"]));
         let daemon = exec_path.join("git-daemon");
         assert!(daemon.exists(), "no git-daemon at {}", daemon.display());
-        let mut failures = Vec::new();
-        // A free port can be taken by someone else between our probe and the daemon's
-        // bind: try a few.
-        for _ in 0..5 {
-            let port = free_port();
-            let mut child = Command::new(&daemon)
-                .args([
-                    "--export-all",
-                    "--reuseaddr",
-                    "--informative-errors",
-                    "--listen=127.0.0.1",
-                    &format!("--port={port}"),
-                    &format!("--base-path={base}"),
-                    base,
-                ])
-                .env("GIT_CONFIG_NOSYSTEM", "1")
-                .env("GIT_CONFIG_GLOBAL", "/dev/null")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn git daemon");
-            let deadline = Instant::now() + DEADLINE;
-            loop {
-                if let Some(status) = child.try_wait().expect("git daemon status") {
-                    failures.push(format!("port {port}: exited with {status}"));
-                    break;
-                }
-                let addr = SocketAddr::from(([127, 0, 0, 1], port));
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                    return GitDaemon { child, port };
-                }
-                if Instant::now() >= deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "git daemon on port {port} did not accept connections within {DEADLINE:?}"
-                    );
-                }
-                std::thread::sleep(POLL_INTERVAL);
+        let mut child = Command::new(&daemon)
+            .args([
+                "--export-all",
+                "--reuseaddr",
+                "--informative-errors",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+                &format!("--base-path={base}"),
+                base,
+            ])
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn git daemon");
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait().expect("git daemon status") {
+                return Err(format!("port {port}: exited with {status}"));
             }
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(GitDaemon { child, port });
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("git daemon on port {port} did not accept connections within {DEADLINE:?}");
+            }
+            std::thread::sleep(POLL_INTERVAL);
         }
-        panic!("git daemon did not start: {failures:?}");
     }
 
     /// The daemon's port.
