@@ -9,12 +9,11 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{git, wait_for, wait_until, GitDaemon, TestRepo, TestServer};
+use common::{wait_for, wait_until, GitDaemon, TestRepo, TestServer};
 use confhub_server::Settings;
 use serde_json::Value;
 use tempfile::TempDir;
@@ -158,50 +157,6 @@ fn leftovers(data: &Path) -> Vec<String> {
         .collect()
 }
 
-/// `git-daemon` on a chosen port (the common helper picks a new port each time; a
-/// remote that comes back must come back at the same URL). Killed on drop.
-struct Daemon(Child);
-
-impl Daemon {
-    fn on(base: &Path, port: u16) -> Daemon {
-        let exec_path = PathBuf::from(git(Path::new("/"), &["--exec-path"]));
-        let base = base.to_str().unwrap();
-        let child = Command::new(exec_path.join("git-daemon"))
-            .args([
-                "--export-all",
-                "--reuseaddr",
-                "--listen=127.0.0.1",
-                &format!("--port={port}"),
-                &format!("--base-path={base}"),
-                base,
-            ])
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn git-daemon");
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        let deadline = std::time::Instant::now() + LIVE;
-        while std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "git daemon on {port} did not come up"
-            );
-            std::thread::sleep(Duration::from_millis(25));
-        }
-        Daemon(child)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// A server that is not expected to become ready soon: `confhub_server::run` on a port
 /// of its own, without the readiness wait of [`TestServer::start`].
 struct Unready {
@@ -318,7 +273,7 @@ impl Drop for ReadOnly {
 async fn restart_with_the_remote_down_serves_the_clone() {
     let origin = Origin::new();
     let port = common::free_port();
-    let daemon = Daemon::on(origin.base.path(), port);
+    let daemon = GitDaemon::on(origin.base.path(), port);
     let url = format!("git://127.0.0.1:{port}/origin.git");
     let data = tempfile::tempdir().unwrap();
     let first = origin.work.head();
@@ -350,7 +305,7 @@ async fn restart_with_the_remote_down_serves_the_clone() {
 
     // Back, with a new commit: the retry finds it.
     let second = origin.push("main", "orders-prod.yml", "db:\n  pool: 21\n", "pool 21");
-    let _daemon = Daemon::on(origin.base.path(), port);
+    let _daemon = GitDaemon::on(origin.base.path(), port);
     wait_until(
         LIVE,
         "the new commit after the remote came back",

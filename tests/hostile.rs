@@ -11,16 +11,15 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use common::ws::{Message, Watcher};
 use common::{TestRepo, TestServer};
 use confhub_server::crypto::{Key, Keyring};
 use confhub_server::http::webhook::github_signature;
 use confhub_server::settings::Secret;
 use confhub_server::Settings;
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Any single exchange must end within this, even on a loaded 2-core machine.
 const ANSWER: Duration = Duration::from_secs(10);
@@ -693,41 +692,17 @@ async fn webhooks_need_the_secret(server: &TestServer) {
     assert_eq!(ok.status(), 202);
 }
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
-
-async fn ws(server: &TestServer) -> Ws {
-    tokio_tungstenite::connect_async(server.ws_url("/v1/watch"))
-        .await
-        .expect("WebSocket connect")
-        .0
-}
-
-/// The next text frame as JSON, or the close code if the connection ends first.
-async fn next_frame(ws: &mut Ws, what: &str) -> Result<Value, Option<u16>> {
-    let deadline = Instant::now() + ANSWER;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, ws.next()).await {
-            Err(_) => panic!("{what}: nothing within {ANSWER:?}"),
-            Ok(Some(Ok(Message::Text(t)))) => return Ok(serde_json::from_str(t.as_str()).unwrap()),
-            Ok(Some(Ok(Message::Close(c)))) => return Err(c.map(|c| u16::from(c.code))),
-            Ok(Some(Ok(_))) => continue,
-            Ok(Some(Err(_)) | None) => return Err(None),
-        }
-    }
-}
-
-async fn subscribe(ws: &mut Ws, service: &str, env: &str) {
-    let frame = json!({"op": "subscribe", "service": service, "env": env});
-    ws.send(Message::text(frame.to_string())).await.unwrap();
+/// A `/v1/watch` client that gets [`ANSWER`] for each frame.
+async fn ws(server: &TestServer) -> Watcher {
+    server.watch().await.within(ANSWER)
 }
 
 /// Malformed, binary and oversized frames, a flood of 10k subscriptions: error frames
 /// or a close for the offender, and nothing for anyone else.
 async fn websocket_abuse_is_contained(server: &TestServer) {
     let mut bystander = ws(server).await;
-    subscribe(&mut bystander, "orders", "prod").await;
-    let first = next_frame(&mut bystander, "bystander").await.unwrap();
+    bystander.subscribe("orders", "prod", None).await;
+    let first = bystander.next_json("bystander").await;
     assert_eq!(first["op"], "config");
     assert_eq!(first["values"]["db"]["pool"], 50);
 
@@ -744,8 +719,8 @@ async fn websocket_abuse_is_contained(server: &TestServer) {
     ];
     for msg in junk {
         let what = format!("{msg:?}");
-        w.send(msg).await.unwrap();
-        let frame = next_frame(&mut w, &what).await.unwrap();
+        w.send(msg).await;
+        let frame = w.next_json(&what).await;
         assert_eq!(frame["op"], "error", "{what}: {frame}");
     }
     for (service, env) in [
@@ -754,109 +729,83 @@ async fn websocket_abuse_is_contained(server: &TestServer) {
         ("or\u{0}ders", "prod"),
         ("orders", "prod,.."),
     ] {
-        subscribe(&mut w, service, env).await;
-        let frame = next_frame(&mut w, service).await.unwrap();
+        w.subscribe(service, env, None).await;
+        let frame = w.next_json(service).await;
         assert_eq!(frame["error"], "bad_name", "{service}/{env}: {frame}");
     }
-    subscribe(&mut w, "laughs", "prod").await;
-    let frame = next_frame(&mut w, "a bomb over the socket").await.unwrap();
+    w.subscribe("laughs", "prod", None).await;
+    let frame = w.next_json("a bomb over the socket").await;
     assert_eq!(frame["error"], "unresolvable", "{frame}");
-    subscribe(&mut w, "orders", "prod").await;
-    assert_eq!(
-        next_frame(&mut w, "after junk").await.unwrap()["op"],
-        "config"
-    );
+    w.subscribe("orders", "prod", None).await;
+    assert_eq!(w.next_json("after junk").await["op"], "config");
 
     // Endless junk: the connection is closed (policy), not served forever.
-    let spammer = ws(server).await;
-    let (mut tx, mut rx) = spammer.split();
-    let sender = tokio::spawn(async move {
-        for _ in 0..1000 {
-            if tx.send(Message::text("not json")).await.is_err() {
-                break;
-            }
-        }
-    });
-    let mut code = None;
-    let deadline = Instant::now() + ANSWER;
-    while let Ok(Some(msg)) = tokio::time::timeout(
-        deadline.saturating_duration_since(Instant::now()),
-        rx.next(),
-    )
-    .await
-    {
-        match msg {
-            Ok(Message::Close(c)) => {
-                code = c.map(|c| u16::from(c.code));
-                break;
-            }
-            Ok(_) => {}
-            Err(_) => break,
+    // Its socket is read in the background meanwhile, as a real client's would be.
+    let mut spammer = ws(server).await;
+    for _ in 0..1000 {
+        if spammer.try_send(Message::text("not json")).await.is_err() {
+            break;
         }
     }
-    let _ = sender.await;
+    let code = spammer.closed("a junk flood").await.map(|c| c.0);
     assert_eq!(code, Some(1008), "a junk flood ends in a policy close");
 
     // An oversized frame (> 16 KiB): close 1009.
     let mut big = ws(server).await;
-    let _ = big.send(Message::text("x".repeat(17 * 1024))).await;
+    let _ = big.try_send(Message::text("x".repeat(17 * 1024))).await;
     assert_eq!(
-        next_frame(&mut big, "oversized").await.unwrap_err(),
+        big.next_or_close("oversized")
+            .await
+            .unwrap_err()
+            .map(|c| c.0),
         Some(1009)
     );
     let mut big = ws(server).await;
-    let _ = big.send(Message::binary(vec![0u8; 1 << 20])).await;
+    let _ = big.try_send(Message::binary(vec![0u8; 1 << 20])).await;
     assert_eq!(
-        next_frame(&mut big, "1 MB binary").await.unwrap_err(),
+        big.next_or_close("1 MB binary")
+            .await
+            .unwrap_err()
+            .map(|c| c.0),
         Some(1009)
     );
 
     // 10k subscriptions on one connection: at most 256 held, the rest refused; the
     // connection may be closed for it. Others are unaffected meanwhile.
-    let flood = ws(server).await;
-    let (mut tx, mut rx) = flood.split();
-    let writer = tokio::spawn(async move {
+    // The answers are read in the background while the frames go out.
+    let mut flood = ws(server).await.within(Duration::from_secs(60));
+    let reader = tokio::spawn(async move {
         for i in 0..10_000 {
             let frame = json!({"op": "subscribe", "service": format!("svc{i}"), "env": "prod"});
-            if tx.send(Message::text(frame.to_string())).await.is_err() {
+            if flood
+                .try_send(Message::text(frame.to_string()))
+                .await
+                .is_err()
+            {
                 break;
             }
         }
-        tx
-    });
-    let reader = tokio::spawn(async move {
         let (mut held, mut refused, mut closed) = (0u32, 0u32, false);
-        let deadline = Instant::now() + Duration::from_secs(60);
         while held + refused < 10_000 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, rx.next()).await {
-                Err(_) => panic!("flood: {held} held, {refused} refused after 60 s"),
-                Ok(Some(Ok(Message::Text(t)))) => {
-                    let v: Value = serde_json::from_str(t.as_str()).unwrap();
-                    match v["error"].as_str() {
-                        Some("too_many_subscriptions") => refused += 1,
-                        Some("unknown_service") => held += 1,
-                        _ => panic!("flood: unexpected {v}"),
-                    }
-                }
-                Ok(Some(Ok(Message::Close(_))) | Some(Err(_)) | None) => {
-                    closed = true;
-                    break;
-                }
-                Ok(Some(Ok(_))) => {}
+            let what = format!("flood: {held} held, {refused} refused");
+            let Ok(t) = flood.next_or_close(&what).await else {
+                closed = true;
+                break;
+            };
+            let v: Value = serde_json::from_str(&t).unwrap();
+            match v["error"].as_str() {
+                Some("too_many_subscriptions") => refused += 1,
+                Some("unknown_service") => held += 1,
+                _ => panic!("flood: unexpected {v}"),
             }
         }
         (held, refused, closed)
     });
     // While the flood runs, a fresh connection is served at once.
     let mut other = ws(server).await;
-    subscribe(&mut other, "orders", "prod").await;
-    assert_eq!(
-        next_frame(&mut other, "during the flood").await.unwrap()["op"],
-        "config"
-    );
+    other.subscribe("orders", "prod", None).await;
+    assert_eq!(other.next_json("during the flood").await["op"], "config");
     let (held, refused, closed) = reader.await.expect("flood reader");
-    drop(writer.await);
     assert!(held <= 256, "{held} subscriptions held");
     assert!(
         closed || (held == 256 && refused == 10_000 - 256),
@@ -865,10 +814,8 @@ async fn websocket_abuse_is_contained(server: &TestServer) {
 
     // The bystander saw nothing of it and still gets pushes: a new commit would reach it;
     // here a resubscription proves the connection is alive and current.
-    subscribe(&mut bystander, "orders", "dev").await;
-    let frame = next_frame(&mut bystander, "bystander after the abuse")
-        .await
-        .unwrap();
+    bystander.subscribe("orders", "dev", None).await;
+    let frame = bystander.next_json("bystander after the abuse").await;
     assert_eq!(
         (frame["op"].as_str(), frame["env"].as_str()),
         (Some("config"), Some("dev"))

@@ -10,154 +10,27 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{wait_until, TestRepo, TestServer};
+use common::ws::{self, Message, Watcher};
+use common::{fast_settings, wait_until, TestRepo, TestServer};
 use confhub_client::wire::{ReadyResponse, ServerFrame, StatusResponse};
 use confhub_server::Settings;
-use futures_util::stream::{SplitSink, StreamExt};
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// Generous: the tests must pass on a loaded 2-core machine.
 const LIVE: Duration = Duration::from_secs(30);
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 // ---------------------------------------------------------------------------
 // helpers
 
 /// The baseline repository: one env (`prod`), services `orders` and `billing`.
 fn base_repo() -> TestRepo {
-    let repo = TestRepo::new();
-    repo.write("application.yml", "greeting: hello\n")
-        .write("application-prod.yml", "tier: prod\n")
-        .write("orders.yml", "db:\n  pool: 10\n")
-        .write("orders-prod.yml", "db:\n  pool: 20\n")
-        .write("billing.yml", "currency: EUR\n");
-    repo.commit("baseline");
-    repo
-}
-
-/// A config frame's interesting parts.
-#[derive(Debug, Clone)]
-struct Cfg {
-    service: String,
-    env: String,
-    version: String,
-    digest: String,
-    values: Value,
-}
-
-/// What a [`Watcher`]'s reader task saw.
-#[derive(Debug)]
-enum Event {
-    Frame(ServerFrame),
-    Closed(Option<(u16, String)>),
-}
-
-/// A `/v1/watch` client. A background task reads the socket (so server pings get their
-/// pongs) and forwards frames in order.
-struct Watcher {
-    sink: SplitSink<Ws, Message>,
-    events: mpsc::UnboundedReceiver<Event>,
-}
-
-impl Watcher {
-    async fn connect(server: &TestServer) -> Watcher {
-        let (ws, _) = tokio_tungstenite::connect_async(server.ws_url("/v1/watch"))
-            .await
-            .expect("WebSocket connect");
-        let (sink, mut stream) = ws.split();
-        let (tx, events) = mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            while let Some(msg) = stream.next().await {
-                match msg {
-                    Ok(Message::Text(text)) => {
-                        let frame: ServerFrame = serde_json::from_str(text.as_str())
-                            .unwrap_or_else(|e| panic!("bad server frame {text}: {e}"));
-                        let _ = tx.send(Event::Frame(frame));
-                    }
-                    Ok(Message::Close(close)) => {
-                        let _ = tx.send(Event::Closed(
-                            close.map(|c| (u16::from(c.code), c.reason.to_string())),
-                        ));
-                        return;
-                    }
-                    Ok(_) => {}
-                    Err(_) => break,
-                }
-            }
-            let _ = tx.send(Event::Closed(None));
-        });
-        Watcher { sink, events }
-    }
-
-    async fn send(&mut self, msg: Message) {
-        self.sink.send(msg).await.expect("send to server");
-    }
-
-    async fn send_json(&mut self, v: Value) {
-        self.send(Message::text(v.to_string())).await;
-    }
-
-    async fn subscribe(&mut self, service: &str, env: &str, digest: Option<&str>) {
-        self.send_json(
-            json!({"op": "subscribe", "service": service, "env": env, "digest": digest}),
-        )
-        .await;
-    }
-
-    async fn next(&mut self, what: &str) -> ServerFrame {
-        match tokio::time::timeout(LIVE, self.events.recv()).await {
-            Ok(Some(Event::Frame(f))) => f,
-            Ok(Some(Event::Closed(c))) => panic!("{what}: connection closed ({c:?})"),
-            Ok(None) => panic!("{what}: reader gone"),
-            Err(_) => panic!("{what}: no frame within {LIVE:?}"),
-        }
-    }
-
-    async fn next_config(&mut self, what: &str) -> Cfg {
-        match self.next(what).await {
-            ServerFrame::Config {
-                service,
-                env,
-                version,
-                digest,
-                values,
-            } => Cfg {
-                service,
-                env,
-                version,
-                digest,
-                values,
-            },
-            other => panic!("{what}: expected a config frame, got {other:?}"),
-        }
-    }
-
-    /// The next frame must be an error; returns its code.
-    async fn next_error(&mut self, what: &str) -> (String, String) {
-        match self.next(what).await {
-            ServerFrame::Error { error, message, .. } => (error, message),
-            other => panic!("{what}: expected an error frame, got {other:?}"),
-        }
-    }
-
-    /// Wait for the connection to end; returns the close code and reason, if any.
-    async fn closed(&mut self, what: &str) -> Option<(u16, String)> {
-        loop {
-            match tokio::time::timeout(LIVE, self.events.recv()).await {
-                Ok(Some(Event::Frame(_))) => continue,
-                Ok(Some(Event::Closed(c))) => return c,
-                Ok(None) => return None,
-                Err(_) => panic!("{what}: connection still open after {LIVE:?}"),
-            }
-        }
-    }
+    common::baseline_repo(&[
+        ("application-prod.yml", "tier: prod\n"),
+        ("billing.yml", "currency: EUR\n"),
+    ])
 }
 
 async fn status(server: &TestServer) -> StatusResponse {
@@ -183,12 +56,6 @@ async fn start(settings: Settings) -> TestServer {
     TestServer::start(settings).await
 }
 
-fn fast_settings(repo: impl Into<String>) -> Settings {
-    let mut settings = Settings::new(repo);
-    settings.live.debounce = Duration::from_millis(50);
-    settings
-}
-
 // ---------------------------------------------------------------------------
 // tests
 
@@ -202,7 +69,7 @@ async fn hundred_subscribers_get_the_commit_untouched_pairs_get_nothing() {
     const N: usize = 120;
     let mut orders = Vec::with_capacity(N);
     for _ in 0..N {
-        orders.push(Watcher::connect(&server).await);
+        orders.push(server.watch().await);
     }
     for w in &mut orders {
         w.subscribe("orders", "prod", None).await;
@@ -216,14 +83,14 @@ async fn hundred_subscribers_get_the_commit_untouched_pairs_get_nothing() {
     }
     let mut billing = Vec::new();
     for _ in 0..5 {
-        let mut w = Watcher::connect(&server).await;
+        let mut w = server.watch().await;
         w.subscribe("billing", "prod", None).await;
         let c = w.next_config("billing initial").await;
         assert_eq!(c.values["currency"], "EUR");
         billing.push(w);
     }
     // One connection watching both pairs.
-    let mut both = Watcher::connect(&server).await;
+    let mut both = server.watch().await;
     both.subscribe("orders", "prod", None).await;
     both.subscribe("billing", "prod", None).await;
     let first = both.next_config("both: first initial").await;
@@ -320,7 +187,7 @@ async fn broken_commit_keeps_last_good_and_the_fix_is_pushed() {
     let repo = base_repo();
     let good_sha = repo.head();
     let server = start(fast_settings(repo.path_str())).await;
-    let mut w = Watcher::connect(&server).await;
+    let mut w = server.watch().await;
     w.subscribe("orders", "prod", None).await;
     assert_eq!(w.next_config("initial").await.values["db"]["pool"], 20);
 
@@ -396,7 +263,7 @@ async fn resume_by_digest_and_multi_env_pairs() {
     let digest = current["digest"].as_str().unwrap().to_string();
     assert_ne!(digest, stale);
 
-    let mut a = Watcher::connect(&server).await;
+    let mut a = server.watch().await;
     a.subscribe("orders", "prod", Some(&stale)).await;
     let c = a.next_config("stale digest").await;
     assert_eq!(
@@ -405,14 +272,14 @@ async fn resume_by_digest_and_multi_env_pairs() {
     );
     assert_eq!(c.values["db"]["pool"], 30);
 
-    let mut b = Watcher::connect(&server).await;
+    let mut b = server.watch().await;
     b.subscribe("orders", "prod", Some(&digest)).await;
     b.subscribe("billing", "prod", None).await; // marker
     let c = b.next_config("current digest, then marker").await;
     assert_eq!(c.service, "billing", "the current digest must get nothing");
 
     // Several envs: not a snapshot pair, resolved by lookup and recomputed on commits.
-    let mut m = Watcher::connect(&server).await;
+    let mut m = server.watch().await;
     m.subscribe("orders", "prod,eu", None).await;
     let c = m.next_config("multi-env initial").await;
     assert_eq!(c.env, "prod,eu");
@@ -465,7 +332,7 @@ async fn webhook_triggers_fetch_of_remote() {
     assert_eq!(first.source, "git-remote");
     assert_eq!(first.poll_seconds, 3600);
 
-    let mut w = Watcher::connect(&server).await;
+    let mut w = server.watch().await;
     w.subscribe("orders", "prod", None).await;
     let initial = w.next_config("initial").await;
     assert_eq!(initial.values["db"]["pool"], 20);
@@ -608,7 +475,7 @@ async fn dev_directory_save_pushes() {
     assert_eq!(st.source, "dir");
     assert!(!st.watching.is_empty(), "{st:?}");
 
-    let mut w = Watcher::connect(&server).await;
+    let mut w = server.watch().await;
     w.subscribe("orders", "dev", None).await;
     let before = w.next_config("initial").await;
     assert_eq!(before.values["db"]["pool"], 5);
@@ -634,11 +501,11 @@ async fn dev_directory_save_pushes() {
 async fn bad_input_gets_errors_not_panics() {
     let repo = base_repo();
     let server = start(fast_settings(repo.path_str())).await;
-    let mut bystander = Watcher::connect(&server).await;
+    let mut bystander = server.watch().await;
     bystander.subscribe("orders", "prod", None).await;
     bystander.next_config("bystander initial").await;
 
-    let mut w = Watcher::connect(&server).await;
+    let mut w = server.watch().await;
     w.send(Message::text("this is not json")).await;
     assert_eq!(w.next_error("not json").await.0, "bad_frame");
     w.send_json(json!({"op": "explode", "service": "orders"}))
@@ -666,7 +533,7 @@ async fn bad_input_gets_errors_not_panics() {
     );
 
     // A flood of subscriptions: the first 256 are served, the rest refused.
-    let mut flood = Watcher::connect(&server).await;
+    let mut flood = server.watch().await;
     for i in 0..300 {
         flood.subscribe("orders", &format!("e{i}"), None).await;
     }
@@ -691,7 +558,7 @@ async fn bad_input_gets_errors_not_panics() {
     );
 
     // An oversized frame closes that connection with 1009, and only that one.
-    let mut big = Watcher::connect(&server).await;
+    let mut big = server.watch().await;
     big.send(Message::text("x".repeat(64 * 1024))).await;
     let close = big.closed("oversized frame").await;
     assert_eq!(close.map(|c| c.0), Some(1009));
@@ -721,14 +588,12 @@ async fn slow_consumer_is_dropped_without_slowing_others() {
     let server = start(settings).await;
 
     // The slow one: subscribes to two pairs and never reads again.
-    let (mut slow, _) = tokio_tungstenite::connect_async(server.ws_url("/v1/watch"))
-        .await
-        .unwrap();
+    let mut slow = ws::open(&server.ws_url("/v1/watch"), None).await.unwrap();
     for service in ["orders", "billing"] {
         let sub = json!({"op": "subscribe", "service": service, "env": "prod", "digest": null});
         slow.send(Message::text(sub.to_string())).await.unwrap();
     }
-    let mut fast = Watcher::connect(&server).await;
+    let mut fast = server.watch().await;
     fast.subscribe("orders", "prod", None).await;
     fast.subscribe("billing", "prod", None).await;
     fast.next_config("fast initial 1").await;
@@ -772,17 +637,11 @@ async fn slow_consumer_is_dropped_without_slowing_others() {
     );
 
     // The slow client, reading at last, finds its connection ended.
-    let ended = tokio::time::timeout(LIVE, async {
-        loop {
-            match slow.next().await {
-                Some(Ok(Message::Close(c))) => return c.map(|c| u16::from(c.code)),
-                Some(Ok(_)) => continue,
-                Some(Err(_)) | None => return None,
-            }
-        }
-    })
-    .await
-    .expect("slow connection still open");
+    let ended = Watcher::new(slow)
+        .within(LIVE)
+        .closed("slow connection")
+        .await
+        .map(|c| c.0);
     // Told why, not cut off: the close goes out right after the frames already sent.
     assert_eq!(ended, Some(1013));
     server.stop().await.expect("clean stop");
@@ -797,7 +656,7 @@ async fn silent_peers_are_dropped_live_ones_stay() {
     settings.live.ws_ping_interval = Duration::from_millis(200);
     settings.live.ws_idle_timeout = Duration::from_millis(1000);
     let server = start(settings).await;
-    let mut live = Watcher::connect(&server).await;
+    let mut live = server.watch().await;
     live.subscribe("orders", "prod", None).await;
     live.next_config("live initial").await;
 
@@ -856,7 +715,7 @@ async fn burst_of_commits_coalesces_to_the_newest() {
     // Wider than the gap between two commits of the burst, even on a loaded machine.
     settings.live.debounce = Duration::from_secs(2);
     let server = start(settings).await;
-    let mut w = Watcher::connect(&server).await;
+    let mut w = server.watch().await;
     w.subscribe("orders", "prod", None).await;
     w.next_config("initial").await;
     let before = status(&server).await.last_refresh.map_or(0, |r| r.count);
@@ -937,11 +796,8 @@ async fn idle_subscriber_memory() {
         async move {
             let mut out = Vec::with_capacity(n);
             for _ in 0..n {
-                let (mut ws, _) =
-                    tokio_tungstenite::connect_async(format!("ws://{listen}/v1/watch"))
-                        .await
-                        .unwrap();
-                ws.send(Message::text(sub.clone())).await.unwrap();
+                let mut ws = Watcher::connect(&format!("ws://{listen}/v1/watch")).await;
+                ws.send(Message::text(sub.clone())).await;
                 out.push(ws);
             }
             out
@@ -976,7 +832,7 @@ async fn idle_subscriber_memory() {
     repo.commit("push to everyone");
     let started = Instant::now();
     for ws in &mut conns {
-        while !matches!(ws.next().await, Some(Ok(Message::Text(_)))) {}
+        ws.next_text("the push").await;
     }
     eprintln!(
         "commit → frame at all {} subscribers: {:?}",
@@ -1033,7 +889,7 @@ async fn idle_servers_do_not_refresh() {
     );
 
     // Changes are still seen.
-    let mut w = Watcher::connect(&git).await;
+    let mut w = git.watch().await;
     w.subscribe("orders", "prod", None).await;
     w.next_config("git initial").await;
     repo.write("orders-prod.yml", "db:\n  pool: 23\n");
@@ -1043,7 +899,7 @@ async fn idle_servers_do_not_refresh() {
         (c.version.as_str(), c.values["db"]["pool"].as_i64()),
         (sha.as_str(), Some(23))
     );
-    let mut w = Watcher::connect(&dev).await;
+    let mut w = dev.watch().await;
     w.subscribe("orders", "dev", None).await;
     w.next_config("dev initial").await;
     write("orders.yml", "db:\n  pool: 6\n");
@@ -1082,9 +938,7 @@ async fn a_slow_consumer_reads_close_1013() {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(16 * 1024).unwrap();
     let stream = socket.connect(server.addr()).await.unwrap();
-    let (mut slow, _) = tokio_tungstenite::client_async(server.ws_url("/v1/watch"), stream)
-        .await
-        .unwrap();
+    let mut slow = ws::open_on(&server.ws_url("/v1/watch"), stream, None).await;
     for service in ["orders", "billing"] {
         let sub = json!({"op": "subscribe", "service": service, "env": "prod", "digest": null});
         slow.send(Message::text(sub.to_string())).await.unwrap();
@@ -1119,26 +973,21 @@ async fn a_slow_consumer_reads_close_1013() {
     assert!(dropped, "the slow consumer was never dropped");
 
     let mut frames = 0;
-    let ended = tokio::time::timeout(LIVE, async {
-        loop {
-            match slow.next().await {
-                Some(Ok(Message::Close(c))) => {
-                    return c.map(|c| (u16::from(c.code), c.reason.to_string()))
-                }
-                Some(Ok(Message::Text(t))) => {
-                    let frame: ServerFrame = serde_json::from_str(t.as_str())
-                        .unwrap_or_else(|e| panic!("a damaged frame before the close: {e}"));
-                    assert!(matches!(frame, ServerFrame::Config { .. }), "{frame:?}");
-                    frames += 1;
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => panic!("connection broke after {frames} frames: {e}"),
-                None => panic!("connection ended without a close frame after {frames} frames"),
+    let mut slow = Watcher::new(slow).within(LIVE);
+    let ended = loop {
+        match slow.next_or_close("slow connection").await {
+            Err(Some(close)) => break Some(close),
+            Ok(t) => {
+                let frame: ServerFrame = serde_json::from_str(&t)
+                    .unwrap_or_else(|e| panic!("a damaged frame before the close: {e}"));
+                assert!(matches!(frame, ServerFrame::Config { .. }), "{frame:?}");
+                frames += 1;
+            }
+            Err(None) => {
+                panic!("connection broke or ended without a close frame after {frames} frames")
             }
         }
-    })
-    .await
-    .expect("slow connection still open");
+    };
     eprintln!("slow consumer: {frames} frames, then {ended:?}");
     assert_eq!(ended, Some((1013, "slow consumer".to_string())));
     server.stop().await.expect("clean stop");
@@ -1164,7 +1013,7 @@ async fn pairs_outside_the_snapshot_do_not_delay_snapshot_pairs() {
 
     let mut extra = Vec::new();
     for c in 0..CONNECTIONS {
-        let mut w = Watcher::connect(&server).await;
+        let mut w = server.watch().await;
         for i in 0..PER_CONNECTION {
             w.subscribe("orders", &format!("x{c}-{i}"), None).await;
         }
@@ -1176,7 +1025,7 @@ async fn pairs_outside_the_snapshot_do_not_delay_snapshot_pairs() {
             assert_eq!(cfg.values["greeting"], "hello");
         }
     }
-    let mut marker = Watcher::connect(&server).await;
+    let mut marker = server.watch().await;
     marker.subscribe("orders", "prod", None).await;
     marker.next_config("marker initial").await;
 
@@ -1225,7 +1074,7 @@ async fn the_hub_bounds_pairs_outside_the_snapshot() {
     settings.live.ws_max_extra_pairs = 3;
     let server = start(settings).await;
 
-    let mut a = Watcher::connect(&server).await;
+    let mut a = server.watch().await;
     a.subscribe("orders", "prod,eu", None).await;
     assert_eq!(a.next_config("prod,eu").await.env, "prod,eu");
     a.subscribe("orders", "e1", None).await;
@@ -1240,7 +1089,7 @@ async fn the_hub_bounds_pairs_outside_the_snapshot() {
         "{message}"
     );
 
-    let mut b = Watcher::connect(&server).await;
+    let mut b = server.watch().await;
     b.subscribe("orders", "prod,eu", None).await;
     assert_eq!(b.next_config("followed already").await.env, "prod,eu");
     b.subscribe("billing", "prod", None).await;

@@ -13,11 +13,8 @@ mod common;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use common::{wait_for, TestRepo, TestServer};
+use common::{fast_settings, wait_for, TestRepo, TestServer};
 use confhub_server::Settings;
-use futures_util::{SinkExt, StreamExt};
-use serde_json::json;
-use tokio_tungstenite::tungstenite::Message;
 
 /// Generous: the tests must pass on a loaded 2-core machine.
 const LIVE: Duration = Duration::from_secs(30);
@@ -295,39 +292,9 @@ fn the_checker_rejects_what_it_should() {
 // ---------------------------------------------------------------------------
 // helpers
 
+/// The baseline with a `prod` env of its own.
 fn base_repo() -> TestRepo {
-    let repo = TestRepo::new();
-    repo.write("application.yml", "greeting: hello\n")
-        .write("application-prod.yml", "tier: prod\n")
-        .write("orders.yml", "db:\n  pool: 10\n")
-        .write("orders-prod.yml", "db:\n  pool: 20\n");
-    repo.commit("baseline");
-    repo
-}
-
-fn fast_settings(repo: impl Into<String>) -> Settings {
-    let mut settings = Settings::new(repo);
-    settings.live.debounce = Duration::from_millis(50);
-    settings
-}
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// The next `config` frame (skipping pings).
-async fn next_config(ws: &mut Ws) -> serde_json::Value {
-    loop {
-        let msg = tokio::time::timeout(LIVE, ws.next())
-            .await
-            .expect("a frame in time")
-            .expect("open")
-            .expect("frame");
-        if let Message::Text(t) = msg {
-            let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
-            assert_eq!(v["op"], "config", "{v}");
-            return v;
-        }
-    }
+    common::baseline_repo(&[("application-prod.yml", "tier: prod\n")])
 }
 
 async fn scrape(server: &TestServer) -> Exposition {
@@ -458,16 +425,10 @@ async fn push_metrics_follow_a_commit() {
         .series("confhub_fetch_last_success_age_seconds")
         .is_empty());
 
-    let (mut ws, _) = tokio_tungstenite::connect_async(server.ws_url("/v1/watch"))
-        .await
-        .expect("WebSocket connect");
-    ws.send(Message::text(
-        json!({"op": "subscribe", "service": "orders", "env": "prod", "digest": null}).to_string(),
-    ))
-    .await
-    .unwrap();
-    let initial = next_config(&mut ws).await;
-    assert_eq!(initial["values"]["db"]["pool"], 20);
+    let mut ws = server.watch().await;
+    ws.subscribe("orders", "prod", None).await;
+    let initial = ws.next_config("the initial config").await;
+    assert_eq!(initial.values["db"]["pool"], 20);
 
     let before = scrape_until(&server, "the subscription in the gauges", |m| {
         (m.value("confhub_websocket_connections", &[]) == Some(1.0)
@@ -484,9 +445,9 @@ async fn push_metrics_follow_a_commit() {
 
     repo.write("orders-prod.yml", "db:\n  pool: 21\n");
     let sha = repo.commit("pool 21");
-    let pushed = next_config(&mut ws).await;
-    assert_eq!(pushed["values"]["db"]["pool"], 21);
-    assert_eq!(pushed["version"], sha.as_str());
+    let pushed = ws.next_config("the push").await;
+    assert_eq!(pushed.values["db"]["pool"], 21);
+    assert_eq!(pushed.version, sha);
 
     // The latency is recorded right after the fan-out, which may be a moment after the
     // frame reached us.
@@ -517,8 +478,7 @@ async fn push_metrics_follow_a_commit() {
         before.0 + 1.0
     );
 
-    ws.close(None).await.unwrap();
-    drop(ws);
+    ws.close().await;
     scrape_until(&server, "the gauges back to zero", |m| {
         (m.value("confhub_websocket_connections", &[]) == Some(0.0)
             && m.value("confhub_websocket_subscriptions", &[]) == Some(0.0))

@@ -6,13 +6,11 @@
 mod common;
 
 use base64::Engine as _;
+use common::ws;
 use common::{TestRepo, TestServer};
 use confhub_client::wire::{ServerFrame, ServicesResponse, StatusResponse};
 use confhub_server::auth::TokenConfig;
 use confhub_server::crypto::{Key, Keyring};
-use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::Message;
 
 const PAIRS: [(&str, &str); 4] = [
     ("orders", "prod"),
@@ -257,32 +255,20 @@ async fn websocket_subscriptions_are_checked_one_by_one() {
     let server = server(&repo).await;
 
     // No token: the upgrade itself is refused.
-    let err = tokio_tungstenite::connect_async(server.ws_url("/v1/watch"))
+    let err = ws::open(&server.ws_url("/v1/watch"), None)
         .await
-        .unwrap_err();
+        .expect_err("an upgrade without a token is refused");
     assert!(err.to_string().contains("401"), "{err}");
 
-    let mut req = server.ws_url("/v1/watch").into_client_request().unwrap();
-    req.headers_mut()
-        .insert("Authorization", "Bearer tok-staging".parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let sub = |s: &str, e: &str| {
-        Message::text(format!(
-            r#"{{"op":"subscribe","service":"{s}","env":"{e}","digest":null}}"#
-        ))
-    };
-    ws.send(sub("orders", "prod")).await.unwrap();
-    ws.send(sub("orders", "staging")).await.unwrap();
+    let mut ws = server
+        .watch_as("Bearer tok-staging")
+        .await
+        .within(common::DEADLINE);
+    ws.subscribe("orders", "prod", None).await;
+    ws.subscribe("orders", "staging", None).await;
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        let msg = tokio::time::timeout(common::DEADLINE, ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let Message::Text(t) = msg {
-            seen.push(serde_json::from_str::<ServerFrame>(&t).unwrap());
-        }
+        seen.push(ws.next("tok-staging's frames").await);
     }
     match &seen[0] {
         ServerFrame::Error {
@@ -304,18 +290,13 @@ async fn websocket_subscriptions_are_checked_one_by_one() {
     );
 
     // HTTP Basic works for the upgrade too (Spring-style clients).
-    let mut req = server.ws_url("/v1/watch").into_client_request().unwrap();
     let basic = base64::engine::general_purpose::STANDARD.encode("x:tok-orders");
-    req.headers_mut()
-        .insert("Authorization", format!("Basic {basic}").parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-    ws.send(sub("payments", "staging")).await.unwrap();
-    let msg = tokio::time::timeout(common::DEADLINE, ws.next())
+    let mut ws = server
+        .watch_as(&format!("Basic {basic}"))
         .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let frame: ServerFrame = serde_json::from_str(msg.to_text().unwrap()).unwrap();
+        .within(common::DEADLINE);
+    ws.subscribe("payments", "staging", None).await;
+    let frame = ws.next("tok-orders over Basic").await;
     assert!(
         matches!(frame, ServerFrame::Error { ref error, .. } if error == "forbidden"),
         "{frame:?}"
@@ -490,21 +471,12 @@ async fn names_with_dashes_cannot_reach_another_pairs_files() {
             .unwrap();
         assert!(body.contains(secret), "admin reads {s}/{e}: {body}");
 
-        let mut req = server.ws_url("/v1/watch").into_client_request().unwrap();
-        req.headers_mut()
-            .insert("Authorization", format!("Bearer {token}").parse().unwrap());
-        let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
-        ws.send(Message::text(format!(
-            r#"{{"op":"subscribe","service":"{s}","env":"{e}","digest":null}}"#
-        )))
-        .await
-        .unwrap();
-        let msg = tokio::time::timeout(common::DEADLINE, ws.next())
+        let mut ws = server
+            .watch_as(&format!("Bearer {token}"))
             .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        let text = msg.to_text().unwrap().to_string();
+            .within(common::DEADLINE);
+        ws.subscribe(s, e, None).await;
+        let text = ws.next_text(&format!("{token} subscribe {s}/{e}")).await;
         let frame: ServerFrame = serde_json::from_str(&text).unwrap();
         if !matches!(frame, ServerFrame::Error { ref error, .. } if error == "forbidden")
             || text.contains(secret)

@@ -7,11 +7,10 @@ mod common;
 
 use std::time::Duration;
 
+use common::ws::Watcher;
 use common::{settings, wait_for, TestRepo, TestServer};
 use confhub_server::auth::{token_hash, TokenConfig};
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 
 /// Property source names, without the `<uri>/` every one starts with.
 fn names(env: &Value, repo: &TestRepo) -> Vec<String> {
@@ -286,22 +285,12 @@ async fn application_folders_keep_scopes() {
     }
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
 /// The values of the next config frame.
-async fn next_values(ws: &mut Ws) -> Value {
+async fn next_values(ws: &mut Watcher) -> Value {
     loop {
-        let msg = tokio::time::timeout(Duration::from_secs(30), ws.next())
-            .await
-            .expect("a frame within 30s")
-            .expect("socket open")
-            .unwrap();
-        if let Message::Text(t) = msg {
-            let v: Value = serde_json::from_str(t.as_str()).unwrap();
-            if v.get("values").is_some() {
-                return v["values"].clone();
-            }
+        let v = ws.next_json("a config frame").await;
+        if v.get("values").is_some() {
+            return v["values"].clone();
         }
     }
 }
@@ -314,14 +303,8 @@ async fn application_folder_changes_are_pushed() {
     s.search_path = Some("{application}".into());
     s.poll = Duration::from_millis(100);
     let server = TestServer::start(s).await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(server.ws_url("/v1/watch"))
-        .await
-        .unwrap();
-    ws.send(Message::text(
-        json!({"op": "subscribe", "service": "foo", "env": "staging"}).to_string(),
-    ))
-    .await
-    .unwrap();
+    let mut ws = server.watch().await;
+    ws.subscribe("foo", "staging", None).await;
     assert_eq!(next_values(&mut ws).await["foo"], "foo");
     repo.write("foo/application.properties", "foo:changed\n");
     repo.commit("change foo");
@@ -444,15 +427,9 @@ async fn application_folder_changes_reach_snapshot_pairs_only() {
     s.search_path = Some("{application}".into());
     s.poll = Duration::from_millis(100);
     let server = TestServer::start(s).await;
-    let (mut ws, _) = tokio_tungstenite::connect_async(server.ws_url("/v1/watch"))
-        .await
-        .unwrap();
+    let mut ws = server.watch().await;
     for service in ["billing", "orders"] {
-        ws.send(Message::text(
-            json!({"op": "subscribe", "service": service, "env": "prod"}).to_string(),
-        ))
-        .await
-        .unwrap();
+        ws.subscribe(service, "prod", None).await;
     }
     let first = next_values(&mut ws).await;
     let second = next_values(&mut ws).await;

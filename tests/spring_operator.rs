@@ -8,22 +8,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::{wait_until, TestRepo, TestServer};
+use common::{baseline_repo, wait_until, TestRepo, TestServer};
 use confhub_server::http::webhook::github_signature;
 use confhub_server::settings::Secret;
 use confhub_server::Settings;
 use serde_json::{json, Value};
 
 const SECRET: &str = "monitor-secret-for-tests";
-
-fn base_repo() -> TestRepo {
-    let repo = TestRepo::new();
-    repo.write("application.yml", "greeting: hello\n")
-        .write("orders.yml", "db:\n  pool: 10\n")
-        .write("orders-prod.yml", "db:\n  pool: 20\n");
-    repo.commit("baseline");
-    repo
-}
 
 /// A server on a `file://` remote it polls once an hour, so only a webhook makes it fetch.
 async fn remote_server(work: &TestRepo, bare_dir: &tempfile::TempDir) -> TestServer {
@@ -86,7 +77,7 @@ async fn served(server: &TestServer, want: u32, what: &str) {
 /// fetches at once. Unproved calls are refused as on `/v1/webhook`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monitor_accepts_spring_monitor_payloads_and_fetches() {
-    let work = base_repo();
+    let work = baseline_repo(&[]);
     let bare_dir = tempfile::tempdir().unwrap();
     let server = remote_server(&work, &bare_dir).await;
     assert_eq!(pool(&server).await, json!(20));
@@ -186,7 +177,7 @@ async fn monitor_accepts_spring_monitor_payloads_and_fetches() {
 /// token, also on a server whose config needs one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn actuator_health_is_springs_and_needs_no_token() {
-    let repo = base_repo();
+    let repo = baseline_repo(&[]);
     let mut settings = Settings::new(repo.path_str());
     settings.tokens = vec![common::token("reader", "reader-token", "read:*/*")];
     let server = TestServer::start(settings).await;
@@ -207,7 +198,7 @@ async fn actuator_health_is_springs_and_needs_no_token() {
 /// with profile `instances`. Spring application names next to them still work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reserved_paths_are_not_spring_application_names() {
-    let repo = base_repo();
+    let repo = baseline_repo(&[]);
     let server = TestServer::start(Settings::new(repo.path_str())).await;
     for path in [
         "/v1",

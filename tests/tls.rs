@@ -8,15 +8,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::ws::{self, Connector, Watcher};
 use common::{TestRepo, DEADLINE, POLL_INTERVAL};
 use confhub_server::settings::TlsFiles;
-use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::Connector;
 
 /// A self-signed certificate for `localhost` and `127.0.0.1`, written as PEM files.
 struct Cert {
@@ -139,28 +137,13 @@ async fn https_and_wss_with_a_self_signed_certificate() {
     // WSS: subscribe and get the config frame.
     let tcp = TcpStream::connect(addr).await.unwrap();
     let url = format!("wss://localhost:{}/v1/watch", addr.port());
-    let (mut ws, _) = tokio_tungstenite::client_async_tls_with_config(
-        url,
-        tcp,
-        None,
-        Some(Connector::Rustls(rustls_config(&cert))),
-    )
-    .await
-    .expect("WSS handshake");
-    let sub = json!({"op": "subscribe", "service": "orders", "env": "prod"});
-    ws.send(Message::text(sub.to_string())).await.unwrap();
-    let frame = loop {
-        match tokio::time::timeout(DEADLINE, ws.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) => {
-                break serde_json::from_str::<Value>(t.as_str()).unwrap()
-            }
-            Ok(Some(Ok(_))) => continue,
-            other => panic!("no config frame over WSS: {other:?}"),
-        }
-    };
+    let tls = Connector::Rustls(rustls_config(&cert));
+    let mut ws = Watcher::new(ws::open_on(&url, tcp, Some(tls)).await).within(DEADLINE);
+    ws.subscribe("orders", "prod", None).await;
+    let frame = ws.next_json("a config frame over WSS").await;
     assert_eq!(frame["op"], "config", "{frame}");
     assert_eq!(frame["values"]["db"]["pool"], 20);
-    ws.close(None).await.unwrap();
+    ws.close().await;
 
     // Plain HTTP to the TLS port: no HTTP answer, the connection just ends, quickly.
     let mut plain = TcpStream::connect(addr).await.unwrap();

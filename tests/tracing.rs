@@ -18,7 +18,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use common::{wait_for, wait_until, TestRepo, TestServer};
+use common::{baseline_repo, wait_for, wait_until, TestServer};
 use confhub_client::{Client, RetryPolicy};
 use confhub_server::Settings;
 use serde_json::{json, Value};
@@ -102,15 +102,6 @@ fn is_uuid_v4(s: &str) -> bool {
         && parts[2].starts_with('4')
 }
 
-fn base_repo() -> TestRepo {
-    let repo = TestRepo::new();
-    repo.write("application.yml", "greeting: hello\n")
-        .write("orders.yml", "db:\n  pool: 10\n")
-        .write("orders-prod.yml", "db:\n  pool: 20\n");
-    repo.commit("baseline");
-    repo
-}
-
 // ---------------------------------------------------------------------------
 // server side
 
@@ -120,7 +111,7 @@ fn base_repo() -> TestRepo {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_ids_and_trace_ids_reach_the_logs() {
     log();
-    let repo = base_repo();
+    let repo = baseline_repo(&[]);
     let server = TestServer::start(Settings::new(repo.path_str())).await;
 
     let trace_id = unique_trace_id();
@@ -196,7 +187,7 @@ async fn request_ids_and_trace_ids_reach_the_logs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refresh_span_carries_old_and_new_commit() {
     log();
-    let repo = base_repo();
+    let repo = baseline_repo(&[]);
     let old = repo.head();
     let mut settings = Settings::new(repo.path_str());
     settings.live.debounce = Duration::from_millis(50);
@@ -224,7 +215,7 @@ async fn no_secret_is_logged() {
     let wrong_gitlab = format!("gitlab-{unique}");
     let git_token = format!("gittok-{unique}");
 
-    let work = base_repo();
+    let work = baseline_repo(&[]);
     let bare_dir = tempfile::tempdir().unwrap();
     let bare = bare_dir.path().join("origin.git");
     work.clone_bare(&bare);
@@ -425,7 +416,7 @@ async fn client_sends_request_id_and_traceparent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_request_ids_are_logged_by_the_server() {
     log();
-    let repo = base_repo();
+    let repo = baseline_repo(&[]);
     let server = TestServer::start(Settings::new(repo.path_str())).await;
     let trace_id = unique_trace_id();
     let tp = format!("00-{trace_id}-b7ad6b7169203331-01");

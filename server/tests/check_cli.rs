@@ -3,28 +3,22 @@
 
 mod common;
 
-use common::git;
+use common::TestRepo;
 
 use std::path::Path;
 use std::process::{Command, Output};
 
-fn repo(files: &[(&str, &str)]) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    git(dir.path(), &["init", "-q", "-b", "main"]);
-    git(dir.path(), &["config", "user.email", "ci@example.com"]);
-    git(dir.path(), &["config", "user.name", "CI"]);
-    commit(dir.path(), files, "init");
-    dir
+fn repo(files: &[(&str, &str)]) -> TestRepo {
+    let repo = TestRepo::new();
+    commit(&repo, files, "init");
+    repo
 }
 
-fn commit(dir: &Path, files: &[(&str, &str)], msg: &str) {
+fn commit(repo: &TestRepo, files: &[(&str, &str)], msg: &str) {
     for (name, text) in files {
-        let path = dir.join(name);
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(path, text).unwrap();
+        repo.write(name, text);
     }
-    git(dir, &["add", "-A"]);
-    git(dir, &["commit", "-q", "-m", msg]);
+    repo.commit(msg);
 }
 
 fn check(args: &[&str]) -> Output {
@@ -90,7 +84,7 @@ fn every_problem_is_reported_with_file_and_line() {
 #[test]
 fn rev_checks_an_older_commit() {
     let dir = repo(&[("application.yml", "a: 1\n"), ("orders.yml", "b: 1\n")]);
-    commit(dir.path(), &[("orders.yml", "b: [\n")], "break");
+    commit(&dir, &[("orders.yml", "b: [\n")], "break");
     let path = dir.path().to_str().unwrap();
     assert_eq!(check(&[path]).status.code(), Some(1));
     assert!(check(&[path, "--rev", "HEAD~1"]).status.success());
@@ -145,7 +139,7 @@ fn a_spring_repository_passes_with_warnings_only() {
 
     // Mixing `&` and `|` without parentheses is malformed for Spring too.
     commit(
-        dir.path(),
+        &dir,
         &[(
             "orders.yml",
             "pool: 5\n---\nspring.config.activate.on-profile: prod & eu | us\npool: 6\n",
@@ -228,7 +222,7 @@ fn spring_placeholders_left_for_the_client_pass_with_spring() {
     );
 
     // A cycle is a 400 on Spring's file forms too: a problem either way.
-    commit(dir.path(), &[("orders.yml", "a: ${b}\nb: ${a}\n")], "cycle");
+    commit(&dir, &[("orders.yml", "a: ${b}\nb: ${a}\n")], "cycle");
     let out = check(&[path, "--spring"]);
     assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
 }

@@ -5,30 +5,15 @@
 
 mod common;
 
-use common::{confhub, git};
+use common::{confhub, TestRepo};
 
 use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-fn repo() -> tempfile::TempDir {
-    let repo = tempfile::tempdir().unwrap();
-    git(repo.path(), &["init", "-q", "-b", "main"]);
-    std::fs::write(repo.path().join("orders.yml"), "pool: 1\n").unwrap();
-    git(repo.path(), &["add", "-A"]);
-    git(
-        repo.path(),
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-q",
-            "-m",
-            "init",
-        ],
-    );
+fn repo() -> TestRepo {
+    let repo = TestRepo::new();
+    repo.write("orders.yml", "pool: 1\n").commit("init");
     repo
 }
 

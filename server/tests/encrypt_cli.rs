@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{confhub, git};
+use common::{confhub, TestRepo};
 
 use std::io::Write;
 use std::process::Stdio;
@@ -55,23 +55,14 @@ fn keygen_encrypt_commit_check_serve() {
         "{cipher}"
     );
 
-    let repo = dir.path().join("repo");
-    std::fs::create_dir(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["config", "user.name", "t"]);
-    git(&repo, &["config", "user.email", "t@t"]);
-    std::fs::write(
-        repo.join("orders.yml"),
-        format!("db:\n  password: {cipher}\n"),
-    )
-    .unwrap();
-    std::fs::write(repo.join("payments.yml"), "a: 1\n").unwrap();
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "secret"]);
+    let repo = TestRepo::new();
+    repo.write("orders.yml", &format!("db:\n  password: {cipher}\n"))
+        .write("payments.yml", "a: 1\n")
+        .commit("secret");
 
     let check = |with_key: bool| {
         let mut cmd = confhub();
-        cmd.arg("check").arg(&repo);
+        cmd.arg("check").arg(repo.path());
         if with_key {
             cmd.arg("--encrypt-key-file").arg(&key_file);
         } else {
@@ -106,7 +97,7 @@ fn keygen_encrypt_commit_check_serve() {
         .args(["serve", "--config"])
         .arg(&settings)
         .arg("--repo")
-        .arg(&repo)
+        .arg(repo.path())
         .args([
             "--listen",
             &format!("127.0.0.1:{port}"),

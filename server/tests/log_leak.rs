@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::git;
+use common::TestRepo;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -75,44 +75,34 @@ async fn secrets_never_reach_the_log(format: &str) {
     let other_ring = Keyring::new(vec![Key::from_base64(&Key::generate()).unwrap()]).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let repo = dir.path().join("repo");
-    std::fs::create_dir(&repo).unwrap();
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["config", "user.email", "ci@example.com"]);
-    git(&repo, &["config", "user.name", "CI"]);
-    std::fs::write(repo.join("application.yml"), "greeting: hello\n").unwrap();
-    std::fs::write(
-        repo.join("orders.yml"),
-        format!(
+    let repo = TestRepo::new();
+    repo.write("application.yml", "greeting: hello\n");
+    repo.write(
+        "orders.yml",
+        &format!(
             "db:\n  password: '{}'\n  url: pg://app:${{db.password}}@db\n",
             ring.encrypt(&plain).unwrap()
         ),
-    )
-    .unwrap();
+    );
     // Decrypts with no configured key: the pair fails, naming the key, not the value.
-    std::fs::write(
-        repo.join("broken.yml"),
-        format!("api:\n  key: '{}'\n", other_ring.encrypt(&plain).unwrap()),
-    )
-    .unwrap();
+    repo.write(
+        "broken.yml",
+        &format!("api:\n  key: '{}'\n", other_ring.encrypt(&plain).unwrap()),
+    );
     // Fails its schema: the pair's error is logged at WARN, and must not quote the value.
-    std::fs::write(
-        repo.join("pem.yml"),
-        format!("tls:\n  key: '{}'\n", ring.encrypt(&pem).unwrap()),
-    )
-    .unwrap();
-    std::fs::write(
-        repo.join("confhub.yml"),
+    repo.write(
+        "pem.yml",
+        &format!("tls:\n  key: '{}'\n", ring.encrypt(&pem).unwrap()),
+    );
+    repo.write(
+        "confhub.yml",
         "environments: [prod]\nservices:\n  pem:\n    schema: pem.schema.json\n",
-    )
-    .unwrap();
-    std::fs::write(
-        repo.join("pem.schema.json"),
+    );
+    repo.write(
+        "pem.schema.json",
         r#"{"properties": {"tls": {"properties": {"key": {"maxLength": 8}}}}}"#,
-    )
-    .unwrap();
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-q", "-m", "secrets"]);
+    );
+    repo.commit("secrets");
 
     let settings = dir.path().join("confhub.toml");
     std::fs::write(
@@ -134,7 +124,7 @@ name = "ops"
 sha256 = "{admin_hash}"
 scopes = ["admin"]
 "#,
-            repo = repo.display(),
+            repo = repo.path().display(),
             data = dir.path().join("data").display(),
             reader_hash = token_hash(&reader),
             admin_hash = token_hash(&admin),

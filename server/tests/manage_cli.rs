@@ -3,34 +3,28 @@
 //! hook refusing a broken push to a bare repository.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use common::git::{git_command, init, run_git};
+
+/// `git args` in `dir`, with `$CONFHUB` naming this build's binary for the example hooks.
+fn hooked_git(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = git_command(dir, args);
+    cmd.env("CONFHUB", env!("CARGO_BIN_EXE_confhub"));
+    cmd
+}
+
+/// Run git (hooks included), which may fail.
 fn git_in(dir: &Path, args: &[&str]) -> Output {
-    Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("CONFHUB", env!("CARGO_BIN_EXE_confhub"))
-        .output()
-        .unwrap()
+    hooked_git(dir, args).output().unwrap()
 }
 
+/// Run git (hooks included), which must succeed; returns trimmed stdout.
 fn git(dir: &Path, args: &[&str]) -> String {
-    let out = git_in(dir, args);
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-fn init(dir: &Path) {
-    git(dir, &["init", "-q", "-b", "main"]);
-    git(dir, &["config", "user.name", "Dev"]);
-    git(dir, &["config", "user.email", "dev@example.com"]);
+    run_git(hooked_git(dir, args))
 }
 
 fn write(dir: &Path, name: &str, text: &str) {
@@ -54,7 +48,7 @@ fn confhub(args: &[&str]) -> Output {
 fn history_and_diff_read_a_repository_directly() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    init(d);
+    init(d, "main");
     write(d, "application.yml", "a: 1\n");
     write(d, "orders.yml", "pool: 1\n");
     git(d, &["add", "-A"]);
@@ -104,7 +98,7 @@ fn history_and_diff_read_a_repository_directly() {
 fn the_pre_commit_hook_checks_what_is_staged() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    init(d);
+    init(d, "main");
     let hooks = d.join(".git/hooks");
     std::fs::copy(hook("pre-commit"), hooks.join("pre-commit")).unwrap();
     write(d, "application.yml", "a: 1\n");
@@ -148,7 +142,7 @@ fn the_pre_receive_hook_refuses_a_broken_push() {
         &["init", "-q", "--bare", "-b", "main", bare.to_str().unwrap()],
     );
     std::fs::copy(hook("pre-receive"), bare.join("hooks/pre-receive")).unwrap();
-    init(&work);
+    init(&work, "main");
     git(&work, &["remote", "add", "origin", bare.to_str().unwrap()]);
     write(&work, "application.yml", "a: 1\n");
     write(&work, "orders.yml", "url: x${db.host}\ndb:\n  host: h\n");

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::git;
+use common::TestRepo;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -17,15 +17,10 @@ use std::time::{Duration, Instant};
 const DEADLINE: Duration = Duration::from_secs(20);
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 
-fn repo() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    git(dir.path(), &["init", "-q", "-b", "main"]);
-    git(dir.path(), &["config", "user.email", "ci@example.com"]);
-    git(dir.path(), &["config", "user.name", "CI"]);
-    std::fs::write(dir.path().join("orders.yml"), "db:\n  pool: 7\n").unwrap();
-    git(dir.path(), &["add", "-A"]);
-    git(dir.path(), &["commit", "-q", "-m", "init"]);
-    dir
+fn repo() -> TestRepo {
+    let repo = TestRepo::new();
+    repo.write("orders.yml", "db:\n  pool: 7\n").commit("init");
+    repo
 }
 
 /// A running `confhub serve`, killed on drop, whose stderr lines arrive on `lines`.

@@ -4,14 +4,12 @@
 
 mod common;
 
-use common::{confhub, git};
+use common::ws::Watcher;
+use common::{confhub, TestRepo};
 
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-use futures_util::{SinkExt, StreamExt};
-use tokio_tungstenite::tungstenite::Message;
 
 fn print_settings(file: &Path, env: &[(&str, &str)], flags: &[&str]) -> toml::Table {
     let out = confhub()
@@ -156,23 +154,8 @@ fn print_settings_masks_secrets() {
 
 #[tokio::test]
 async fn sigterm_closes_subscribers_with_1001_and_exits_0() {
-    let repo = tempfile::tempdir().unwrap();
-    git(repo.path(), &["init", "-q", "-b", "main"]);
-    std::fs::write(repo.path().join("orders.yml"), "pool: 1\n").unwrap();
-    git(repo.path(), &["add", "-A"]);
-    git(
-        repo.path(),
-        &[
-            "-c",
-            "user.name=t",
-            "-c",
-            "user.email=t@t",
-            "commit",
-            "-q",
-            "-m",
-            "init",
-        ],
-    );
+    let repo = TestRepo::new();
+    repo.write("orders.yml", "pool: 1\n").commit("init");
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -192,17 +175,12 @@ async fn sigterm_closes_subscribers_with_1001_and_exits_0() {
     let mut sockets = Vec::new();
     while sockets.len() < 3 {
         assert!(Instant::now() < deadline, "server did not come up");
-        match tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}/v1/watch")).await {
-            Ok((mut ws, _)) => {
-                ws.send(Message::text(
-                    r#"{"op":"subscribe","service":"orders","env":"default","digest":null}"#,
-                ))
-                .await
-                .unwrap();
-                let first = tokio::time::timeout(Duration::from_secs(10), ws.next())
-                    .await
-                    .unwrap();
-                if matches!(first, Some(Ok(Message::Text(_)))) {
+        let url = format!("ws://127.0.0.1:{port}/v1/watch");
+        match Watcher::try_connect(&url, None).await {
+            Ok(ws) => {
+                let mut ws = ws.within(Duration::from_secs(10));
+                ws.subscribe("orders", "default", None).await;
+                if ws.next_or_close("the first frame").await.is_ok() {
                     sockets.push(ws);
                 }
             }
@@ -217,18 +195,9 @@ async fn sigterm_closes_subscribers_with_1001_and_exits_0() {
         .unwrap();
     assert!(killed.success());
     for mut ws in sockets {
-        let close = loop {
-            match tokio::time::timeout(Duration::from_secs(10), ws.next())
-                .await
-                .unwrap()
-            {
-                Some(Ok(Message::Close(frame))) => break frame,
-                Some(Ok(_)) => continue,
-                other => panic!("expected a close frame, got {other:?}"),
-            }
-        };
+        let close = ws.closed("a close frame").await;
         let frame = close.expect("close frame with a code");
-        assert_eq!(u16::from(frame.code), 1001, "{frame:?}");
+        assert_eq!(frame.0, 1001, "{frame:?}");
     }
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {

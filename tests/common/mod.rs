@@ -1,6 +1,8 @@
 //! Helpers shared by the end-to-end tests (`mod common;` in each test file).
 //!
-//! - [`TestRepo`]: a real git repository in a temp dir, driven by the real `git` binary.
+//! - [`git`](mod@git): [`git()`] and [`TestRepo`], a real git repository in a temp dir,
+//!   driven by the real `git` binary (shared with the server's own tests).
+//! - [`ws`]: [`ws::Watcher`], a `/v1/watch` WebSocket client (shared likewise).
 //! - [`TestServer`]: a real confhub server on `127.0.0.1:0`, ready before `start` returns,
 //!   shut down on drop.
 //! - [`GitDaemon`]: `git daemon` on a loopback port, killed on drop.
@@ -28,204 +30,11 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 /// Pause between two polls.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
 
-// ---------------------------------------------------------------------------
-// git
-
-/// Run the real `git` binary in `dir`, isolated from the user's and the system's git
-/// configuration. Panics (with git's stderr) on failure; returns trimmed stdout.
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run git {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "git {args:?} in {} failed ({}):\n{}{}",
-        dir.display(),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-/// A git repository in a fresh temp dir, with a local identity set. Deleted on drop.
-pub struct TestRepo {
-    dir: TempDir,
-}
-
-impl Default for TestRepo {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl TestRepo {
-    /// `git init -b main`.
-    pub fn new() -> Self {
-        Self::with_initial_branch("main")
-    }
-
-    /// `git init -b <branch>` (e.g. `master`, to test the fallback).
-    pub fn with_initial_branch(branch: &str) -> Self {
-        let dir = tempfile::Builder::new()
-            .prefix("confhub-repo-")
-            .tempdir()
-            .expect("temp dir for a repo");
-        let repo = TestRepo { dir };
-        repo.git(&["init", "-q", "-b", branch]);
-        repo.git(&["config", "user.name", "Confhub Tests"]);
-        repo.git(&["config", "user.email", "tests@confhub.invalid"]);
-        repo.git(&["config", "commit.gpgsign", "false"]);
-        repo.git(&["config", "tag.gpgsign", "false"]);
-        repo.git(&["config", "core.autocrlf", "false"]);
-        repo
-    }
-
-    /// The work tree (and, with `.git/`, the repository).
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    /// The path as a string, ready for [`Settings::new`].
-    pub fn path_str(&self) -> String {
-        self.path().to_str().expect("utf-8 temp path").to_string()
-    }
-
-    /// Run git in the work tree; returns trimmed stdout.
-    pub fn git(&self, args: &[&str]) -> String {
-        git(self.path(), args)
-    }
-
-    /// Write a file (creating parent directories), relative to the work tree.
-    pub fn write(&self, rel: &str, contents: &str) -> &Self {
-        let path = self.path().join(rel);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).expect("create parent dirs");
-        }
-        std::fs::write(&path, contents).unwrap_or_else(|e| panic!("write {rel}: {e}"));
-        self
-    }
-
-    /// Delete a file of the work tree.
-    pub fn remove(&self, rel: &str) -> &Self {
-        std::fs::remove_file(self.path().join(rel)).unwrap_or_else(|e| panic!("remove {rel}: {e}"));
-        self
-    }
-
-    /// `git add -A && git commit -m msg`; returns the new commit's full sha.
-    pub fn commit(&self, msg: &str) -> String {
-        self.git(&["add", "-A"]);
-        self.git(&["commit", "-q", "--allow-empty", "-m", msg]);
-        self.head()
-    }
-
-    /// `n` commits on the current branch in one `git fast-import` (thousands take about a
-    /// second, where `commit` takes a process or three each): commit `i` writes the files
-    /// `files(i)` returns, as (path, contents). The work tree and index follow. Returns the
-    /// new head's sha.
-    pub fn commit_many(&self, n: usize, files: impl Fn(usize) -> Vec<(String, String)>) -> String {
-        use std::io::Write as _;
-        let branch = self.git(&["symbolic-ref", "HEAD"]);
-        let parent = Command::new("git")
-            .args(["rev-parse", "--verify", "-q", "HEAD"])
-            .current_dir(self.path())
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
-        let mut stream = Vec::new();
-        let data = |out: &mut Vec<u8>, bytes: &[u8]| {
-            writeln!(out, "data {}", bytes.len()).unwrap();
-            out.extend_from_slice(bytes);
-            out.push(b'\n');
-        };
-        for i in 0..n {
-            writeln!(stream, "commit {branch}").unwrap();
-            writeln!(
-                stream,
-                "committer Confhub Tests <tests@confhub.invalid> {} +0000",
-                1_700_000_000 + i
-            )
-            .unwrap();
-            data(&mut stream, format!("generated commit {i}").as_bytes());
-            if i == 0 {
-                if let Some(p) = &parent {
-                    writeln!(stream, "from {p}").unwrap();
-                }
-            }
-            for (path, contents) in files(i) {
-                writeln!(stream, "M 100644 inline {path}").unwrap();
-                data(&mut stream, contents.as_bytes());
-            }
-        }
-        stream.extend_from_slice(b"done\n");
-        let mut child = Command::new("git")
-            .args(["fast-import", "--quiet", "--done"])
-            .current_dir(self.path())
-            .env("GIT_CONFIG_NOSYSTEM", "1")
-            .env("GIT_CONFIG_GLOBAL", "/dev/null")
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("git fast-import");
-        child.stdin.take().unwrap().write_all(&stream).unwrap();
-        assert!(child.wait().unwrap().success(), "git fast-import failed");
-        self.git(&["reset", "-q", "--hard"]);
-        self.head()
-    }
-
-    /// Lightweight tag at HEAD.
-    pub fn tag(&self, name: &str) {
-        self.git(&["tag", name]);
-    }
-
-    /// Annotated tag at HEAD (a tag object that must be peeled to its commit).
-    pub fn tag_annotated(&self, name: &str, msg: &str) {
-        self.git(&["tag", "-a", name, "-m", msg]);
-    }
-
-    /// New branch at HEAD, without switching to it.
-    pub fn branch(&self, name: &str) {
-        self.git(&["branch", name]);
-    }
-
-    /// Switch the work tree to a branch, tag or commit.
-    pub fn checkout(&self, name: &str) {
-        self.git(&["checkout", "-q", name]);
-    }
-
-    /// Create a branch at HEAD and switch to it.
-    pub fn checkout_new(&self, name: &str) {
-        self.git(&["checkout", "-q", "-b", name]);
-    }
-
-    /// Full sha of HEAD.
-    pub fn head(&self) -> String {
-        self.rev_parse("HEAD")
-    }
-
-    /// Full sha of a revision (peeled to a commit).
-    pub fn rev_parse(&self, rev: &str) -> String {
-        self.git(&["rev-parse", "--verify", &format!("{rev}^{{commit}}")])
-    }
-
-    /// `git clone --bare` this repository into `dest` (which must not exist yet).
-    pub fn clone_bare(&self, dest: &Path) {
-        let dest = dest.to_str().expect("utf-8 path");
-        let src = self.path_str();
-        git(
-            self.path().parent().expect("temp dir has a parent"),
-            &["clone", "-q", "--bare", &src, dest],
-        );
-    }
-}
+pub mod git;
+// Not every test file uses both.
+#[allow(unused_imports)]
+pub use git::{git, TestRepo};
+pub mod ws;
 
 // ---------------------------------------------------------------------------
 // server
@@ -242,6 +51,32 @@ pub fn token(name: &str, secret: &str, scope: &str) -> confhub_server::auth::Tok
 /// Settings for serving `repo`, with a fresh temp `data_dir` filled in by [`TestServer::start`].
 pub fn settings(repo: impl Into<String>) -> Settings {
     Settings::new(repo)
+}
+
+/// [`settings`] with a 50 ms live debounce, so that a push follows a commit quickly.
+pub fn fast_settings(repo: impl Into<String>) -> Settings {
+    let mut settings = Settings::new(repo);
+    settings.live.debounce = Duration::from_millis(50);
+    settings
+}
+
+/// The files most tests start from: a shared greeting, and `orders` with a `prod`
+/// override (`db.pool` 10, and 20 in `prod`).
+pub const BASELINE_FILES: [(&str, &str); 3] = [
+    ("application.yml", "greeting: hello\n"),
+    ("orders.yml", "db:\n  pool: 10\n"),
+    ("orders-prod.yml", "db:\n  pool: 20\n"),
+];
+
+/// A repository with [`BASELINE_FILES`] and `extra` (written after them), in one commit
+/// "baseline".
+pub fn baseline_repo(extra: &[(&str, &str)]) -> TestRepo {
+    let repo = TestRepo::new();
+    for (path, contents) in BASELINE_FILES.iter().chain(extra) {
+        repo.write(path, contents);
+    }
+    repo.commit("baseline");
+    repo
 }
 
 /// A confhub server running on the test's runtime, on `127.0.0.1:<free port>`.
@@ -355,6 +190,16 @@ impl TestServer {
         format!("ws://{}{path}", self.addr)
     }
 
+    /// A [`ws::Watcher`] on `/v1/watch`, with no credentials.
+    pub async fn watch(&self) -> ws::Watcher {
+        ws::Watcher::connect(&self.ws_url("/v1/watch")).await
+    }
+
+    /// A [`ws::Watcher`] on `/v1/watch` with an `Authorization` header (the whole value).
+    pub async fn watch_as(&self, authorization: &str) -> ws::Watcher {
+        ws::Watcher::connect_as(&self.ws_url("/v1/watch"), authorization).await
+    }
+
     /// An HTTP client (no proxy, [`DEADLINE`] timeout).
     pub fn client(&self) -> &reqwest::Client {
         &self.client
@@ -444,57 +289,69 @@ pub struct GitDaemon {
 }
 
 impl GitDaemon {
-    /// Start the daemon and wait (at most [`DEADLINE`]) until its port accepts connections.
+    /// Start the daemon on a free port and wait (at most [`DEADLINE`]) until the port
+    /// accepts connections.
     pub fn start(base: &Path) -> GitDaemon {
+        let mut failures = Vec::new();
+        // A free port can be taken by someone else between our probe and the daemon's
+        // bind: try a few.
+        for _ in 0..5 {
+            match Self::spawn(base, free_port()) {
+                Ok(daemon) => return daemon,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!("git daemon did not start: {failures:?}");
+    }
+
+    /// Start the daemon on `port`, chosen by the caller: a remote that goes away and comes
+    /// back must come back at the same URL.
+    pub fn on(base: &Path, port: u16) -> GitDaemon {
+        Self::spawn(base, port).unwrap_or_else(|failure| panic!("git daemon: {failure}"))
+    }
+
+    /// The daemon on `port`, accepting connections; an error when it exits first (the
+    /// port is taken).
+    fn spawn(base: &Path, port: u16) -> Result<GitDaemon, String> {
         let base = base.to_str().expect("utf-8 path");
         // Run `git-daemon` itself, not `git daemon`: the `git` wrapper would leave its
         // `git-daemon` child running when killed.
         let exec_path = PathBuf::from(git(Path::new("/"), &["--exec-path"]));
         let daemon = exec_path.join("git-daemon");
         assert!(daemon.exists(), "no git-daemon at {}", daemon.display());
-        let mut failures = Vec::new();
-        // A free port can be taken by someone else between our probe and the daemon's
-        // bind: try a few.
-        for _ in 0..5 {
-            let port = free_port();
-            let mut child = Command::new(&daemon)
-                .args([
-                    "--export-all",
-                    "--reuseaddr",
-                    "--informative-errors",
-                    "--listen=127.0.0.1",
-                    &format!("--port={port}"),
-                    &format!("--base-path={base}"),
-                    base,
-                ])
-                .env("GIT_CONFIG_NOSYSTEM", "1")
-                .env("GIT_CONFIG_GLOBAL", "/dev/null")
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn git daemon");
-            let deadline = Instant::now() + DEADLINE;
-            loop {
-                if let Some(status) = child.try_wait().expect("git daemon status") {
-                    failures.push(format!("port {port}: exited with {status}"));
-                    break;
-                }
-                let addr = SocketAddr::from(([127, 0, 0, 1], port));
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                    return GitDaemon { child, port };
-                }
-                if Instant::now() >= deadline {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!(
-                        "git daemon on port {port} did not accept connections within {DEADLINE:?}"
-                    );
-                }
-                std::thread::sleep(POLL_INTERVAL);
+        let mut child = Command::new(&daemon)
+            .args([
+                "--export-all",
+                "--reuseaddr",
+                "--informative-errors",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+                &format!("--base-path={base}"),
+                base,
+            ])
+            .env("GIT_CONFIG_NOSYSTEM", "1")
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn git daemon");
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = child.try_wait().expect("git daemon status") {
+                return Err(format!("port {port}: exited with {status}"));
             }
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(GitDaemon { child, port });
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("git daemon on port {port} did not accept connections within {DEADLINE:?}");
+            }
+            std::thread::sleep(POLL_INTERVAL);
         }
-        panic!("git daemon did not start: {failures:?}");
     }
 
     /// The daemon's port.

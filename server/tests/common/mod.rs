@@ -1,26 +1,19 @@
 //! Helpers shared by the binary-level tests in `server/tests/`.
+//!
+//! Real git and the WebSocket client are the end-to-end tests' own modules, compiled
+//! here too so that each has one definition.
 #![allow(dead_code, clippy::unwrap_used)]
 
-use std::path::Path;
 use std::process::Command;
 
-/// Run the real `git` in `dir`, isolated from the machine's git configuration; panics
-/// with git's stderr on failure; returns trimmed stdout.
-pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+#[path = "../../../tests/common/git.rs"]
+pub mod git;
+// Not every test file uses both.
+#[allow(unused_imports)]
+pub use git::{git, TestRepo};
+
+#[path = "../../../tests/common/ws.rs"]
+pub mod ws;
 
 /// The `confhub` binary, with no `CONFHUB_*` variable inherited from the machine running
 /// the tests: each test sets exactly what it means.
