@@ -69,19 +69,7 @@ pub async fn serve_connections(
     tls: Option<TlsAcceptor>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let mut builder = Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        // hyper's minimum buffer is 8 KiB; the header block must fit in it.
-        .max_buf_size(limits.max_header_bytes.max(8192));
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
-        .keep_alive_interval(Duration::from_secs(30));
-    let builder = Arc::new(builder);
+    let builder = Arc::new(hyper_builder(limits));
     // Not hyper-util's `GracefulShutdown`: it owns each connection, and the idle close
     // below must be able to start a graceful shutdown of its own. Every connection task
     // holds a receiver; `closed()` on the sender says they have all ended.
@@ -115,34 +103,9 @@ pub async fn serve_connections(
             stopping: stop_tx.subscribe(),
         };
         let tls = tls.clone();
-        let header_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
             let _permit = permit;
-            let result = match tls {
-                None => conn.serve(FirstBytes::new(stream, header_timeout)).await,
-                Some(acceptor) => {
-                    let stream = match tokio::time::timeout(
-                        Duration::from_secs(10),
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(s)) => s,
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    conn.serve(FirstBytes::new(stream, header_timeout)).await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
+            conn.run(stream, tls).await;
         });
     }
     drop(listener);
@@ -155,6 +118,26 @@ pub async fn serve_connections(
     }
     Ok(())
 }
+
+/// hyper's connection builder, HTTP/1 and HTTP/2, with the header limits and timeouts.
+fn hyper_builder(limits: &HttpLimits) -> Builder<TokioExecutor> {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        // hyper's minimum buffer is 8 KiB; the header block must fit in it.
+        .max_buf_size(limits.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+        .keep_alive_interval(Duration::from_secs(30));
+    builder
+}
+
+/// How long a TLS handshake may take.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -170,6 +153,37 @@ struct Conn {
 }
 
 impl Conn {
+    /// Serve the accepted `stream`, after a TLS handshake when `tls` is set; errors end
+    /// only this connection.
+    async fn run(self, stream: tokio::net::TcpStream, tls: Option<TlsAcceptor>) {
+        let peer = self.peer;
+        let header_timeout = self.idle_timeout;
+        let result =
+            match tls {
+                None => self.serve(FirstBytes::new(stream, header_timeout)).await,
+                Some(acceptor) => {
+                    let stream =
+                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                            .await
+                        {
+                            Ok(Ok(s)) => s,
+                            Ok(Err(e)) => {
+                                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "TLS handshake timed out");
+                                return;
+                            }
+                        };
+                    self.serve(FirstBytes::new(stream, header_timeout)).await
+                }
+            };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
+    }
+
     /// Serve HTTP/1 or HTTP/2 on `io` until the peer leaves, the connection has been
     /// idle for `idle_timeout`, or the server shuts down.
     ///

@@ -55,20 +55,9 @@ fn acceptable_request_id(value: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"-_.:/+=@".contains(&b))
 }
 
-/// The middleware: see the module docs. Install with
-/// `axum::middleware::from_fn_with_state(metrics, observe)`.
-pub async fn observe(
-    State(metrics): State<Arc<Metrics>>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    let started = Instant::now();
-    let route: Arc<str> = match req.extensions().get::<MatchedPath>() {
-        Some(p) => p.as_str().into(),
-        None => "unmatched".into(),
-    };
-    let method = req.method().clone();
-
+/// The caller's request id when acceptable, else a new one; put on the request (header
+/// and extension) and returned with the header value the response echoes.
+fn assign_request_id(req: &mut Request) -> (Arc<str>, Option<HeaderValue>) {
     let given = req
         .headers()
         .get(&REQUEST_ID)
@@ -84,7 +73,35 @@ pub async fn observe(
         req.headers_mut().insert(REQUEST_ID, v.clone());
     }
     req.extensions_mut().insert(RequestId(id.clone()));
+    (id, id_header)
+}
 
+/// Server faults are warnings (503 is the server saying "not yet", by design); the rest
+/// is debug.
+fn log_finished(status: u16, elapsed: std::time::Duration) {
+    let latency_ms = elapsed.as_micros() as f64 / 1000.0;
+    if status >= 500 && status != 503 {
+        tracing::warn!(status, latency_ms, "request failed");
+    } else {
+        tracing::debug!(status, latency_ms, "request finished");
+    }
+}
+
+/// The middleware: see the module docs. Install with
+/// `axum::middleware::from_fn_with_state(metrics, observe)`.
+pub async fn observe(
+    State(metrics): State<Arc<Metrics>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let route: Arc<str> = match req.extensions().get::<MatchedPath>() {
+        Some(p) => p.as_str().into(),
+        None => "unmatched".into(),
+    };
+    let method = req.method().clone();
+
+    let (id, id_header) = assign_request_id(&mut req);
     let trace = req
         .headers()
         .get(&TRACEPARENT)
@@ -108,14 +125,7 @@ pub async fn observe(
     let elapsed = started.elapsed();
     let status = resp.status().as_u16();
     metrics.http_request(&method, &route, status, elapsed);
-    span.in_scope(|| {
-        let latency_ms = elapsed.as_micros() as f64 / 1000.0;
-        if status >= 500 && status != 503 {
-            tracing::warn!(status, latency_ms, "request failed");
-        } else {
-            tracing::debug!(status, latency_ms, "request finished");
-        }
-    });
+    span.in_scope(|| log_finished(status, elapsed));
     if let Some(v) = id_header {
         resp.headers_mut().insert(REQUEST_ID, v);
     }

@@ -15,8 +15,9 @@ use confhub_client::wire::{
 
 use super::extract::Caller;
 use super::{store, ApiError, AppState};
+use crate::live::status::LiveReport;
 use crate::source::git::CloneHealth;
-use crate::store::Source;
+use crate::store::{Source, Store};
 
 pub(super) async fn status(
     State(state): State<Arc<AppState>>,
@@ -27,29 +28,7 @@ pub(super) async fn status(
     let snap = store.snapshot();
     let visible = |service: &str, env: &str| snap.may_read(&principal, service, env).is_ok();
     let live = state.live_status.get();
-    let (source, uri) = match store.source() {
-        Source::Git(g) if g.is_remote() => ("git-remote", g.uri().to_string()),
-        Source::Git(g) => ("git", g.uri().to_string()),
-        Source::Dir(d) => ("dir", d.uri()),
-    };
-    let last_refresh = live.last_refresh.as_ref().map(|o| RefreshStatus {
-        at: rfc3339_of(o.at),
-        ok: o.error.is_none(),
-        error: o.error.clone(),
-        took_ms: millis(o.took),
-        changed: live.last_changed as u64,
-        count: live.refreshes,
-    });
-    let last_fetch = live.remote.then(|| FetchStatus {
-        at: live.last_fetch.as_ref().map(|o| rfc3339_of(o.at)),
-        ok: live.last_fetch.as_ref().is_none_or(|o| o.error.is_none()),
-        error: live.last_fetch.as_ref().and_then(|o| o.error.clone()),
-        took_ms: live.last_fetch.as_ref().map_or(0, |o| millis(o.took)),
-        last_success: live.last_fetch_ok.map(rfc3339_of),
-        consecutive_failures: live.fetch_failures,
-        next_at: live.next_fetch.map(rfc3339_of),
-        count: live.fetches,
-    });
+    let (source, uri) = source_of(store);
     let subscribers = state
         .hub
         .subscriber_counts()
@@ -73,8 +52,8 @@ pub(super) async fn status(
             .map(|p| p.display().to_string())
             .collect(),
         watch_error: live.watch_error.clone(),
-        last_refresh,
-        last_fetch,
+        last_refresh: refresh_status(&live),
+        last_fetch: fetch_status(&live),
         errors: snap
             .errors()
             .into_iter()
@@ -92,6 +71,41 @@ pub(super) async fn status(
             _ => None,
         },
     }))
+}
+
+/// What kind of source this is, and where.
+fn source_of(store: &Store) -> (&'static str, String) {
+    match store.source() {
+        Source::Git(g) if g.is_remote() => ("git-remote", g.uri().to_string()),
+        Source::Git(g) => ("git", g.uri().to_string()),
+        Source::Dir(d) => ("dir", d.uri()),
+    }
+}
+
+fn refresh_status(live: &LiveReport) -> Option<RefreshStatus> {
+    live.last_refresh.as_ref().map(|o| RefreshStatus {
+        at: rfc3339_of(o.at),
+        ok: o.error.is_none(),
+        error: o.error.clone(),
+        took_ms: millis(o.took),
+        changed: live.last_changed as u64,
+        count: live.refreshes,
+    })
+}
+
+/// Fetches of a remote; `None` for sources that are not fetched.
+fn fetch_status(live: &LiveReport) -> Option<FetchStatus> {
+    let last = live.last_fetch.as_ref();
+    live.remote.then(|| FetchStatus {
+        at: last.map(|o| rfc3339_of(o.at)),
+        ok: last.is_none_or(|o| o.error.is_none()),
+        error: last.and_then(|o| o.error.clone()),
+        took_ms: last.map_or(0, |o| millis(o.took)),
+        last_success: live.last_fetch_ok.map(rfc3339_of),
+        consecutive_failures: live.fetch_failures,
+        next_at: live.next_fetch.map(rfc3339_of),
+        count: live.fetches,
+    })
 }
 
 fn clone_status(h: CloneHealth) -> CloneStatus {

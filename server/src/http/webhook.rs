@@ -282,78 +282,26 @@ async fn receive(
         ));
     };
     // Everything the headers can refuse is refused before the body is read.
-    let claim = match precheck(headers, secret.expose()) {
-        Ok(claim) => claim,
-        Err(refusal) => {
-            let code = match refusal {
-                Refusal::Missing => "missing_signature",
-                Refusal::Malformed(_) | Refusal::Mismatch(_) => "bad_signature",
-            };
-            return Err(refused(
-                state,
-                StatusCode::UNAUTHORIZED,
-                code,
-                refusal.to_string(),
-            ));
-        }
-    };
-    let budget = &state.webhook_bodies;
-    let too_large = || {
-        format!(
-            "webhook payload over {} bytes (limits.webhook_max_body_bytes); the next poll fetches anyway",
-            budget.max_body
-        )
-    };
+    let claim = precheck(headers, secret.expose()).map_err(|refusal| {
+        let code = match refusal {
+            Refusal::Missing => "missing_signature",
+            Refusal::Malformed(_) | Refusal::Mismatch(_) => "bad_signature",
+        };
+        refused(state, StatusCode::UNAUTHORIZED, code, refusal.to_string())
+    })?;
     let announced = announced_length(headers);
-    if announced.is_some_and(|n| n > budget.max_body) {
-        return Err(refused(
-            state,
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            too_large(),
-        ));
+    if announced.is_some_and(|n| n > state.webhook_bodies.max_body) {
+        return Err(too_large(state));
     }
     // Held until the HMAC has been checked; a GitLab call has proved itself already.
     let reserved = match &claim {
         Claim::Verified(_) => None,
-        Claim::Signed { .. } => match budget.reserve(announced) {
+        Claim::Signed { .. } => match state.webhook_bodies.reserve(announced) {
             Some(permit) => Some(permit),
-            None => {
-                let mut response = refused(
-                    state,
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "busy",
-                    format!(
-                        "too many webhook payloads are being checked at once (limits.webhook_body_budget_bytes = {}); retry shortly",
-                        budget.total
-                    ),
-                );
-                response
-                    .headers_mut()
-                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-                return Err(response);
-            }
+            None => return Err(busy(state)),
         },
     };
-    let body = match read_body(body, budget.max_body).await {
-        Ok(body) => body,
-        Err(ReadError::TooLarge) => {
-            return Err(refused(
-                state,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                too_large(),
-            ))
-        }
-        Err(ReadError::Broken(e)) => {
-            return Err(refused(
-                state,
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("reading the webhook payload: {e}"),
-            ))
-        }
-    };
+    let body = read_payload(state, body).await?;
     let verified = claim.verify(&body, secret.expose());
     drop(reserved);
     match verified {
@@ -363,6 +311,51 @@ async fn receive(
             StatusCode::UNAUTHORIZED,
             "bad_signature",
             refusal.to_string(),
+        )),
+    }
+}
+
+/// 413: over `limits.webhook_max_body_bytes`.
+fn too_large(state: &AppState) -> Response {
+    let message = format!(
+        "webhook payload over {} bytes (limits.webhook_max_body_bytes); the next poll fetches anyway",
+        state.webhook_bodies.max_body
+    );
+    refused(
+        state,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        message,
+    )
+}
+
+/// 503: the budget of bodies read before their HMAC is checked is spent; retry soon.
+fn busy(state: &AppState) -> Response {
+    let mut response = refused(
+        state,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        format!(
+            "too many webhook payloads are being checked at once (limits.webhook_body_budget_bytes = {}); retry shortly",
+            state.webhook_bodies.total
+        ),
+    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    response
+}
+
+/// The whole body, within `limits.webhook_max_body_bytes`.
+async fn read_payload(state: &AppState, body: Body) -> Result<Bytes, Response> {
+    match read_body(body, state.webhook_bodies.max_body).await {
+        Ok(body) => Ok(body),
+        Err(ReadError::TooLarge) => Err(too_large(state)),
+        Err(ReadError::Broken(e)) => Err(refused(
+            state,
+            StatusCode::BAD_REQUEST,
+            "bad_request",
+            format!("reading the webhook payload: {e}"),
         )),
     }
 }
@@ -465,86 +458,90 @@ fn form_paths(body: &[u8]) -> Vec<String> {
 /// `PropertyPathNotificationExtractor`s read them; the first that recognises the call wins,
 /// then a plain `{"path": …}`.
 fn monitor_paths(headers: &HeaderMap, payload: &serde_json::Value) -> Vec<String> {
-    use serde_json::Value;
-    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-    let has = |name: &str| header(name).is_some_and(|v| !v.trim().is_empty());
-    // Base…Extractor: every added, removed and modified file of every commit.
-    let commit_paths = |all: bool| -> Option<Vec<String>> {
-        let commits = payload.get("commits")?.as_array()?;
-        let mut out: Vec<String> = Vec::new();
-        if all {
-            for commit in commits {
-                for kind in ["added", "removed", "modified"] {
-                    for p in commit
-                        .get(kind)
-                        .and_then(Value::as_array)
-                        .into_iter()
-                        .flatten()
-                    {
-                        if let Some(p) = p.as_str() {
-                            if !out.iter().any(|o| o == p) {
-                                out.push(p.to_string());
-                            }
-                        }
-                    }
-                }
-            }
-        } else {
-            // Gitea's extractor: its payloads list no files, so every app is told.
-            out.push("application.yml".into());
+    let event = |name: &str, value: &str| header_str(headers, name) == Some(value);
+    // Gitea's extractor: its payloads list no files, so every app is told.
+    let gitea = || everything().filter(|_| payload.get("commits").is_some_and(|c| c.is_array()));
+    // The order of Spring's `CompositePropertyPathNotificationExtractor` (by `@Order`):
+    // GitHub, then the plain `path`, then GitLab, Bitbucket, Gitea, Gogs. Gitea also
+    // sends `X-GitHub-Event`, so its calls with file lists are read as GitHub's.
+    let found = (event("x-github-event", "push"))
+        .then(|| commit_files(payload))
+        .flatten()
+        .or_else(|| plain_paths(payload))
+        .or_else(|| {
+            event("x-gitlab-event", "Push Hook")
+                .then(|| commit_files(payload))
+                .flatten()
+        })
+        .or_else(|| bitbucket_paths(headers, payload))
+        .or_else(|| event("x-gitea-event", "push").then(gitea).flatten())
+        .or_else(|| {
+            event("x-gogs-event", "push")
+                .then(|| commit_files(payload))
+                .flatten()
+        });
+    found.unwrap_or_default()
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The path that tells every application (Spring's extractors' answer for hosts whose
+/// payloads name no files).
+fn everything() -> Option<Vec<String>> {
+    Some(vec!["application.yml".to_string()])
+}
+
+/// `Base…Extractor`: every added, removed and modified file of every commit, once each.
+fn commit_files(payload: &serde_json::Value) -> Option<Vec<String>> {
+    let commits = payload.get("commits")?.as_array()?;
+    let mut out: Vec<String> = Vec::new();
+    let files = commits.iter().flat_map(|commit| {
+        ["added", "removed", "modified"]
+            .into_iter()
+            .filter_map(|kind| commit.get(kind).and_then(serde_json::Value::as_array))
+            .flatten()
+    });
+    for p in files.filter_map(serde_json::Value::as_str) {
+        if !out.iter().any(|o| o == p) {
+            out.push(p.to_string());
         }
-        (!out.is_empty()).then_some(out)
-    };
-    // Bitbucket names no files: every application is told.
-    let everything = || Some(vec!["application.yml".to_string()]);
-    let bitbucket = || match header("x-event-key") {
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Bitbucket Cloud and Data Center: no files named, so every application is told.
+fn bitbucket_paths(headers: &HeaderMap, payload: &serde_json::Value) -> Option<Vec<String>> {
+    let has = |name: &str| header_str(headers, name).is_some_and(|v| !v.trim().is_empty());
+    let is_array = |v: &serde_json::Value| v.is_array();
+    match header_str(headers, "x-event-key") {
         Some("repo:push" | "pullrequest:fulfilled") if has("x-hook-uuid") => payload
             .pointer("/push/changes")
-            .is_some_and(Value::is_array)
+            .is_some_and(is_array)
             .then(everything)
             .flatten(),
         Some("repo:refs_changed") if has("x-request-id") => payload
             .get("changes")
-            .is_some_and(Value::is_array)
+            .is_some_and(is_array)
             .then(everything)
             .flatten(),
         Some("pr:merged") if has("x-request-id") => everything(),
         _ => None,
-    };
-    let simple = || match payload.get("path") {
-        Some(Value::String(p)) => Some(vec![p.clone()]),
-        Some(Value::Array(a)) => Some(
+    }
+}
+
+/// A plain `{"path": "a.yml"}` or `{"path": ["a.yml", …]}`.
+fn plain_paths(payload: &serde_json::Value) -> Option<Vec<String>> {
+    match payload.get("path") {
+        Some(serde_json::Value::String(p)) => Some(vec![p.clone()]),
+        Some(serde_json::Value::Array(a)) => Some(
             a.iter()
                 .filter_map(|p| p.as_str().map(str::to_string))
                 .collect(),
         ),
         _ => None,
-    };
-    let event = |name: &str, value: &str| header(name) == Some(value);
-    // The order of Spring's `CompositePropertyPathNotificationExtractor` (by `@Order`):
-    // GitHub, then the plain `path`, then GitLab, Bitbucket, Gitea, Gogs. Gitea also
-    // sends `X-GitHub-Event`, so its calls with file lists are read as GitHub's.
-    let found = (event("x-github-event", "push"))
-        .then(|| commit_paths(true))
-        .flatten()
-        .or_else(simple)
-        .or_else(|| {
-            event("x-gitlab-event", "Push Hook")
-                .then(|| commit_paths(true))
-                .flatten()
-        })
-        .or_else(bitbucket)
-        .or_else(|| {
-            event("x-gitea-event", "push")
-                .then(|| commit_paths(false))
-                .flatten()
-        })
-        .or_else(|| {
-            event("x-gogs-event", "push")
-                .then(|| commit_paths(true))
-                .flatten()
-        });
-    found.unwrap_or_default()
+    }
 }
 
 /// Spring's `guessServiceName`: the file stem and each of its `-` prefixes

@@ -13,7 +13,7 @@ use futures_util::SinkExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::hub::{Connection, Frame, Peer};
+use super::hub::{Connection, Frame, PairKey, Peer};
 use crate::auth::Principal;
 use crate::errors::LookupCode;
 use crate::names::{check_name, parse_envs};
@@ -67,75 +67,86 @@ pub(crate) async fn run_session(
         principal,
         stopping: hub.stopping(),
     };
-    let shutdown = hub.shutdown_signal();
-    tokio::pin!(shutdown);
-    let mut ping = tokio::time::interval_at(
-        Instant::now() + settings.ws_ping_interval,
-        settings.ws_ping_interval,
-    );
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_heard = Instant::now();
-    let peer = session.conn.peer.clone();
+    let end = session.serve(&settings).await;
+    session.end(end, &settings).await;
+}
 
-    let end = loop {
-        let step = tokio::select! {
-            biased;
-            () = &mut shutdown => Err(End::Close(close_code::AWAY, "going away")),
-            () = peer.slow.notified() => Err(End::Slow),
-            frame = session.conn.rx.recv() => match frame {
-                Some(frame) => session.push(&frame, &settings, &peer).await,
-                None => Err(End::Gone),
-            },
-            msg = session.socket.recv() => {
-                last_heard = Instant::now();
-                session.on_message(msg, &settings, &peer).await
-            }
-            _ = ping.tick() => {
-                if last_heard.elapsed() >= settings.ws_idle_timeout {
-                    Err(End::Close(close_code::AWAY, IDLE_TIMEOUT))
-                } else {
-                    session.send(Message::Ping(bytes::Bytes::new()), &settings, &peer).await
+impl Session {
+    /// Pushes, client frames and pings until something ends the session.
+    async fn serve(&mut self, settings: &LiveSettings) -> End {
+        let shutdown = self.conn.hub.shutdown_signal();
+        tokio::pin!(shutdown);
+        let mut ping = tokio::time::interval_at(
+            Instant::now() + settings.ws_ping_interval,
+            settings.ws_ping_interval,
+        );
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+        let peer = self.conn.peer.clone();
+        loop {
+            let step = tokio::select! {
+                biased;
+                () = &mut shutdown => Err(End::Close(close_code::AWAY, "going away")),
+                () = peer.slow.notified() => Err(End::Slow),
+                frame = self.conn.rx.recv() => match frame {
+                    Some(frame) => self.push(&frame, settings, &peer).await,
+                    None => Err(End::Gone),
+                },
+                msg = self.socket.recv() => {
+                    last_heard = Instant::now();
+                    self.on_message(msg, settings, &peer).await
                 }
+                _ = ping.tick() => {
+                    if last_heard.elapsed() >= settings.ws_idle_timeout {
+                        Err(End::Close(close_code::AWAY, IDLE_TIMEOUT))
+                    } else {
+                        self.send(Message::Ping(bytes::Bytes::new()), settings, &peer).await
+                    }
+                }
+            };
+            if let Err(end) = step {
+                return end;
+            }
+        }
+    }
+
+    /// Leave every topic and close as `end` says.
+    async fn end(&mut self, end: End, settings: &LiveSettings) {
+        let (code, reason) = match end {
+            End::Gone => return,
+            End::Slow => {
+                tracing::info!(
+                    subscriptions = self.conn.subs.len(),
+                    "closing a slow WebSocket consumer"
+                );
+                (close_code::AGAIN, "slow consumer")
+            }
+            End::Close(code, reason) => {
+                tracing::debug!(code, reason, "closing WebSocket");
+                (code, reason)
             }
         };
-        if let Err(end) = step {
-            break end;
-        }
-    };
-
-    let (code, reason) = match end {
-        End::Gone => return,
-        End::Slow => {
-            tracing::info!(
-                subscriptions = session.conn.subs.len(),
-                "closing a slow WebSocket consumer"
-            );
-            (close_code::AGAIN, "slow consumer")
-        }
-        End::Close(code, reason) => {
-            tracing::debug!(code, reason, "closing WebSocket");
-            (code, reason)
-        }
-    };
-    session.conn.leave_all();
-    // Frames still in the queue are never written: the close goes next, right after
-    // the bytes already handed to the socket. A peer that stopped reading sees it once
-    // it reads those, so it gets a whole write timeout to do so (not when the server
-    // stops, nor for a peer that already went silent).
-    let stopping = *session.stopping.borrow();
-    let within = if stopping || reason == IDLE_TIMEOUT {
-        SHUTDOWN_CLOSE
-    } else {
-        settings.ws_write_timeout
-    };
-    if stopping {
-        session.close(code, reason, within).await;
-    } else {
-        tokio::select! {
-            () = session.close(code, reason, within) => {}
-            // The server is stopping: it waits for this connection, which already
-            // said why it ends.
-            () = &mut shutdown => {}
+        self.conn.leave_all();
+        // Frames still in the queue are never written: the close goes next, right after
+        // the bytes already handed to the socket. A peer that stopped reading sees it once
+        // it reads those, so it gets a whole write timeout to do so (not when the server
+        // stops, nor for a peer that already went silent).
+        let stopping = *self.stopping.borrow();
+        let within = if stopping || reason == IDLE_TIMEOUT {
+            SHUTDOWN_CLOSE
+        } else {
+            settings.ws_write_timeout
+        };
+        if stopping {
+            self.close(code, reason, within).await;
+        } else {
+            let shutdown = self.conn.hub.shutdown_signal();
+            tokio::select! {
+                () = self.close(code, reason, within) => {}
+                // The server is stopping: it waits for this connection, which already
+                // said why it ends.
+                () = shutdown => {}
+            }
         }
     }
 }
@@ -366,26 +377,48 @@ impl Session {
         settings: &LiveSettings,
         peer: &Peer,
     ) -> Result<(), End> {
+        let (key, envs) = match self.admit(service, env, digest, settings) {
+            Ok(admitted) => admitted,
+            Err(refusal) => return self.send(refusal, settings, peer).await,
+        };
+        match self.current(&key, &envs).await {
+            Some(reply) => self.send(reply, settings, peer).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Check a subscription (names, scopes, limits) and register it; the refusal is
+    /// the `error` frame to send.
+    fn admit(
+        &mut self,
+        service: String,
+        env: String,
+        digest: Option<String>,
+        settings: &LiveSettings,
+    ) -> Result<(PairKey, Vec<String>), Message> {
         let names = check_name("service", &service).and_then(|()| parse_envs(&env));
         let envs = match names {
             Ok(envs) => envs,
             Err(e) => {
                 let (s, v) = (shown(&service, 128), shown(&env, 128));
-                let msg = error_frame(Some(&s), Some(&v), "bad_name", e.to_string());
-                return self.send(msg, settings, peer).await;
+                return Err(error_frame(Some(&s), Some(&v), "bad_name", e.to_string()));
             }
         };
         if !self.principal.can_read(&service, &envs) {
             let who = self.principal.name.as_deref().unwrap_or("anonymous");
             let message = format!("token `{who}` has no scope for `{service}/{env}`");
-            let msg = error_frame(Some(&service), Some(&env), "forbidden", message);
-            return self.send(msg, settings, peer).await;
+            return Err(error_frame(
+                Some(&service),
+                Some(&env),
+                "forbidden",
+                message,
+            ));
         }
         let key = (service, env);
         if !self.conn.subs.contains_key(&key)
             && self.conn.subs.len() >= settings.ws_max_subscriptions
         {
-            let msg = error_frame(
+            return Err(error_frame(
                 Some(&key.0),
                 Some(&key.1),
                 "too_many_subscriptions",
@@ -393,8 +426,7 @@ impl Session {
                     "a connection may hold {} subscriptions; unsubscribe first or open another connection",
                     settings.ws_max_subscriptions
                 ),
-            );
-            return self.send(msg, settings, peer).await;
+            ));
         }
         // Register before looking up: a change published meanwhile reaches the queue,
         // and is sent after whatever the lookup finds, so the client ends on the newest.
@@ -405,7 +437,7 @@ impl Session {
             .is_err()
         {
             let max = settings.ws_max_extra_pairs;
-            let msg = error_frame(
+            return Err(error_frame(
                 Some(&key.0),
                 Some(&key.1),
                 "too_many_watched_pairs",
@@ -413,38 +445,39 @@ impl Session {
                     "`{}/{}` is not a (service, env) pair of the tracked version (several envs, an undeclared env or an unknown service), and the server already follows {max} such pairs for all connections together (limits.ws_max_extra_pairs); watch single declared envs, or retry once others unsubscribe",
                     key.0, key.1
                 ),
-            );
-            return self.send(msg, settings, peer).await;
+            ));
         }
+        Ok((key, envs))
+    }
+
+    /// What to send a new subscriber of `key` now: the current config unless it holds
+    /// that digest already (`None`), or the `error` frame of a pair it cannot have.
+    async fn current(&mut self, key: &PairKey, envs: &[String]) -> Option<Message> {
         let (service, env) = (&key.0, &key.1);
-        let reply = match self.store.lookup(&self.principal, None, service, &envs).await {
-            Ok(entry) if !entry.service_known => error_frame(
+        match self.store.lookup(&self.principal, None, service, envs).await {
+            Ok(entry) if !entry.service_known => Some(error_frame(
                 Some(service),
                 Some(env),
                 "unknown_service",
                 format!("unknown service `{service}`: no {service}.yml or {service}-{{env}}.yml on the tracked branch; a commit that adds one will be pushed"),
-            ),
+            )),
             Ok(entry) => {
-                let held = self.conn.subs.get_mut(&key);
-                let Some(held) = held else { return Ok(()) };
+                let held = self.conn.subs.get_mut(key)?;
                 if held.as_deref() == Some(entry.digest()) {
-                    return Ok(());
+                    return None;
                 }
-                let Some(frame) = Frame::of(&entry) else {
-                    return Ok(());
-                };
+                let frame = Frame::of(&entry)?;
                 *held = Some(frame.digest.clone());
-                Message::Text(frame.text.clone())
+                Some(Message::Text(frame.text.clone()))
             }
             Err(e) => {
                 if e.code() == LookupCode::Source {
                     tracing::warn!(%service, %env, error = %e, "lookup for a subscription failed");
                 }
                 let body = e.to_body();
-                error_frame(Some(service), Some(env), &body.error, body.message)
+                Some(error_frame(Some(service), Some(env), &body.error, body.message))
             }
-        };
-        self.send(reply, settings, peer).await
+        }
     }
 }
 
