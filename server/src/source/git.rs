@@ -496,25 +496,58 @@ impl GitSource {
         out
     }
 
-    /// Resolve a label (branch, tag, full or short sha) to a commit; `None` if unknown.
-    /// The label must already be validated (`names::parse_label`).
-    pub fn resolve_label(&self, repo: &Repository, label: &str) -> Option<Oid> {
+    /// Resolve a label (branch, tag, full or short sha) to a commit; `Ok(None)` if
+    /// unknown. The label must already be validated (`names::parse_label`). A label that
+    /// exists but whose objects cannot be read (an annotated tag in a damaged pack) is an
+    /// error, and raises the suspicion that gets the clone verified: answering "unknown
+    /// label" would hide the damage for good.
+    pub fn resolve_label(
+        &self,
+        repo: &Repository,
+        label: &str,
+    ) -> Result<Option<Oid>, SourceError> {
         if let Ok(Some(oid)) = self.branch_ref(repo, label) {
-            return Some(oid);
+            return Ok(Some(oid));
         }
         if label == "main" && self.branch.is_none() {
             if let Ok(Some(oid)) = self.branch_ref(repo, "master") {
-                return Some(oid);
+                return Ok(Some(oid));
             }
         }
         if let Ok(r) = repo.find_reference(&format!("refs/tags/{label}")) {
-            return r.peel_to_commit().ok().map(|c| c.id());
+            // Through the object, not `Reference::peel_to_commit`: that one reports an
+            // unreadable target as a generic error, which would not say "damaged".
+            let Some(target) = r.resolve().ok().and_then(|r| r.target()) else {
+                return Ok(None);
+            };
+            let commit = repo
+                .find_object(target, None)
+                .and_then(|o| o.peel_to_commit());
+            return self.peeled(commit, label);
         }
         if (4..=40).contains(&label.len()) && label.bytes().all(|b| b.is_ascii_hexdigit()) {
-            let obj = repo.revparse_single(label).ok()?;
-            return obj.peel_to_commit().ok().map(|c| c.id());
+            let Ok(obj) = repo.revparse_single(label) else {
+                return Ok(None);
+            };
+            return self.peeled(obj.peel_to_commit(), label);
         }
-        None
+        Ok(None)
+    }
+
+    /// The commit a label peeled to; not a commit is unknown, an unreadable object an error.
+    fn peeled(
+        &self,
+        peeled: Result<git2::Commit<'_>, git2::Error>,
+        label: &str,
+    ) -> Result<Option<Oid>, SourceError> {
+        match peeled {
+            Ok(c) => Ok(Some(c.id())),
+            Err(e) if is_object_error(&e) => {
+                self.suspicion.note(&e);
+                Err(SourceError::git(format!("reading label `{label}`"))(e))
+            }
+            Err(_) => Ok(None),
+        }
     }
 
     /// The config files at `commit`.

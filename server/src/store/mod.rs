@@ -594,7 +594,7 @@ impl Store {
             Source::Git(git) => git.with_repo(|repo| {
                 let oid = match &tracked_version {
                     Some(v) => git2::Oid::from_str(v).ok(),
-                    None => git.resolve_label(repo, label),
+                    None => git.resolve_label(repo, label)?,
                 };
                 let Some(oid) = oid else {
                     return Ok(Err(LookupError::UnknownLabel(label.to_string())));

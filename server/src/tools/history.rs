@@ -622,7 +622,7 @@ pub fn diff_repo(
         };
         let mut out = Vec::new();
         for label in [from.as_str(), to_label.as_str()] {
-            let Some(oid) = git.resolve_label(r, label) else {
+            let Some(oid) = git.resolve_label(r, label)? else {
                 return Ok(Err(DiffError::UnknownLabel(label.to_string())));
             };
             let mut view = git.view(r, oid)?;
