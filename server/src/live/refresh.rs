@@ -147,7 +147,9 @@ impl RefreshLoop {
 
     /// One round: fetch when due, refresh, push what changed.
     async fn round(&mut self, polled: bool) -> Result<(), Stop> {
-        let fetch = self.remote && (polled || self.trigger.take_fetch());
+        // Taken every round: a request made before a poll is answered by that poll.
+        let asked = self.trigger.take_fetch();
+        let fetch = self.remote && (polled || asked);
         let triggered_at = self
             .trigger
             .take_since()
