@@ -10,7 +10,7 @@ use crate::errors::ConfigError;
 use crate::errors::ErrorKind;
 use crate::resolve::catalog::{pair_files, Access, Catalog, PairFiles};
 use crate::resolve::keys::Entries;
-use crate::resolve::{merge_only_for, resolve_for, spring_source, Resolved};
+use crate::resolve::{merge_only_for, resolve_for, spring_source, ParsedFile, Resolved};
 use crate::source::View;
 use crate::store::render;
 
@@ -156,6 +156,7 @@ impl PairEntry {
         })
     }
 
+    /// [`PairEntry::build_reusing`] without the guard against panics.
     fn build_unguarded(
         view: &mut View<'_>,
         catalog: &Catalog,
@@ -170,44 +171,16 @@ impl PairEntry {
             paths,
             access,
         } = pair_files(view, catalog, service, envs);
-        let mut layers = Vec::with_capacity(paths.len());
-        for path in paths {
-            if let Some(parsed) = view.parsed(&path) {
-                layers.push(parsed?);
-            }
-        }
+        let layers = read_layers(view, paths)?;
         let cipher_error = layers.iter().find_map(|l| l.cipher_errors.first().cloned());
-        let has_schema = catalog
-            .manifest
-            .services
-            .get(service)
-            .is_some_and(|s| s.schema.is_some());
         let reusable = previous.filter(|p| {
-            !has_schema
-                && p.service_known == service_known
-                && p.resolved.inputs.len() == layers.len()
-                && p.resolved
-                    .inputs
-                    .iter()
-                    .zip(&layers)
-                    .all(|(a, b)| Arc::ptr_eq(a, b))
+            !has_schema(catalog, service) && p.service_known == service_known && p.reads(&layers)
         });
         let (resolved, placeholder_error) = match reusable {
             Some(p) => (p.resolved.clone(), p.placeholder_error.clone()),
             None => {
-                // The requested envs are the active profiles: they pick the documents
-                // (`spring.config.activate.on-profile`) that apply.
-                let (resolved, placeholder_error) = match resolve_for(layers.clone(), envs) {
-                    Ok(r) => (r, None),
-                    Err(e) if e.kind == ErrorKind::Placeholder => {
-                        (merge_only_for(layers, envs), Some(e))
-                    }
-                    Err(e) => return Err(e),
-                };
-                if service_known && placeholder_error.is_none() && cipher_error.is_none() {
-                    crate::resolve::schema::validate(view, catalog, service, &resolved)?;
-                }
-                (Arc::new(resolved), placeholder_error)
+                let checked = service_known && cipher_error.is_none();
+                resolve_layers(view, catalog, service, envs, layers, checked)?
             }
         };
         let etag = etag_of(&resolved.digest);
@@ -225,6 +198,18 @@ impl PairEntry {
             uri: uri.clone(),
             bodies: Default::default(),
         })
+    }
+
+    /// Whether this entry was resolved from exactly `layers` (the very same parsed
+    /// files, not equal copies).
+    fn reads(&self, layers: &[Arc<ParsedFile>]) -> bool {
+        self.resolved.inputs.len() == layers.len()
+            && self
+                .resolved
+                .inputs
+                .iter()
+                .zip(layers)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
     }
 
     /// The digest of the resolved values.
@@ -345,6 +330,55 @@ impl serde::Serialize for Ordered {
         }
         map.end()
     }
+}
+
+/// The parsed files at `paths` that exist, in order; the first that fails to parse
+/// fails the pair.
+fn read_layers(
+    view: &mut View<'_>,
+    paths: Vec<String>,
+) -> Result<Vec<Arc<ParsedFile>>, ConfigError> {
+    let mut layers = Vec::with_capacity(paths.len());
+    for path in paths {
+        if let Some(parsed) = view.parsed(&path) {
+            layers.push(parsed?);
+        }
+    }
+    Ok(layers)
+}
+
+/// Whether `service` declares a schema: a schema may judge the same files differently,
+/// so its resolutions are never reused.
+fn has_schema(catalog: &Catalog, service: &str) -> bool {
+    catalog
+        .manifest
+        .services
+        .get(service)
+        .is_some_and(|s| s.schema.is_some())
+}
+
+/// Resolve `layers` for `envs`; unresolvable placeholders leave the merged values and
+/// the error. A resolution with none is checked against the service's schema when
+/// `checked` (a known service whose values all decrypted).
+fn resolve_layers(
+    view: &mut View<'_>,
+    catalog: &Catalog,
+    service: &str,
+    envs: &[String],
+    layers: Vec<Arc<ParsedFile>>,
+    checked: bool,
+) -> Result<(Arc<Resolved>, Option<ConfigError>), ConfigError> {
+    // The requested envs are the active profiles: they pick the documents
+    // (`spring.config.activate.on-profile`) that apply.
+    let (resolved, placeholder_error) = match resolve_for(layers.clone(), envs) {
+        Ok(r) => (r, None),
+        Err(e) if e.kind == ErrorKind::Placeholder => (merge_only_for(layers, envs), Some(e)),
+        Err(e) => return Err(e),
+    };
+    if checked && placeholder_error.is_none() {
+        crate::resolve::schema::validate(view, catalog, service, &resolved)?;
+    }
+    Ok((Arc::new(resolved), placeholder_error))
 }
 
 fn etag_of(digest: &str) -> axum::http::HeaderValue {
