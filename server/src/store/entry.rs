@@ -58,7 +58,7 @@ impl Placeholders {
     }
 
     /// `Resolved` when `resolve`.
-    pub fn resolved_if(resolve: bool) -> Placeholders {
+    pub(crate) fn resolved_if(resolve: bool) -> Placeholders {
         if resolve {
             Placeholders::Resolved
         } else {
@@ -91,34 +91,34 @@ impl Body {
 #[derive(Debug)]
 pub struct PairEntry {
     /// Service name as asked.
-    pub service: String,
+    pub(crate) service: String,
     /// Environments, in request order.
-    pub envs: Vec<String>,
+    pub(crate) envs: Vec<String>,
     /// The label this entry answers to (echoed in responses).
-    pub label: String,
+    pub(crate) label: String,
     /// Commit sha or content hash.
-    pub version: String,
+    pub(crate) version: String,
     /// False when the service has no file of its own (Spring then serves `application*` only; the native API says 404).
-    pub service_known: bool,
+    pub(crate) service_known: bool,
     /// Whose files it read: what a token needs to be shown it.
-    pub access: Access,
+    pub(crate) access: Access,
     /// The resolution.
-    pub resolved: Arc<Resolved>,
+    pub(crate) resolved: Arc<Resolved>,
     /// `"digest"`, ready for the `ETag` header.
-    pub etag: axum::http::HeaderValue,
+    pub(crate) etag: axum::http::HeaderValue,
     /// Set when placeholders could not be resolved: only the forms that show them as
     /// written (Spring's Environment, `resolvePlaceholders=false`) may be served.
-    pub placeholder_error: Option<ConfigError>,
+    pub(crate) placeholder_error: Option<ConfigError>,
     /// Set when a `{cipher}` value of a layer could not be decrypted: Spring's forms
     /// serve the rest (the key as `invalid.<key>: <n/a>`); the native API refuses.
-    pub cipher_error: Option<ConfigError>,
+    pub(crate) cipher_error: Option<ConfigError>,
     uri: Arc<str>,
     bodies: [OnceLock<Bytes>; BODIES],
 }
 
 impl PairEntry {
     /// Resolve `service` for `envs` in `view`.
-    pub fn build(
+    pub(crate) fn build(
         view: &mut View<'_>,
         catalog: &Catalog,
         uri: &Arc<str>,
@@ -132,7 +132,7 @@ impl PairEntry {
     /// [`PairEntry::build`], reusing `previous`'s resolution when it was made from the
     /// very same parsed files (and no schema could judge it differently): a commit that
     /// touches one file re-resolves only the pairs that read it.
-    pub fn build_reusing(
+    pub(crate) fn build_reusing(
         view: &mut View<'_>,
         catalog: &Catalog,
         uri: &Arc<str>,
@@ -213,12 +213,12 @@ impl PairEntry {
     }
 
     /// The digest of the resolved values.
-    pub fn digest(&self) -> &str {
+    pub(crate) fn digest(&self) -> &str {
         &self.resolved.digest
     }
 
     /// `prod` or `prod,eu`.
-    pub fn env_string(&self) -> String {
+    pub(crate) fn env_string(&self) -> String {
         self.envs.join(",")
     }
 

@@ -3,7 +3,7 @@
 //! [`Store::lookup`]; every new version goes through [`Store::refresh`].
 
 pub mod entry;
-pub mod render;
+pub(crate) mod render;
 pub mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -25,14 +25,14 @@ use crate::source::{Ciphers, View};
 use crate::store::entry::{Body, PairEntry};
 use crate::store::snapshot::{PairState, Snapshot};
 
-pub mod resource;
+pub(crate) mod resource;
 
 /// Label reported for `--dev` directories.
-pub const DEV_LABEL: &str = "dev";
+pub(crate) const DEV_LABEL: &str = "dev";
 
 /// Where config comes from.
 #[derive(Debug)]
-pub enum Source {
+pub(crate) enum Source {
     /// A git repository.
     Git(GitSource),
     /// A plain directory (`--dev`).
@@ -143,20 +143,20 @@ pub struct Store {
 #[derive(Debug, Clone)]
 pub struct OpeningFetch {
     /// When it ended.
-    pub at: SystemTime,
+    pub(crate) at: SystemTime,
     /// How long it took.
-    pub took: Duration,
+    pub(crate) took: Duration,
     /// Why it failed, if it did.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// Pairs whose served config changed in a refresh.
 #[derive(Debug, Default)]
 pub struct Changes {
     /// Version before the refresh.
-    pub old_version: String,
+    pub(crate) old_version: String,
     /// Version after.
-    pub new_version: String,
+    pub(crate) new_version: String,
     /// (service, env) pairs whose digest changed, with their new entry.
     pub changed: Vec<Arc<PairEntry>>,
 }
@@ -325,13 +325,13 @@ impl Store {
     }
 
     /// How the fetch made while opening went (remotes only).
-    pub fn opening_fetch(&self) -> Option<&OpeningFetch> {
+    pub(crate) fn opening_fetch(&self) -> Option<&OpeningFetch> {
         self.opening_fetch.as_ref()
     }
 
     /// Problems of the source as a whole (the tracked branch is gone, the clone is
     /// damaged and not repaired), as `*`/`*` entries for `/v1/status` and `/readyz`.
-    pub fn source_errors(&self) -> Vec<PairError> {
+    pub(crate) fn source_errors(&self) -> Vec<PairError> {
         let Source::Git(git) = &self.source else {
             return Vec::new();
         };
@@ -361,7 +361,7 @@ impl Store {
 
     /// Whether the clone should be verified now (a read hit an unreadable object, or a
     /// repair is due).
-    pub fn clone_check_due(&self) -> bool {
+    pub(crate) fn clone_check_due(&self) -> bool {
         matches!(&self.source, Source::Git(g) if g.check_due())
     }
 
@@ -389,7 +389,7 @@ impl Store {
     }
 
     /// Entries of the cache of pairs resolved at other labels, and their estimated bytes.
-    pub fn label_cache_usage(&self) -> (usize, usize) {
+    pub(crate) fn label_cache_usage(&self) -> (usize, usize) {
         self.cache
             .lock()
             .map(|c| (c.lru.len(), c.bytes))
@@ -402,12 +402,12 @@ impl Store {
     }
 
     /// `{repo uri}`, as used in Spring property source names.
-    pub fn uri(&self) -> &Arc<str> {
+    pub(crate) fn uri(&self) -> &Arc<str> {
         &self.uri
     }
 
     /// The source.
-    pub fn source(&self) -> &Source {
+    pub(crate) fn source(&self) -> &Source {
         &self.source
     }
 
@@ -464,7 +464,7 @@ impl Store {
 
     /// The config of `service` for `envs` at `label` (the tracked branch when `None`),
     /// if `principal` may read it.
-    pub async fn lookup(
+    pub(crate) async fn lookup(
         self: &Arc<Self>,
         principal: &Principal,
         label: Option<&str>,
@@ -480,7 +480,7 @@ impl Store {
     /// [`PairEntry::cipher_error`] set; the key reads `invalid.<key>: <n/a>`), as Spring
     /// serves it, and so is one with unresolvable placeholders (its Spring values leave
     /// them as written), unless they form a cycle.
-    pub async fn lookup_spring(
+    pub(crate) async fn lookup_spring(
         self: &Arc<Self>,
         principal: &Principal,
         label: Option<&str>,
@@ -494,7 +494,7 @@ impl Store {
     /// Like [`Store::lookup`], but a config whose placeholders cannot be resolved is still
     /// returned (with [`PairEntry::placeholder_error`] set), for the forms that show
     /// placeholders as written.
-    pub async fn lookup_as_written(
+    pub(crate) async fn lookup_as_written(
         self: &Arc<Self>,
         principal: &Principal,
         label: Option<&str>,
@@ -670,7 +670,7 @@ impl Store {
     /// snapshot (several envs, undeclared envs, unknown services), whose lookups one by
     /// one would each list and parse everything again. Results are cached as
     /// [`Store::lookup`]'s are. Blocking.
-    pub fn lookup_tracked_many(
+    pub(crate) fn lookup_tracked_many(
         &self,
         pairs: &[(String, Vec<String>)],
     ) -> Result<Vec<Result<Arc<PairEntry>, LookupError>>, SourceError> {

@@ -27,17 +27,17 @@ use crate::source::View;
 /// Largest file served as a resource. Spring has no limit; here a file is held in
 /// memory whole (and kept in the cache), so a bound keeps one request from taking a
 /// large share of it.
-pub const MAX_RESOURCE_BYTES: u64 = 4 << 20;
+pub(crate) const MAX_RESOURCE_BYTES: u64 = 4 << 20;
 
 /// Bytes the resource cache may hold in all (bodies and keys).
-pub const RESOURCE_CACHE_BYTES: usize = 32 << 20;
+pub(crate) const RESOURCE_CACHE_BYTES: usize = 32 << 20;
 
 /// Entries the resource cache may hold.
-pub const RESOURCE_CACHE_ENTRIES: usize = 4096;
+pub(crate) const RESOURCE_CACHE_ENTRIES: usize = 4096;
 
 /// How a resource is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ResourceForm {
+pub(crate) enum ResourceForm {
     /// Text, placeholders resolved (`resolvePlaceholders`, the default) or not.
     Text { resolve: bool },
     /// The bytes as stored (`Accept: application/octet-stream`).
@@ -46,18 +46,18 @@ pub enum ResourceForm {
 
 /// A resource ready to send.
 #[derive(Debug, Clone)]
-pub struct Resource {
+pub(crate) struct Resource {
     /// `text/plain; charset=utf-8` or `application/octet-stream`.
-    pub content_type: &'static str,
+    pub(crate) content_type: &'static str,
     /// The body.
-    pub body: Bytes,
+    pub(crate) body: Bytes,
     /// The file served, repository-relative.
-    pub file: String,
+    pub(crate) file: String,
 }
 
 /// Why a resource is not served.
 #[derive(Debug, thiserror::Error)]
-pub enum ResourceError {
+pub(crate) enum ResourceError {
     /// The pair cannot be looked up (unknown label, out of scope, …).
     #[error(transparent)]
     Lookup(#[from] LookupError),
@@ -152,7 +152,7 @@ impl ResourceCache {
 /// Refuse what `PathUtils.isInvalidPath` refuses (Spring answers 400), and what could
 /// leave the tree served: `..`, absolute paths, empty segments, backslashes, NULs, and
 /// `.git` (a `--dev` directory may be a checkout).
-pub fn check_path(path: &str) -> Result<(), ResourceError> {
+pub(crate) fn check_path(path: &str) -> Result<(), ResourceError> {
     let bad = |why| {
         Err(ResourceError::InvalidPath(
             path.escape_default().to_string(),
@@ -185,7 +185,7 @@ pub fn check_path(path: &str) -> Result<(), ResourceError> {
 /// The paths tried for `path` in `profiles`, in Spring's order
 /// (`GenericResourceRepository.getProfilePaths`): `nginx-prod.conf` for each profile as
 /// listed (`nginx.conf` itself for `default`), then `nginx.conf`.
-pub fn profile_paths(profiles: &[String], path: &str) -> Vec<String> {
+pub(crate) fn profile_paths(profiles: &[String], path: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let (dir, name) = match path.rsplit_once('/') {
         Some((dir, name)) => (format!("{dir}/"), name),
@@ -273,7 +273,7 @@ fn join_in_tree(link: &str, target: &str) -> Option<String> {
 impl Store {
     /// The resource `path` of `service` in `envs` at `label`, if `principal` may read
     /// both the pair's config (its placeholders' values) and the file.
-    pub async fn resource(
+    pub(crate) async fn resource(
         self: &Arc<Self>,
         principal: &Principal,
         label: Option<&str>,
