@@ -10,7 +10,7 @@ use crate::errors::ConfigError;
 use crate::errors::ErrorKind;
 use crate::resolve::catalog::{pair_files, Access, Catalog, PairFiles};
 use crate::resolve::keys::Entries;
-use crate::resolve::{merge_only_for, resolve_for, spring_source, Resolved};
+use crate::resolve::{merge_only_for, resolve_for, spring_source, ParsedFile, Resolved};
 use crate::source::View;
 use crate::store::render;
 
@@ -58,7 +58,7 @@ impl Placeholders {
     }
 
     /// `Resolved` when `resolve`.
-    pub fn resolved_if(resolve: bool) -> Placeholders {
+    pub(crate) fn resolved_if(resolve: bool) -> Placeholders {
         if resolve {
             Placeholders::Resolved
         } else {
@@ -91,34 +91,34 @@ impl Body {
 #[derive(Debug)]
 pub struct PairEntry {
     /// Service name as asked.
-    pub service: String,
+    pub(crate) service: String,
     /// Environments, in request order.
-    pub envs: Vec<String>,
+    pub(crate) envs: Vec<String>,
     /// The label this entry answers to (echoed in responses).
-    pub label: String,
+    pub(crate) label: String,
     /// Commit sha or content hash.
-    pub version: String,
+    pub(crate) version: String,
     /// False when the service has no file of its own (Spring then serves `application*` only; the native API says 404).
-    pub service_known: bool,
+    pub(crate) service_known: bool,
     /// Whose files it read: what a token needs to be shown it.
-    pub access: Access,
+    pub(crate) access: Access,
     /// The resolution.
-    pub resolved: Arc<Resolved>,
+    pub(crate) resolved: Arc<Resolved>,
     /// `"digest"`, ready for the `ETag` header.
-    pub etag: axum::http::HeaderValue,
+    pub(crate) etag: axum::http::HeaderValue,
     /// Set when placeholders could not be resolved: only the forms that show them as
     /// written (Spring's Environment, `resolvePlaceholders=false`) may be served.
-    pub placeholder_error: Option<ConfigError>,
+    pub(crate) placeholder_error: Option<ConfigError>,
     /// Set when a `{cipher}` value of a layer could not be decrypted: Spring's forms
     /// serve the rest (the key as `invalid.<key>: <n/a>`); the native API refuses.
-    pub cipher_error: Option<ConfigError>,
+    pub(crate) cipher_error: Option<ConfigError>,
     uri: Arc<str>,
     bodies: [OnceLock<Bytes>; BODIES],
 }
 
 impl PairEntry {
     /// Resolve `service` for `envs` in `view`.
-    pub fn build(
+    pub(crate) fn build(
         view: &mut View<'_>,
         catalog: &Catalog,
         uri: &Arc<str>,
@@ -132,7 +132,7 @@ impl PairEntry {
     /// [`PairEntry::build`], reusing `previous`'s resolution when it was made from the
     /// very same parsed files (and no schema could judge it differently): a commit that
     /// touches one file re-resolves only the pairs that read it.
-    pub fn build_reusing(
+    pub(crate) fn build_reusing(
         view: &mut View<'_>,
         catalog: &Catalog,
         uri: &Arc<str>,
@@ -156,6 +156,7 @@ impl PairEntry {
         })
     }
 
+    /// [`PairEntry::build_reusing`] without the guard against panics.
     fn build_unguarded(
         view: &mut View<'_>,
         catalog: &Catalog,
@@ -170,44 +171,16 @@ impl PairEntry {
             paths,
             access,
         } = pair_files(view, catalog, service, envs);
-        let mut layers = Vec::with_capacity(paths.len());
-        for path in paths {
-            if let Some(parsed) = view.parsed(&path) {
-                layers.push(parsed?);
-            }
-        }
+        let layers = read_layers(view, paths)?;
         let cipher_error = layers.iter().find_map(|l| l.cipher_errors.first().cloned());
-        let has_schema = catalog
-            .manifest
-            .services
-            .get(service)
-            .is_some_and(|s| s.schema.is_some());
         let reusable = previous.filter(|p| {
-            !has_schema
-                && p.service_known == service_known
-                && p.resolved.inputs.len() == layers.len()
-                && p.resolved
-                    .inputs
-                    .iter()
-                    .zip(&layers)
-                    .all(|(a, b)| Arc::ptr_eq(a, b))
+            !has_schema(catalog, service) && p.service_known == service_known && p.reads(&layers)
         });
         let (resolved, placeholder_error) = match reusable {
             Some(p) => (p.resolved.clone(), p.placeholder_error.clone()),
             None => {
-                // The requested envs are the active profiles: they pick the documents
-                // (`spring.config.activate.on-profile`) that apply.
-                let (resolved, placeholder_error) = match resolve_for(layers.clone(), envs) {
-                    Ok(r) => (r, None),
-                    Err(e) if e.kind == ErrorKind::Placeholder => {
-                        (merge_only_for(layers, envs), Some(e))
-                    }
-                    Err(e) => return Err(e),
-                };
-                if service_known && placeholder_error.is_none() && cipher_error.is_none() {
-                    crate::resolve::schema::validate(view, catalog, service, &resolved)?;
-                }
-                (Arc::new(resolved), placeholder_error)
+                let checked = service_known && cipher_error.is_none();
+                resolve_layers(view, catalog, service, envs, layers, checked)?
             }
         };
         let etag = etag_of(&resolved.digest);
@@ -227,13 +200,25 @@ impl PairEntry {
         })
     }
 
+    /// Whether this entry was resolved from exactly `layers` (the very same parsed
+    /// files, not equal copies).
+    fn reads(&self, layers: &[Arc<ParsedFile>]) -> bool {
+        self.resolved.inputs.len() == layers.len()
+            && self
+                .resolved
+                .inputs
+                .iter()
+                .zip(layers)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+
     /// The digest of the resolved values.
-    pub fn digest(&self) -> &str {
+    pub(crate) fn digest(&self) -> &str {
         &self.resolved.digest
     }
 
     /// `prod` or `prod,eu`.
-    pub fn env_string(&self) -> String {
+    pub(crate) fn env_string(&self) -> String {
         self.envs.join(",")
     }
 
@@ -345,6 +330,55 @@ impl serde::Serialize for Ordered {
         }
         map.end()
     }
+}
+
+/// The parsed files at `paths` that exist, in order; the first that fails to parse
+/// fails the pair.
+fn read_layers(
+    view: &mut View<'_>,
+    paths: Vec<String>,
+) -> Result<Vec<Arc<ParsedFile>>, ConfigError> {
+    let mut layers = Vec::with_capacity(paths.len());
+    for path in paths {
+        if let Some(parsed) = view.parsed(&path) {
+            layers.push(parsed?);
+        }
+    }
+    Ok(layers)
+}
+
+/// Whether `service` declares a schema: a schema may judge the same files differently,
+/// so its resolutions are never reused.
+fn has_schema(catalog: &Catalog, service: &str) -> bool {
+    catalog
+        .manifest
+        .services
+        .get(service)
+        .is_some_and(|s| s.schema.is_some())
+}
+
+/// Resolve `layers` for `envs`; unresolvable placeholders leave the merged values and
+/// the error. A resolution with none is checked against the service's schema when
+/// `checked` (a known service whose values all decrypted).
+fn resolve_layers(
+    view: &mut View<'_>,
+    catalog: &Catalog,
+    service: &str,
+    envs: &[String],
+    layers: Vec<Arc<ParsedFile>>,
+    checked: bool,
+) -> Result<(Arc<Resolved>, Option<ConfigError>), ConfigError> {
+    // The requested envs are the active profiles: they pick the documents
+    // (`spring.config.activate.on-profile`) that apply.
+    let (resolved, placeholder_error) = match resolve_for(layers.clone(), envs) {
+        Ok(r) => (r, None),
+        Err(e) if e.kind == ErrorKind::Placeholder => (merge_only_for(layers, envs), Some(e)),
+        Err(e) => return Err(e),
+    };
+    if checked && placeholder_error.is_none() {
+        crate::resolve::schema::validate(view, catalog, service, &resolved)?;
+    }
+    Ok((Arc::new(resolved), placeholder_error))
 }
 
 fn etag_of(digest: &str) -> axum::http::HeaderValue {

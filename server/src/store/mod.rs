@@ -3,7 +3,7 @@
 //! [`Store::lookup`]; every new version goes through [`Store::refresh`].
 
 pub mod entry;
-pub mod render;
+pub(crate) mod render;
 pub mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,16 +23,16 @@ use crate::source::dir::DirSource;
 use crate::source::git::{GitSource, Integrity};
 use crate::source::{Ciphers, View};
 use crate::store::entry::{Body, PairEntry};
-use crate::store::snapshot::Snapshot;
+use crate::store::snapshot::{PairState, Snapshot};
 
-pub mod resource;
+pub(crate) mod resource;
 
 /// Label reported for `--dev` directories.
-pub const DEV_LABEL: &str = "dev";
+pub(crate) const DEV_LABEL: &str = "dev";
 
 /// Where config comes from.
 #[derive(Debug)]
-pub enum Source {
+pub(crate) enum Source {
     /// A git repository.
     Git(GitSource),
     /// A plain directory (`--dev`).
@@ -143,20 +143,20 @@ pub struct Store {
 #[derive(Debug, Clone)]
 pub struct OpeningFetch {
     /// When it ended.
-    pub at: SystemTime,
+    pub(crate) at: SystemTime,
     /// How long it took.
-    pub took: Duration,
+    pub(crate) took: Duration,
     /// Why it failed, if it did.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// Pairs whose served config changed in a refresh.
 #[derive(Debug, Default)]
 pub struct Changes {
     /// Version before the refresh.
-    pub old_version: String,
+    pub(crate) old_version: String,
     /// Version after.
-    pub new_version: String,
+    pub(crate) new_version: String,
     /// (service, env) pairs whose digest changed, with their new entry.
     pub changed: Vec<Arc<PairEntry>>,
 }
@@ -171,6 +171,77 @@ enum Form {
     Spring,
     /// Spring's forms with placeholders as written: placeholder failures too are served.
     AsWritten,
+}
+
+/// The tracked snapshot's answer for a single-env pair it holds, if it holds it: the
+/// entry `form` may serve, or why none is served. `None` sends the lookup on.
+fn from_snapshot(
+    snap: &Snapshot,
+    principal: &Principal,
+    service: &str,
+    envs: &[String],
+    form: Form,
+) -> Option<Result<Arc<PairEntry>, LookupError>> {
+    let [env] = envs else { return None };
+    let slot = snap.pair(service, env)?;
+    Some(served_from_slot(snap, slot, principal, form))
+}
+
+/// The entry of `slot` that `form` serves, once `principal` may read the pair and it.
+fn served_from_slot(
+    snap: &Snapshot,
+    slot: &PairState,
+    principal: &Principal,
+    form: Form,
+) -> Result<Arc<PairEntry>, LookupError> {
+    allow(principal, &slot.access)?;
+    let served = match (form, &slot.as_written, &slot.entry) {
+        (Form::AsWritten, Some(entry), _) => entry,
+        // Spring's file forms serve the head with what cannot be
+        // resolved left as written; only a cycle there falls back.
+        (Form::Spring, Some(entry), _)
+            if entry.placeholder_error.is_none() || entry.resolved.spring_error.is_none() =>
+        {
+            entry
+        }
+        (_, _, Some(entry)) => entry,
+        (_, _, None) => {
+            return Err(match &slot.failure {
+                Some(f) => LookupError::Config(f.error.clone()),
+                None => LookupError::UnknownLabel(snap.label.clone()),
+            })
+        }
+    };
+    allow(principal, &served.access)?;
+    Ok(served.clone())
+}
+
+/// What the tracked version refuses before anything is resolved: a broken
+/// `confhub.yml`, or an env it does not declare.
+fn refuse_at_tracked(snap: &Snapshot, envs: &[String]) -> Result<(), LookupError> {
+    if let Some(e) = &snap.global_error {
+        return Err(LookupError::Config(e.clone()));
+    }
+    if let Some(env) = envs.iter().find(|e| !snap.catalog.env_known(e)) {
+        return Err(LookupError::UnknownEnv(env.clone()));
+    }
+    Ok(())
+}
+
+/// `entry` if `form` may serve it despite the placeholders or `{cipher}` values it
+/// could not resolve, else the error that stops it.
+fn in_form(entry: Arc<PairEntry>, form: Form) -> Result<Arc<PairEntry>, LookupError> {
+    match (&entry.placeholder_error, &entry.cipher_error) {
+        (Some(e), _) if form == Form::Native => Err(LookupError::Config(e.clone())),
+        // Spring's file forms leave what they cannot resolve as written; only what
+        // fails even so (a cycle) is refused.
+        (Some(_), _) if form == Form::Spring => match &entry.resolved.spring_error {
+            Some(e) => Err(LookupError::Config(e.clone())),
+            None => Ok(entry),
+        },
+        (_, Some(e)) if form == Form::Native => Err(LookupError::Config(e.clone())),
+        _ => Ok(entry),
+    }
 }
 
 impl Store {
@@ -254,13 +325,13 @@ impl Store {
     }
 
     /// How the fetch made while opening went (remotes only).
-    pub fn opening_fetch(&self) -> Option<&OpeningFetch> {
+    pub(crate) fn opening_fetch(&self) -> Option<&OpeningFetch> {
         self.opening_fetch.as_ref()
     }
 
     /// Problems of the source as a whole (the tracked branch is gone, the clone is
     /// damaged and not repaired), as `*`/`*` entries for `/v1/status` and `/readyz`.
-    pub fn source_errors(&self) -> Vec<PairError> {
+    pub(crate) fn source_errors(&self) -> Vec<PairError> {
         let Source::Git(git) = &self.source else {
             return Vec::new();
         };
@@ -290,7 +361,7 @@ impl Store {
 
     /// Whether the clone should be verified now (a read hit an unreadable object, or a
     /// repair is due).
-    pub fn clone_check_due(&self) -> bool {
+    pub(crate) fn clone_check_due(&self) -> bool {
         matches!(&self.source, Source::Git(g) if g.check_due())
     }
 
@@ -318,7 +389,7 @@ impl Store {
     }
 
     /// Entries of the cache of pairs resolved at other labels, and their estimated bytes.
-    pub fn label_cache_usage(&self) -> (usize, usize) {
+    pub(crate) fn label_cache_usage(&self) -> (usize, usize) {
         self.cache
             .lock()
             .map(|c| (c.lru.len(), c.bytes))
@@ -331,12 +402,12 @@ impl Store {
     }
 
     /// `{repo uri}`, as used in Spring property source names.
-    pub fn uri(&self) -> &Arc<str> {
+    pub(crate) fn uri(&self) -> &Arc<str> {
         &self.uri
     }
 
     /// The source.
-    pub fn source(&self) -> &Source {
+    pub(crate) fn source(&self) -> &Source {
         &self.source
     }
 
@@ -393,7 +464,7 @@ impl Store {
 
     /// The config of `service` for `envs` at `label` (the tracked branch when `None`),
     /// if `principal` may read it.
-    pub async fn lookup(
+    pub(crate) async fn lookup(
         self: &Arc<Self>,
         principal: &Principal,
         label: Option<&str>,
@@ -409,7 +480,7 @@ impl Store {
     /// [`PairEntry::cipher_error`] set; the key reads `invalid.<key>: <n/a>`), as Spring
     /// serves it, and so is one with unresolvable placeholders (its Spring values leave
     /// them as written), unless they form a cycle.
-    pub async fn lookup_spring(
+    pub(crate) async fn lookup_spring(
         self: &Arc<Self>,
         principal: &Principal,
         label: Option<&str>,
@@ -423,7 +494,7 @@ impl Store {
     /// Like [`Store::lookup`], but a config whose placeholders cannot be resolved is still
     /// returned (with [`PairEntry::placeholder_error`] set), for the forms that show
     /// placeholders as written.
-    pub async fn lookup_as_written(
+    pub(crate) async fn lookup_as_written(
         self: &Arc<Self>,
         principal: &Principal,
         label: Option<&str>,
@@ -434,6 +505,9 @@ impl Store {
             .await
     }
 
+    /// Every lookup: the tracked snapshot's pair when it has one (a map lookup and an
+    /// `Arc` clone), else the label cache, else a resolution off the async workers;
+    /// whatever is served passes the scope check first.
     async fn lookup_in(
         self: &Arc<Self>,
         principal: &Principal,
@@ -445,37 +519,10 @@ impl Store {
         let snap = self.snapshot();
         let tracked = label.is_none_or(|l| l == snap.label);
         if tracked {
-            if let [env] = envs {
-                if let Some(slot) = snap.pair(service, env) {
-                    allow(principal, &slot.access)?;
-                    let served = match (form, &slot.as_written, &slot.entry) {
-                        (Form::AsWritten, Some(entry), _) => entry,
-                        // Spring's file forms serve the head with what cannot be
-                        // resolved left as written; only a cycle there falls back.
-                        (Form::Spring, Some(entry), _)
-                            if entry.placeholder_error.is_none()
-                                || entry.resolved.spring_error.is_none() =>
-                        {
-                            entry
-                        }
-                        (_, _, Some(entry)) => entry,
-                        (_, _, None) => {
-                            return Err(match &slot.failure {
-                                Some(f) => LookupError::Config(f.error.clone()),
-                                None => LookupError::UnknownLabel(snap.label.clone()),
-                            })
-                        }
-                    };
-                    allow(principal, &served.access)?;
-                    return Ok(served.clone());
-                }
+            if let Some(served) = from_snapshot(&snap, principal, service, envs, form) {
+                return served;
             }
-            if let Some(e) = &snap.global_error {
-                return Err(LookupError::Config(e.clone()));
-            }
-            if let Some(env) = envs.iter().find(|e| !snap.catalog.env_known(e)) {
-                return Err(LookupError::UnknownEnv(env.clone()));
-            }
+            refuse_at_tracked(&snap, envs)?;
         }
         let label = label.unwrap_or(&snap.label).to_string();
         let key_version = if tracked {
@@ -483,6 +530,22 @@ impl Store {
         } else {
             None
         };
+        let resolution = self.resolution(label, key_version, service, envs).await?;
+        allow(principal, &resolution.access)?;
+        let entry = resolution.result.clone().map_err(LookupError::Config)?;
+        in_form(entry, form)
+    }
+
+    /// The resolution of a pair outside the snapshot: from the label cache, or resolved
+    /// on a blocking thread (`key_version` is the tracked version, `None` for another
+    /// label).
+    async fn resolution(
+        self: &Arc<Self>,
+        label: String,
+        key_version: Option<String>,
+        service: &str,
+        envs: &[String],
+    ) -> Result<Arc<Resolution>, LookupError> {
         let env_key = envs.join(",");
         // A pair resolved before at this version is served without touching git or
         // the filesystem, and without a blocking task.
@@ -494,31 +557,14 @@ impl Store {
                 env_key.clone(),
             ))
         });
-        let resolution = match hit {
-            Some(hit) => hit,
-            None => {
-                let store = self.clone();
-                let service = service.to_string();
-                let envs = envs.to_vec();
-                self.off_the_workers(move || {
-                    store.lookup_blocking(&label, key_version, &service, &envs)
-                })
-                .await??
-            }
-        };
-        allow(principal, &resolution.access)?;
-        let entry = resolution.result.clone().map_err(LookupError::Config)?;
-        match (&entry.placeholder_error, &entry.cipher_error) {
-            (Some(e), _) if form == Form::Native => Err(LookupError::Config(e.clone())),
-            // Spring's file forms leave what they cannot resolve as written; only what
-            // fails even so (a cycle) is refused.
-            (Some(_), _) if form == Form::Spring => match &entry.resolved.spring_error {
-                Some(e) => Err(LookupError::Config(e.clone())),
-                None => Ok(entry),
-            },
-            (_, Some(e)) if form == Form::Native => Err(LookupError::Config(e.clone())),
-            _ => Ok(entry),
+        if let Some(hit) = hit {
+            return Ok(hit);
         }
+        let store = self.clone();
+        let service = service.to_string();
+        let envs = envs.to_vec();
+        self.off_the_workers(move || store.lookup_blocking(&label, key_version, &service, &envs))
+            .await?
     }
 
     fn cached(&self, key: &CacheKey) -> Option<Arc<Resolution>> {
@@ -624,74 +670,96 @@ impl Store {
     /// snapshot (several envs, undeclared envs, unknown services), whose lookups one by
     /// one would each list and parse everything again. Results are cached as
     /// [`Store::lookup`]'s are. Blocking.
-    pub fn lookup_tracked_many(
+    pub(crate) fn lookup_tracked_many(
         &self,
         pairs: &[(String, Vec<String>)],
     ) -> Result<Vec<Result<Arc<PairEntry>, LookupError>>, SourceError> {
         let snap = self.snapshot();
         if let Some(e) = &snap.global_error {
-            return Ok(pairs
-                .iter()
-                .map(|_| Err(LookupError::Config(e.clone())))
-                .collect());
+            return Ok(all_failed(pairs, e));
         }
-        // No token here: the hub checks each subscriber's scopes against the entry's
-        // files as it sends.
-        let served = |built: Arc<Resolution>| match &built.result {
-            Ok(entry) => match entry
-                .placeholder_error
-                .as_ref()
-                .or(entry.cipher_error.as_ref())
-            {
-                Some(e) => Err(LookupError::Config(e.clone())),
-                None => Ok(entry.clone()),
-            },
-            Err(e) => Err(LookupError::Config(e.clone())),
+        self.with_view_at(&snap.version, "reading the tracked version", |view| {
+            Ok(self.resolve_tracked_in(view, &snap, pairs))
+        })
+    }
+
+    /// [`Store::lookup_tracked_many`]'s pass over `view`, the tracked version's files.
+    fn resolve_tracked_in(
+        &self,
+        view: &mut View<'_>,
+        snap: &Snapshot,
+        pairs: &[(String, Vec<String>)],
+    ) -> Vec<Result<Arc<PairEntry>, LookupError>> {
+        if view.version == snap.version {
+            view.prior = snap.parsed_blobs.clone();
+        }
+        let catalog = match Catalog::of(view) {
+            Ok(c) => c,
+            Err(e) => return all_failed(pairs, &e),
         };
-        let resolve_all = |view: &mut View<'_>| -> Vec<Result<Arc<PairEntry>, LookupError>> {
-            if view.version == snap.version {
-                view.prior = snap.parsed_blobs.clone();
-            }
-            let catalog = match Catalog::of(view) {
-                Ok(c) => c,
-                Err(e) => {
-                    return pairs
-                        .iter()
-                        .map(|_| Err(LookupError::Config(e.clone())))
-                        .collect()
+        pairs
+            .iter()
+            .map(|(service, envs)| {
+                let key: CacheKey = (
+                    view.version.clone(),
+                    snap.label.clone(),
+                    service.clone(),
+                    envs.join(","),
+                );
+                if let Some(hit) = self.cached(&key) {
+                    return served_unscoped(&hit);
                 }
-            };
-            pairs
-                .iter()
-                .map(|(service, envs)| {
-                    let key: CacheKey = (
-                        view.version.clone(),
-                        snap.label.clone(),
-                        service.clone(),
-                        envs.join(","),
-                    );
-                    if let Some(hit) = self.cached(&key) {
-                        return served(hit);
-                    }
-                    if let Some(env) = envs.iter().find(|e| !catalog.env_known(e)) {
-                        return Err(LookupError::UnknownEnv(env.clone()));
-                    }
-                    served(self.resolve_and_cache(view, &catalog, key, service, envs))
-                })
-                .collect()
-        };
+                if let Some(env) = envs.iter().find(|e| !catalog.env_known(e)) {
+                    return Err(LookupError::UnknownEnv(env.clone()));
+                }
+                served_unscoped(&self.resolve_and_cache(view, &catalog, key, service, envs))
+            })
+            .collect()
+    }
+
+    /// Run `f` on the files at `version` (a commit sha; a `--dev` directory has only
+    /// its current files). `what` names the read in a git error. Blocking.
+    fn with_view_at<T>(
+        &self,
+        version: &str,
+        what: &'static str,
+        f: impl FnOnce(&mut View<'_>) -> Result<T, SourceError>,
+    ) -> Result<T, SourceError> {
         match &self.source {
             Source::Git(git) => git.with_repo(|repo| {
-                let oid = git2::Oid::from_str(&snap.version)
-                    .map_err(SourceError::git("reading the tracked version"))?;
+                let oid = git2::Oid::from_str(version).map_err(SourceError::git(what))?;
                 let mut view = git.view(repo, oid)?;
-                Ok(resolve_all(&mut view))
+                f(&mut view)
             }),
             Source::Dir(dir) => {
                 let mut view = dir.view()?;
-                Ok(resolve_all(&mut view))
+                f(&mut view)
             }
         }
+    }
+}
+
+/// The same failure for each of `pairs`.
+fn all_failed<T>(pairs: &[T], e: &ConfigError) -> Vec<Result<Arc<PairEntry>, LookupError>> {
+    pairs
+        .iter()
+        .map(|_| Err(LookupError::Config(e.clone())))
+        .collect()
+}
+
+/// A resolution as the native API serves it, with no token checked: the hub checks
+/// each subscriber's scopes against the entry's files as it sends.
+fn served_unscoped(built: &Resolution) -> Result<Arc<PairEntry>, LookupError> {
+    match &built.result {
+        Ok(entry) => match entry
+            .placeholder_error
+            .as_ref()
+            .or(entry.cipher_error.as_ref())
+        {
+            Some(e) => Err(LookupError::Config(e.clone())),
+            None => Ok(entry.clone()),
+        },
+        Err(e) => Err(LookupError::Config(e.clone())),
     }
 }
 
@@ -756,74 +824,141 @@ fn last_good_baseline(
     uri: &Arc<str>,
     recovery: &RecoverySettings,
 ) -> Option<Snapshot> {
-    let mut pending: BTreeSet<(String, String)> = head.unserved().into_iter().collect();
-    let mut need_catalog = head.global_error.is_some();
-    if pending.is_empty() && !need_catalog {
-        return None;
-    }
+    let mut search = LastGoodSearch::start(head, branch, uri)?;
     let started = Instant::now();
-    let mut catalog = None;
-    let mut found = BTreeMap::new();
     let mut prior = head.parsed_blobs.clone();
-    let mut walked = 0;
     for oid in git.first_parents(repo, head_oid, recovery.last_good_depth) {
         if started.elapsed() >= recovery.last_good_timeout {
-            tracing::warn!(walked, pending = pending.len(), timeout = ?recovery.last_good_timeout, "stopped looking for last good configs: time is up");
+            tracing::warn!(walked = search.walked, pending = search.pending.len(), timeout = ?recovery.last_good_timeout, "stopped looking for last good configs: time is up");
             break;
         }
-        walked += 1;
+        search.walked += 1;
         let Ok(mut view) = git.view(repo, oid) else {
             continue;
         };
         view.prior = std::mem::take(&mut prior);
-        if let Ok(older) = Catalog::of(&mut view) {
-            if need_catalog {
-                need_catalog = false;
-                pending = older
-                    .services
-                    .iter()
-                    .flat_map(|s| older.envs.iter().map(move |e| (s.clone(), e.clone())))
-                    .collect();
-                catalog = Some(older.clone());
-            }
-            pending.retain(|(service, env)| {
-                if !older.services.contains(service) || !older.envs.contains(env) {
-                    return true;
-                }
-                let envs = std::slice::from_ref(env);
-                match PairEntry::build(&mut view, &older, uri, branch, service, envs) {
-                    Ok(entry)
-                        if entry.service_known
-                            && entry.placeholder_error.is_none()
-                            && entry.cipher_error.is_none() =>
-                    {
-                        tracing::info!(%service, %env, version = %oid, "pair fails at the head; serving its last good config, from an older commit");
-                        entry.body(Body::Json);
-                        entry.body(Body::Frame);
-                        found.insert((service.clone(), env.clone()), Arc::new(entry));
-                        false
-                    }
-                    _ => true,
-                }
-            });
-        }
+        search.visit(&mut view, oid);
         // Files unchanged between commits are parsed once.
         prior = view.parsed_blobs();
-        if pending.is_empty() && !need_catalog {
+        if search.done() {
             break;
         }
     }
-    for (service, env) in &pending {
-        tracing::warn!(%service, %env, walked, "pair fails at the head and has no good config in the commits looked at");
+    search.finish(head)
+}
+
+/// The walk of [`last_good_baseline`]: what is still looked for, and what was found.
+struct LastGoodSearch<'a> {
+    branch: &'a str,
+    uri: &'a Arc<str>,
+    /// Pairs with nothing to serve yet.
+    pending: BTreeSet<(String, String)>,
+    /// Set while the head's `confhub.yml` is broken and no older one has parsed.
+    need_catalog: bool,
+    /// The newest catalog that parsed, when the head's does not.
+    catalog: Option<Catalog>,
+    found: BTreeMap<(String, String), Arc<PairEntry>>,
+    /// Commits looked at.
+    walked: usize,
+}
+
+impl<'a> LastGoodSearch<'a> {
+    /// The search for what fails at `head`, or `None` when nothing does.
+    fn start(head: &Snapshot, branch: &'a str, uri: &'a Arc<str>) -> Option<Self> {
+        let pending: BTreeSet<(String, String)> = head.unserved().into_iter().collect();
+        let need_catalog = head.global_error.is_some();
+        if pending.is_empty() && !need_catalog {
+            return None;
+        }
+        Some(LastGoodSearch {
+            branch,
+            uri,
+            pending,
+            need_catalog,
+            catalog: None,
+            found: BTreeMap::new(),
+            walked: 0,
+        })
     }
-    if found.is_empty() && catalog.is_none() {
+
+    /// Whether nothing is left to look for.
+    fn done(&self) -> bool {
+        self.pending.is_empty() && !self.need_catalog
+    }
+
+    /// Look for the pending pairs in the older commit `oid`, whose files `view` reads.
+    fn visit(&mut self, view: &mut View<'_>, oid: git2::Oid) {
+        let Ok(older) = Catalog::of(view) else {
+            return;
+        };
+        if self.need_catalog {
+            self.adopt_catalog(&older);
+        }
+        let (branch, uri, found) = (self.branch, self.uri, &mut self.found);
+        self.pending.retain(|(service, env)| {
+            let Some(entry) = good_at(view, &older, uri, branch, service, env) else {
+                return true;
+            };
+            tracing::info!(%service, %env, version = %oid, "pair fails at the head; serving its last good config, from an older commit");
+            entry.body(Body::Json);
+            entry.body(Body::Frame);
+            found.insert((service.clone(), env.clone()), Arc::new(entry));
+            false
+        });
+    }
+
+    /// The head's catalog is broken: every pair of `older`, the newest that parses, is
+    /// looked for.
+    fn adopt_catalog(&mut self, older: &Catalog) {
+        self.need_catalog = false;
+        self.pending = older
+            .services
+            .iter()
+            .flat_map(|s| older.envs.iter().map(move |e| (s.clone(), e.clone())))
+            .collect();
+        self.catalog = Some(older.clone());
+    }
+
+    /// The baseline of what was found, after warning of what was not.
+    fn finish(self, head: &Snapshot) -> Option<Snapshot> {
+        for (service, env) in &self.pending {
+            tracing::warn!(%service, %env, walked = self.walked, "pair fails at the head and has no good config in the commits looked at");
+        }
+        if self.found.is_empty() && self.catalog.is_none() {
+            return None;
+        }
+        Some(Snapshot::baseline(
+            self.branch,
+            self.catalog.unwrap_or_else(|| head.catalog.clone()),
+            self.found,
+        ))
+    }
+}
+
+/// `service` in `env` at an older commit, when it resolves there fully (a known
+/// service, no placeholder or `{cipher}` failure): a config worth serving instead.
+fn good_at(
+    view: &mut View<'_>,
+    catalog: &Catalog,
+    uri: &Arc<str>,
+    branch: &str,
+    service: &str,
+    env: &String,
+) -> Option<PairEntry> {
+    if !catalog.services.contains(service) || !catalog.envs.contains(env) {
         return None;
     }
-    Some(Snapshot::baseline(
-        branch,
-        catalog.unwrap_or_else(|| head.catalog.clone()),
-        found,
-    ))
+    let envs = std::slice::from_ref(env);
+    match PairEntry::build(view, catalog, uri, branch, service, envs) {
+        Ok(entry)
+            if entry.service_known
+                && entry.placeholder_error.is_none()
+                && entry.cipher_error.is_none() =>
+        {
+            Some(entry)
+        }
+        _ => None,
+    }
 }
 
 #[cfg(test)]

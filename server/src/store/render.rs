@@ -7,7 +7,7 @@ use crate::resolve::flatten;
 use crate::resolve::keys::{nest_ordered, Node};
 
 /// Nested YAML.
-pub fn yaml(v: &Value) -> String {
+pub(crate) fn yaml(v: &Value) -> String {
     match v {
         Value::Object(m) if m.is_empty() => "{}\n".to_string(),
         // Serializing a JSON value to YAML cannot fail.
@@ -16,7 +16,7 @@ pub fn yaml(v: &Value) -> String {
 }
 
 /// Plain text of a scalar: strings raw, null empty (as Spring flattens it).
-pub fn scalar_text(v: &Value) -> String {
+pub(crate) fn scalar_text(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         Value::Null => String::new(),
@@ -44,7 +44,7 @@ fn escape_properties(s: &str, is_key: bool) -> String {
 }
 
 /// Java `.properties` lines, `key{sep}value` (`=` natively, `: ` in Spring's form).
-pub fn properties(v: &Value, sep: &str) -> String {
+pub(crate) fn properties(v: &Value, sep: &str) -> String {
     let mut out = String::new();
     for (k, v) in flatten(v) {
         out.push_str(&escape_properties(&k, true));
@@ -56,7 +56,7 @@ pub fn properties(v: &Value, sep: &str) -> String {
 }
 
 /// `a.b-c[0]` → `A_B_C_0`.
-pub fn env_key(flat: &str) -> String {
+pub(crate) fn env_key(flat: &str) -> String {
     let mut out = String::with_capacity(flat.len());
     for c in flat.chars() {
         match c {
@@ -71,7 +71,7 @@ pub fn env_key(flat: &str) -> String {
 
 /// dotenv lines: `DB_POOL=60`; values quoted when they hold anything a shell or a
 /// dotenv parser would treat specially.
-pub fn dotenv(v: &Value) -> String {
+pub(crate) fn dotenv(v: &Value) -> String {
     let mut out = String::new();
     for (k, v) in flatten(v) {
         let text = scalar_text(v);
@@ -105,7 +105,7 @@ pub fn dotenv(v: &Value) -> String {
 /// Spring's `.properties` form (`EnvironmentController.getPropertiesString`): one
 /// `key: value` line a key, written as they are, lines joined by `\n` with none after
 /// the last.
-pub fn spring_properties(entries: &[(String, Value)]) -> String {
+pub(crate) fn spring_properties(entries: &[(String, Value)]) -> String {
     let mut out = String::new();
     for (k, v) in entries {
         if !out.is_empty() {
@@ -119,7 +119,7 @@ pub fn spring_properties(entries: &[(String, Value)]) -> String {
 }
 
 /// Spring's `.json` form: the flat keys nested as Spring Cloud Config nests them, in order.
-pub fn spring_json(entries: &[(String, Value)]) -> String {
+pub(crate) fn spring_json(entries: &[(String, Value)]) -> String {
     // A tree of JSON values always serializes.
     serde_json::to_string(&nest_ordered(entries)).unwrap_or_default()
 }
@@ -127,7 +127,7 @@ pub fn spring_json(entries: &[(String, Value)]) -> String {
 /// Spring's `.yml` form: the flat keys nested as Spring Cloud Config nests them, in
 /// order, block style. Strings a YAML 1.1 reader (SnakeYAML, which Spring uses) would
 /// take for something else (`NO`, `on`, `2024-01-01`, `010`) are quoted.
-pub fn spring_yaml(entries: &[(String, Value)]) -> String {
+pub(crate) fn spring_yaml(entries: &[(String, Value)]) -> String {
     let tree = nest_ordered(entries);
     let mut out = String::new();
     match &tree {
@@ -200,7 +200,7 @@ fn emit_value(v: &Node, indent: usize, out: &mut String) {
 
 /// A scalar as YAML text, quoted unless every YAML reader (1.1 or 1.2) reads it back as
 /// the same string.
-pub fn yaml_scalar(v: &Value) -> String {
+pub(crate) fn yaml_scalar(v: &Value) -> String {
     match v {
         Value::String(s) => {
             if plain_is_safe(s) {

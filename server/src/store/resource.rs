@@ -16,7 +16,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use lru::LruCache;
 
-use super::{Source, Store};
+use super::entry::PairEntry;
+use super::Store;
 use crate::auth::Principal;
 use crate::errors::LookupError;
 use crate::errors::{ConfigError, SourceError};
@@ -26,17 +27,17 @@ use crate::source::View;
 /// Largest file served as a resource. Spring has no limit; here a file is held in
 /// memory whole (and kept in the cache), so a bound keeps one request from taking a
 /// large share of it.
-pub const MAX_RESOURCE_BYTES: u64 = 4 << 20;
+pub(crate) const MAX_RESOURCE_BYTES: u64 = 4 << 20;
 
 /// Bytes the resource cache may hold in all (bodies and keys).
-pub const RESOURCE_CACHE_BYTES: usize = 32 << 20;
+pub(crate) const RESOURCE_CACHE_BYTES: usize = 32 << 20;
 
 /// Entries the resource cache may hold.
-pub const RESOURCE_CACHE_ENTRIES: usize = 4096;
+pub(crate) const RESOURCE_CACHE_ENTRIES: usize = 4096;
 
 /// How a resource is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ResourceForm {
+pub(crate) enum ResourceForm {
     /// Text, placeholders resolved (`resolvePlaceholders`, the default) or not.
     Text { resolve: bool },
     /// The bytes as stored (`Accept: application/octet-stream`).
@@ -45,18 +46,18 @@ pub enum ResourceForm {
 
 /// A resource ready to send.
 #[derive(Debug, Clone)]
-pub struct Resource {
+pub(crate) struct Resource {
     /// `text/plain; charset=utf-8` or `application/octet-stream`.
-    pub content_type: &'static str,
+    pub(crate) content_type: &'static str,
     /// The body.
-    pub body: Bytes,
+    pub(crate) body: Bytes,
     /// The file served, repository-relative.
-    pub file: String,
+    pub(crate) file: String,
 }
 
 /// Why a resource is not served.
 #[derive(Debug, thiserror::Error)]
-pub enum ResourceError {
+pub(crate) enum ResourceError {
     /// The pair cannot be looked up (unknown label, out of scope, …).
     #[error(transparent)]
     Lookup(#[from] LookupError),
@@ -151,7 +152,7 @@ impl ResourceCache {
 /// Refuse what `PathUtils.isInvalidPath` refuses (Spring answers 400), and what could
 /// leave the tree served: `..`, absolute paths, empty segments, backslashes, NULs, and
 /// `.git` (a `--dev` directory may be a checkout).
-pub fn check_path(path: &str) -> Result<(), ResourceError> {
+pub(crate) fn check_path(path: &str) -> Result<(), ResourceError> {
     let bad = |why| {
         Err(ResourceError::InvalidPath(
             path.escape_default().to_string(),
@@ -184,7 +185,7 @@ pub fn check_path(path: &str) -> Result<(), ResourceError> {
 /// The paths tried for `path` in `profiles`, in Spring's order
 /// (`GenericResourceRepository.getProfilePaths`): `nginx-prod.conf` for each profile as
 /// listed (`nginx.conf` itself for `default`), then `nginx.conf`.
-pub fn profile_paths(profiles: &[String], path: &str) -> Vec<String> {
+pub(crate) fn profile_paths(profiles: &[String], path: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let (dir, name) = match path.rsplit_once('/') {
         Some((dir, name)) => (format!("{dir}/"), name),
@@ -272,7 +273,7 @@ fn join_in_tree(link: &str, target: &str) -> Option<String> {
 impl Store {
     /// The resource `path` of `service` in `envs` at `label`, if `principal` may read
     /// both the pair's config (its placeholders' values) and the file.
-    pub async fn resource(
+    pub(crate) async fn resource(
         self: &Arc<Self>,
         principal: &Principal,
         label: Option<&str>,
@@ -287,6 +288,21 @@ impl Store {
         let entry = self
             .lookup_as_written(principal, label, service, envs)
             .await?;
+        let read = self.read_once(&entry, service, envs, path, form).await?;
+        super::allow(principal, &with_owners(&entry.access, &read.owner))?;
+        served(&read)
+    }
+
+    /// The read of `path` for `entry`'s pair (`service` in `envs`) at its version: from
+    /// the cache, or read on a blocking thread and kept.
+    async fn read_once(
+        self: &Arc<Self>,
+        entry: &Arc<PairEntry>,
+        service: &str,
+        envs: &[String],
+        path: &str,
+        form: ResourceForm,
+    ) -> Result<Arc<Read>, LookupError> {
         let key: Key = (
             entry.version.clone(),
             service.to_string(),
@@ -294,117 +310,129 @@ impl Store {
             path.to_string(),
             form,
         );
-        let hit = self.resources.lock().ok().and_then(|mut c| c.get(&key));
-        let read = match hit {
-            Some(read) => read,
-            None => {
-                let store = self.clone();
-                let entry = entry.clone();
-                let envs = envs.to_vec();
-                let path = path.to_string();
-                let read = self
-                    .off_the_workers(move || store.read_resource(&entry, &envs, &path, form))
-                    .await?
-                    .map_err(LookupError::Source)?;
-                let read = Arc::new(read);
-                if let Ok(mut cache) = self.resources.lock() {
-                    cache.put(key, read.clone());
-                }
-                read
-            }
-        };
-        let mut access: Access = entry.access.clone();
-        for owner in &read.owner {
-            if !access.foreign.iter().any(|(o, _)| *o == owner.0) {
-                access.foreign.push(owner.clone());
-            }
+        if let Some(read) = self.resources.lock().ok().and_then(|mut c| c.get(&key)) {
+            return Ok(read);
         }
-        principal
-            .may_read(&access)
-            .map_err(|d| LookupError::Forbidden(d.message(principal.who())))?;
-        match &read.result {
-            Ok(resource) => Ok(resource.clone()),
-            Err(CachedError::NotFound(p)) => Err(ResourceError::NotFound(p.clone())),
-            Err(CachedError::TooLarge { file, size }) => Err(ResourceError::TooLarge {
-                file: file.clone(),
-                size: *size,
-                max: MAX_RESOURCE_BYTES,
-            }),
-            Err(CachedError::Placeholder(e)) => Err(ResourceError::Placeholder(e.clone())),
+        let store = self.clone();
+        let entry = entry.clone();
+        let envs = envs.to_vec();
+        let path = path.to_string();
+        let read = self
+            .off_the_workers(move || store.read_resource(&entry, &envs, &path, form))
+            .await?
+            .map_err(LookupError::Source)?;
+        let read = Arc::new(read);
+        if let Ok(mut cache) = self.resources.lock() {
+            cache.put(key, read.clone());
         }
+        Ok(read)
     }
 
     /// Find, read and render a resource at the entry's version. Blocking.
     fn read_resource(
         &self,
-        entry: &crate::store::entry::PairEntry,
+        entry: &PairEntry,
         envs: &[String],
         path: &str,
         form: ResourceForm,
     ) -> Result<Read, SourceError> {
-        let read_in = |view: &mut View<'_>| -> Result<Read, SourceError> {
-            // Spring tries each search location, then each profile path in it; the
-            // search path here is one location.
-            let found = profile_paths(envs, path)
-                .into_iter()
-                .find_map(|p| find_file(view, &p).map(|real| (p, real)));
-            let Some((asked, rel)) = found else {
-                return Ok(Read {
-                    owner: Vec::new(),
-                    result: Err(CachedError::NotFound(path.to_string())),
-                });
-            };
-            let shown = view.display(&rel);
-            // Through a link, the reader needs both the link's place and the file's.
-            let owner: Vec<(Owner, String)> = match Catalog::of(view) {
-                Ok(catalog) => [&asked, &rel]
-                    .into_iter()
-                    .filter_map(|p| owner_of(&catalog, p, envs).map(|o| (o, view.display(p))))
-                    .collect(),
-                // No catalog, no way to say whose the file is: only an admin reads it.
-                Err(_) => vec![(
-                    Owner {
-                        service: "confhub.yml".into(),
-                        env: None,
-                    },
-                    shown.clone(),
-                )],
-            };
-            let size = view.size(&rel)?.unwrap_or(0);
-            if size > MAX_RESOURCE_BYTES {
-                return Ok(Read {
-                    owner,
-                    result: Err(CachedError::TooLarge { file: shown, size }),
-                });
-            }
-            let Some(bytes) = view.read(&rel)? else {
-                return Ok(Read {
-                    owner,
-                    result: Err(CachedError::NotFound(path.to_string())),
-                });
-            };
-            let result = render(bytes, &shown, entry, form);
-            Ok(Read { owner, result })
-        };
-        match &self.source {
-            Source::Git(git) => git.with_repo(|repo| {
-                let oid = git2::Oid::from_str(&entry.version)
-                    .map_err(SourceError::git("reading the resource's commit"))?;
-                let mut view = git.view(repo, oid)?;
-                read_in(&mut view)
-            }),
-            Source::Dir(dir) => {
-                let mut view = dir.view()?;
-                read_in(&mut view)
-            }
-        }
+        self.with_view_at(&entry.version, "reading the resource's commit", |view| {
+            read_in(view, entry, envs, path, form)
+        })
     }
 }
 
+/// [`Store::read_resource`] in `view`, the files at the entry's version.
+fn read_in(
+    view: &mut View<'_>,
+    entry: &PairEntry,
+    envs: &[String],
+    path: &str,
+    form: ResourceForm,
+) -> Result<Read, SourceError> {
+    let not_found = || CachedError::NotFound(path.to_string());
+    // Spring tries each search location, then each profile path in it; the
+    // search path here is one location.
+    let found = profile_paths(envs, path)
+        .into_iter()
+        .find_map(|p| find_file(view, &p).map(|real| (p, real)));
+    let Some((asked, rel)) = found else {
+        return Ok(Read {
+            owner: Vec::new(),
+            result: Err(not_found()),
+        });
+    };
+    let shown = view.display(&rel);
+    let owner = owners(view, &asked, &rel, &shown, envs);
+    let size = view.size(&rel)?.unwrap_or(0);
+    if size > MAX_RESOURCE_BYTES {
+        return Ok(Read {
+            owner,
+            result: Err(CachedError::TooLarge { file: shown, size }),
+        });
+    }
+    let result = match view.read(&rel)? {
+        Some(bytes) => render(bytes, &shown, entry, form),
+        None => Err(not_found()),
+    };
+    Ok(Read { owner, result })
+}
+
+/// Whose files a reader of the resource needs: through a link, both the link's place
+/// (`asked`) and the file's (`rel`, shown as `shown`).
+fn owners(
+    view: &mut View<'_>,
+    asked: &str,
+    rel: &str,
+    shown: &str,
+    envs: &[String],
+) -> Vec<(Owner, String)> {
+    match Catalog::of(view) {
+        Ok(catalog) => [asked, rel]
+            .into_iter()
+            .filter_map(|p| owner_of(&catalog, p, envs).map(|o| (o, view.display(p))))
+            .collect(),
+        // No catalog, no way to say whose the file is: only an admin reads it.
+        Err(_) => vec![(
+            Owner {
+                service: "confhub.yml".into(),
+                env: None,
+            },
+            shown.to_string(),
+        )],
+    }
+}
+
+/// The pair's `access` with the owners of the resource's files added.
+fn with_owners(access: &Access, owners: &[(Owner, String)]) -> Access {
+    let mut access = access.clone();
+    for owner in owners {
+        if !access.foreign.iter().any(|(o, _)| *o == owner.0) {
+            access.foreign.push(owner.clone());
+        }
+    }
+    access
+}
+
+/// What a read serves: the resource, or why not.
+fn served(read: &Read) -> Result<Resource, ResourceError> {
+    match &read.result {
+        Ok(resource) => Ok(resource.clone()),
+        Err(CachedError::NotFound(p)) => Err(ResourceError::NotFound(p.clone())),
+        Err(CachedError::TooLarge { file, size }) => Err(ResourceError::TooLarge {
+            file: file.clone(),
+            size: *size,
+            max: MAX_RESOURCE_BYTES,
+        }),
+        Err(CachedError::Placeholder(e)) => Err(ResourceError::Placeholder(e.clone())),
+    }
+}
+
+/// The resource `form` asks for, from the file's `bytes`.
 fn render(
     bytes: Vec<u8>,
     shown: &str,
-    entry: &crate::store::entry::PairEntry,
+    entry: &PairEntry,
     form: ResourceForm,
 ) -> Result<Resource, CachedError> {
     let binary = |bytes: Vec<u8>| Resource {

@@ -16,11 +16,11 @@ use crate::store::entry::{Body, PairEntry};
 
 /// Why a pair has no fresh config at this version.
 #[derive(Debug, Clone)]
-pub struct Failure {
+pub(crate) struct Failure {
     /// The resolution error.
-    pub error: ConfigError,
+    pub(crate) error: ConfigError,
     /// The version at which it failed.
-    pub version: String,
+    pub(crate) version: String,
 }
 
 /// One (service, env) of a snapshot.
@@ -29,14 +29,14 @@ pub struct PairState {
     /// What is served: the config at this version, or the last good one if this version failed.
     pub entry: Option<Arc<PairEntry>>,
     /// Set when resolution failed at this version.
-    pub failure: Option<Failure>,
+    pub(crate) failure: Option<Failure>,
     /// Whose files the pair reads at this version (the served `entry` may be an older
     /// version's, with its own [`PairEntry::access`]): both are checked before either
     /// the entry or the failure is shown.
-    pub access: Access,
+    pub(crate) access: Access,
     /// The config at this version with placeholders as written, when only placeholders
     /// failed: Spring's Environment form serves it (clients resolve those themselves).
-    pub as_written: Option<Arc<PairEntry>>,
+    pub(crate) as_written: Option<Arc<PairEntry>>,
 }
 
 /// One pair of [`Snapshot::build`]: what it needs to resolve the pair at this version.
@@ -136,19 +136,19 @@ fn listing(label: &str, version: &str, catalog: &Catalog) -> ServicesResponse {
 #[derive(Debug)]
 pub struct Snapshot {
     /// The tracked label (branch name, or `dev` for directories).
-    pub label: String,
+    pub(crate) label: String,
     /// Commit sha or content hash.
-    pub version: String,
+    pub(crate) version: String,
     /// Environments and services at this version.
-    pub catalog: Catalog,
+    pub(crate) catalog: Catalog,
     /// Set when the whole version is unusable (a broken `confhub.yml`).
-    pub global_error: Option<ConfigError>,
+    pub(crate) global_error: Option<ConfigError>,
     /// service → env → the pair's state.
     pub pairs: BTreeMap<String, BTreeMap<String, PairState>>,
     /// `GET /v1/services`, rendered.
-    pub services_body: Bytes,
+    pub(crate) services_body: Bytes,
     /// The same listing, typed: scoped tokens get a filtered copy of it.
-    pub services: ServicesResponse,
+    pub(crate) services: ServicesResponse,
     /// The files parsed for this version, reused by the next one where unchanged.
     pub(crate) parsed_blobs: HashMap<String, (git2::Oid, Arc<ParsedFile>)>,
 }
@@ -237,12 +237,12 @@ impl Snapshot {
 
     /// Files parsed for this version and kept for the next one: never more than the
     /// version's config files.
-    pub fn parsed_files(&self) -> usize {
+    pub(crate) fn parsed_files(&self) -> usize {
         self.parsed_blobs.len()
     }
 
     /// Pairs that fail at this version and have nothing to serve.
-    pub fn unserved(&self) -> Vec<(String, String)> {
+    pub(crate) fn unserved(&self) -> Vec<(String, String)> {
         self.pairs
             .iter()
             .flat_map(|(service, envs)| {
@@ -259,7 +259,12 @@ impl Snapshot {
     }
 
     /// May `principal` see this pair of the snapshot (its config, its errors)?
-    pub fn may_read(&self, principal: &Principal, service: &str, env: &str) -> Result<(), Denied> {
+    pub(crate) fn may_read(
+        &self,
+        principal: &Principal,
+        service: &str,
+        env: &str,
+    ) -> Result<(), Denied> {
         match self.pair(service, env) {
             Some(slot) => {
                 principal.may_read(&slot.access)?;
