@@ -487,40 +487,77 @@ pub fn build(settings: &SpringKeySettings) -> Result<SpringKeys, SpringKeyError>
     Ok((default, named))
 }
 
+/// How RSA values are read: Spring's `encrypt.rsa.*`.
+#[derive(Clone, Copy)]
+struct RsaOptions<'a> {
+    algorithm: RsaAlgorithm,
+    salt: &'a str,
+    strong: bool,
+}
+
 fn load_key_store(
     store: &KeyStoreSettings,
     algorithm: RsaAlgorithm,
     salt: &str,
     strong: bool,
 ) -> Result<(SpringKey, BTreeMap<String, NamedKey>), SpringKeyError> {
+    let rsa = RsaOptions {
+        algorithm,
+        salt,
+        strong,
+    };
     let shown = store.location.display();
     let bytes = std::fs::read(&store.location)
         .map_err(|e| bad("encrypt_key_store.location", format!("{shown}: {e}")))?;
     let kind = store.kind.as_deref().unwrap_or("jks").to_ascii_lowercase();
-    let mut named = BTreeMap::new();
     if kind == "pem" || bytes.windows(11).any(|w| w == b"-----BEGIN ") {
-        let text = String::from_utf8_lossy(&bytes);
-        let key = RsaKey::from_pem(&text, algorithm, salt, strong)
-            .map_err(|e| bad("encrypt_key_store.location", format!("{shown}: {e}")))?;
-        let key = SpringKey::Rsa(Box::new(key));
-        if let Some(alias) = &store.alias {
-            named.insert(
-                alias.clone(),
-                NamedKey {
-                    key: key.clone(),
-                    secret: None,
-                },
-            );
-        }
-        return Ok((key, named));
+        return pem_store(store, &bytes, rsa);
     }
+    let secret = pkcs12_secret(store, &bytes, &kind)?;
+    let named = pkcs12_keys(store, &bytes, &secret, rsa)?;
+    let default = default_key(store, &named)?;
+    Ok((default, named))
+}
+
+/// A PEM file: its one key is the default, and also named by the alias if one is set.
+fn pem_store(
+    store: &KeyStoreSettings,
+    bytes: &[u8],
+    rsa: RsaOptions<'_>,
+) -> Result<(SpringKey, BTreeMap<String, NamedKey>), SpringKeyError> {
+    let shown = store.location.display();
+    let text = String::from_utf8_lossy(bytes);
+    let key = RsaKey::from_pem(&text, rsa.algorithm, rsa.salt, rsa.strong)
+        .map_err(|e| bad("encrypt_key_store.location", format!("{shown}: {e}")))?;
+    let key = SpringKey::Rsa(Box::new(key));
+    let mut named = BTreeMap::new();
+    if let Some(alias) = &store.alias {
+        named.insert(
+            alias.clone(),
+            NamedKey {
+                key: key.clone(),
+                secret: None,
+            },
+        );
+    }
+    Ok((key, named))
+}
+
+/// The password of the keys in a PKCS#12 store, once the store is known to be one
+/// confhub can read.
+fn pkcs12_secret(
+    store: &KeyStoreSettings,
+    bytes: &[u8],
+    kind: &str,
+) -> Result<String, SpringKeyError> {
+    let shown = store.location.display();
     if bytes.starts_with(&[0xFE, 0xED, 0xFE, 0xED]) {
         return Err(bad(
             "encrypt_key_store.location",
             format!("{shown} is a JKS keystore, which confhub cannot read: convert it with `keytool -importkeystore -srckeystore {shown} -destkeystore keys.p12 -deststoretype pkcs12`"),
         ));
     }
-    if !matches!(kind.as_str(), "jks" | "pkcs12" | "p12") {
+    if !matches!(kind, "jks" | "pkcs12" | "p12") {
         return Err(bad(
             "encrypt_key_store.type",
             format!("`{}` is not pkcs12, jks or pem", kind.escape_default()),
@@ -536,16 +573,28 @@ fn load_key_store(
             "differs from the store password: confhub reads PKCS#12 keystores whose keys use the store password (keytool's default)",
         ));
     }
-    let p12 = p12_keystore::KeyStore::from_pkcs12(&bytes, &store.password).map_err(|_| {
+    Ok(secret)
+}
+
+/// Every private key of a PKCS#12 store, by alias.
+fn pkcs12_keys(
+    store: &KeyStoreSettings,
+    bytes: &[u8],
+    secret: &str,
+    rsa: RsaOptions<'_>,
+) -> Result<BTreeMap<String, NamedKey>, SpringKeyError> {
+    let shown = store.location.display();
+    let p12 = p12_keystore::KeyStore::from_pkcs12(bytes, &store.password).map_err(|_| {
         bad(
             "encrypt_key_store.location",
             format!("{shown}: not a PKCS#12 keystore, or the password is wrong"),
         )
     })?;
+    let mut named = BTreeMap::new();
     for (alias, entry) in p12.entries() {
         if let p12_keystore::KeyStoreEntry::PrivateKeyChain(chain) = entry {
-            let key =
-                RsaKey::from_pkcs8_der(chain.key(), algorithm, salt, strong).map_err(|e| {
+            let key = RsaKey::from_pkcs8_der(chain.key(), rsa.algorithm, rsa.salt, rsa.strong)
+                .map_err(|e| {
                     bad(
                         "encrypt_key_store.location",
                         format!("{shown}: alias `{alias}`: {e}"),
@@ -555,12 +604,21 @@ fn load_key_store(
                 alias.clone(),
                 NamedKey {
                     key: SpringKey::Rsa(Box::new(key)),
-                    secret: Some(secret.clone()),
+                    secret: Some(secret.to_string()),
                 },
             );
         }
     }
-    let default = match &store.alias {
+    Ok(named)
+}
+
+/// The key named by the alias, or the only one when no alias is set.
+fn default_key(
+    store: &KeyStoreSettings,
+    named: &BTreeMap<String, NamedKey>,
+) -> Result<SpringKey, SpringKeyError> {
+    let shown = store.location.display();
+    match &store.alias {
         Some(alias) => named.get(alias).map(|n| n.key.clone()).ok_or_else(|| {
             bad(
                 "encrypt_key_store.alias",
@@ -569,23 +627,20 @@ fn load_key_store(
                     named.keys().cloned().collect::<Vec<_>>().join(", ")
                 ),
             )
-        })?,
+        }),
         None if named.len() == 1 => named
             .values()
             .next()
             .map(|n| n.key.clone())
-            .ok_or_else(|| bad("encrypt_key_store.alias", "no key"))?,
-        None => {
-            return Err(bad(
-                "encrypt_key_store.alias",
-                format!(
-                    "{shown} holds {} private keys: name the default one",
-                    named.len()
-                ),
-            ))
-        }
-    };
-    Ok((default, named))
+            .ok_or_else(|| bad("encrypt_key_store.alias", "no key")),
+        None => Err(bad(
+            "encrypt_key_store.alias",
+            format!(
+                "{shown} holds {} private keys: name the default one",
+                named.len()
+            ),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -205,6 +205,74 @@ impl std::fmt::Debug for GitSource {
     }
 }
 
+/// The config files of `root` and of its folders one level down (not hidden ones).
+fn list_config_files(
+    repo: &Repository,
+    root: &git2::Tree<'_>,
+    files: &mut BTreeMap<String, Blob>,
+) -> Result<(), git2::Error> {
+    for entry in root.iter() {
+        let Ok(name) = entry.name() else { continue };
+        match entry.kind() {
+            Some(ObjectType::Blob) if is_config_name(name) => {
+                files.insert(name.to_string(), Blob::Git(entry.id()));
+            }
+            Some(ObjectType::Tree) if !name.starts_with('.') => {
+                for child in repo.find_tree(entry.id())?.iter() {
+                    let Ok(child_name) = child.name() else {
+                        continue;
+                    };
+                    if child.kind() == Some(ObjectType::Blob) && is_config_name(child_name) {
+                        files.insert(format!("{name}/{child_name}"), Blob::Git(child.id()));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Where the repository is read from: a remote's clone under the data dir (named by a
+/// digest of the URL without credentials), or the local repository itself; with the
+/// remote and the URI entries carry.
+fn location(settings: &Settings) -> Result<(PathBuf, Option<Remote>, String), SourceError> {
+    if is_remote(&settings.repo) {
+        let digest = hex::encode(&Sha256::digest(redact_url(&settings.repo).as_bytes())[..8]);
+        let path = settings.data_dir.join(format!("repo-{digest}.git"));
+        let remote = Remote {
+            url: settings.repo.clone(),
+            token: settings.git_token.as_ref().map(|t| t.expose().to_string()),
+            ssh_key: settings.ssh_key.clone(),
+        };
+        return Ok((path, Some(remote), redact_url(&settings.repo)));
+    }
+    let path = PathBuf::from(&settings.repo);
+    let abs = std::fs::canonicalize(&path).map_err(|source| SourceError::Io {
+        path: settings.repo.clone(),
+        source,
+    })?;
+    let uri = format!("file://{}", abs.display());
+    Ok((abs, None, uri))
+}
+
+impl Care {
+    fn new(settings: &Settings) -> Care {
+        Care {
+            swap: RwLock::new(()),
+            repairing: Mutex::new(()),
+            repair_attempts: AtomicU64::new(0),
+            health: Mutex::new(CloneHealth::default()),
+            recovery: settings.recovery.clone(),
+            repair_retry: (
+                settings.live.fetch_retry.max(Duration::from_millis(10)),
+                settings.poll.max(Duration::from_secs(1)),
+            ),
+            remember_warned: AtomicBool::new(false),
+        }
+    }
+}
+
 impl GitSource {
     /// Open the repository (cloning or fetching a remote first). Blocking.
     pub fn open(settings: &Settings) -> Result<GitSource, SourceError> {
@@ -218,24 +286,7 @@ impl GitSource {
     /// clone it has while the remote is down. Blocking.
     pub fn prepare(settings: &Settings) -> Result<GitSource, SourceError> {
         disable_object_cache();
-        let (path, remote, uri) = if is_remote(&settings.repo) {
-            let digest = hex::encode(&Sha256::digest(redact_url(&settings.repo).as_bytes())[..8]);
-            let path = settings.data_dir.join(format!("repo-{digest}.git"));
-            let remote = Remote {
-                url: settings.repo.clone(),
-                token: settings.git_token.as_ref().map(|t| t.expose().to_string()),
-                ssh_key: settings.ssh_key.clone(),
-            };
-            (path, Some(remote), redact_url(&settings.repo))
-        } else {
-            let path = PathBuf::from(&settings.repo);
-            let abs = std::fs::canonicalize(&path).map_err(|source| SourceError::Io {
-                path: settings.repo.clone(),
-                source,
-            })?;
-            let uri = format!("file://{}", abs.display());
-            (abs, None, uri)
-        };
+        let (path, remote, uri) = location(settings)?;
         let search = SearchPath::parse(settings.search_path.as_deref())?;
         let source = GitSource {
             path,
@@ -244,18 +295,7 @@ impl GitSource {
             search_path: search.folder().map(str::to_string),
             search: Arc::new(search),
             pool: Mutex::new(Vec::new()),
-            care: Box::new(Care {
-                swap: RwLock::new(()),
-                repairing: Mutex::new(()),
-                repair_attempts: AtomicU64::new(0),
-                health: Mutex::new(CloneHealth::default()),
-                recovery: settings.recovery.clone(),
-                repair_retry: (
-                    settings.live.fetch_retry.max(Duration::from_millis(10)),
-                    settings.poll.max(Duration::from_secs(1)),
-                ),
-                remember_warned: AtomicBool::new(false),
-            }),
+            care: Box::new(Care::new(settings)),
             suspicion: Arc::new(Suspicion::default()),
             uri,
             ciphers: Ciphers::of(settings),
@@ -263,19 +303,24 @@ impl GitSource {
         if let Some(remote) = &source.remote {
             source.sweep_leftovers();
             if !source.path.exists() {
-                std::fs::create_dir_all(&settings.data_dir).map_err(|e| SourceError::Io {
-                    path: settings.data_dir.display().to_string(),
-                    source: e,
-                })?;
-                Repository::init_bare(&source.path)
-                    .map_err(SourceError::git("creating the clone"))?;
-                tracing::info!(url = %redact_url(&remote.url), path = %source.path.display(), "cloning remote repository");
+                source.create_clone(settings, remote)?;
             }
         } else {
             // Fail at start, not at the first request, if this is not a repository.
             source.with_repo(|_| Ok(()))?;
         }
         Ok(source)
+    }
+
+    /// An empty bare clone for the first fetch to fill.
+    fn create_clone(&self, settings: &Settings, remote: &Remote) -> Result<(), SourceError> {
+        std::fs::create_dir_all(&settings.data_dir).map_err(|e| SourceError::Io {
+            path: settings.data_dir.display().to_string(),
+            source: e,
+        })?;
+        Repository::init_bare(&self.path).map_err(SourceError::git("creating the clone"))?;
+        tracing::info!(url = %redact_url(&remote.url), path = %self.path.display(), "cloning remote repository");
+        Ok(())
     }
 
     /// `{repo uri}` as used in Spring property source names.
@@ -554,49 +599,32 @@ impl GitSource {
             view.search = self.search.clone();
             return Ok(view);
         }
-        let (root, prefix): (Option<git2::Tree<'_>>, String) = match &self.search_path {
-            None => (Some(tree), String::new()),
-            Some(sp) => {
-                let sub = match tree.get_path(Path::new(sp)) {
-                    Ok(entry) if entry.kind() == Some(ObjectType::Tree) => Some(
-                        repo.find_tree(entry.id())
-                            .map_err(SourceError::git(context()))?,
-                    ),
-                    _ => None,
-                };
-                (sub, format!("{sp}/"))
-            }
-        };
+        let (root, prefix) = self.search_root(repo, tree).map_err(SourceError::git(context()))?;
         let root_id = root.as_ref().map(|t| t.id());
         if let Some(root) = root {
-            for entry in root.iter() {
-                let Ok(name) = entry.name() else { continue };
-                match entry.kind() {
-                    Some(ObjectType::Blob) if is_config_name(name) => {
-                        files.insert(name.to_string(), Blob::Git(entry.id()));
-                    }
-                    Some(ObjectType::Tree) if !name.starts_with('.') => {
-                        let sub = repo
-                            .find_tree(entry.id())
-                            .map_err(SourceError::git(context()))?;
-                        for child in sub.iter() {
-                            let Ok(child_name) = child.name() else {
-                                continue;
-                            };
-                            if child.kind() == Some(ObjectType::Blob) && is_config_name(child_name)
-                            {
-                                files.insert(format!("{name}/{child_name}"), Blob::Git(child.id()));
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
+            list_config_files(repo, &root, &mut files).map_err(SourceError::git(context()))?;
         }
         let mut view = View::new(version, prefix, files, Some(repo), Root::Git(root_id));
         view.ciphers = self.ciphers.clone();
         view.suspicion = Some(self.suspicion.clone());
         Ok(view)
+    }
+
+    /// The tree of the search path in `tree` (none when the commit lacks the folder),
+    /// and the prefix its files have in the repository.
+    fn search_root<'r>(
+        &self,
+        repo: &'r Repository,
+        tree: git2::Tree<'r>,
+    ) -> Result<(Option<git2::Tree<'r>>, String), git2::Error> {
+        let Some(sp) = &self.search_path else {
+            return Ok((Some(tree), String::new()));
+        };
+        let sub = match tree.get_path(Path::new(sp)) {
+            Ok(entry) if entry.kind() == Some(ObjectType::Tree) => Some(repo.find_tree(entry.id())?),
+            _ => None,
+        };
+        Ok((sub, format!("{sp}/")))
     }
 
     /// Call `hook` (once per suspicion) when a read hits an unreadable object; the
@@ -647,62 +675,76 @@ impl GitSource {
                 if health.damaged.take().is_some() {
                     tracing::info!(path = %self.path.display(), "the repository reads in full again");
                 }
-                health.repair_failures = 0;
-                health.repair_not_before = None;
-                health.last_verified = Some(SystemTime::now());
-                self.suspicion.quiet.store(false, Ordering::Release);
+                self.mark_intact(&mut health);
                 return Integrity::Intact;
             }
             Err(damage) => damage,
         };
         tracing::error!(path = %self.path.display(), error = %damage, "the repository's object store is damaged");
-        let outcome = if self.remote.is_none() {
-            Err(format!(
-                "{damage} (confhub does not repair a local repository: restore it, e.g. from a `git clone` of a good copy)"
-            ))
-        } else {
-            drop(health);
-            let started = Instant::now();
-            let repaired = self.repair();
-            health = self.health();
-            health.last_repair = Some(RepairOutcome {
-                at: SystemTime::now(),
-                took: started.elapsed(),
-                reason: damage.clone(),
-                error: repaired.as_ref().err().map(ToString::to_string),
-            });
-            match repaired {
-                Ok(()) => {
-                    tracing::info!(path = %self.path.display(), took_ms = started.elapsed().as_millis() as u64, "the damaged clone was replaced by a fresh clone");
-                    Ok(())
-                }
-                Err(e) => Err(format!("{damage}; repairing it failed: {e}")),
-            }
-        };
+        let (mut health, outcome) = self.try_repair(health, &damage);
         match outcome {
             Ok(()) => {
                 health.repairs += 1;
-                health.repair_failures = 0;
-                health.repair_not_before = None;
                 health.damaged = None;
-                health.last_verified = Some(SystemTime::now());
-                self.suspicion.quiet.store(false, Ordering::Release);
+                self.mark_intact(&mut health);
                 Integrity::Repaired
             }
-            Err(message) => {
-                // Checked again with backoff, not at every read that fails meanwhile.
-                health.repair_failures = health.repair_failures.saturating_add(1);
-                let (base, cap) = self.care.repair_retry;
-                let wait = base
-                    .saturating_mul(1u32 << health.repair_failures.saturating_sub(1).min(20))
-                    .min(cap);
-                health.repair_not_before = Some(Instant::now() + wait);
-                tracing::error!(error = %message, retry_in = ?wait, "the clone stays damaged; serving what can still be read");
-                health.damaged = Some(message.clone());
-                self.suspicion.quiet.store(true, Ordering::Release);
-                Integrity::Damaged(message)
-            }
+            Err(message) => self.stays_damaged(&mut health, message),
         }
+    }
+
+    /// The clone reads in full: no repair pending, reads that fail may raise suspicion.
+    fn mark_intact(&self, health: &mut CloneHealth) {
+        health.repair_failures = 0;
+        health.repair_not_before = None;
+        health.last_verified = Some(SystemTime::now());
+        self.suspicion.quiet.store(false, Ordering::Release);
+    }
+
+    /// Replace a remote's damaged clone by a fresh one, recording the attempt; a local
+    /// repository is never repaired. The health lock is released while the clone runs.
+    fn try_repair<'a>(
+        &'a self,
+        health: MutexGuard<'a, CloneHealth>,
+        damage: &str,
+    ) -> (MutexGuard<'a, CloneHealth>, Result<(), String>) {
+        if self.remote.is_none() {
+            return (health, Err(format!(
+                "{damage} (confhub does not repair a local repository: restore it, e.g. from a `git clone` of a good copy)"
+            )));
+        }
+        drop(health);
+        let started = Instant::now();
+        let repaired = self.repair();
+        let mut health = self.health();
+        health.last_repair = Some(RepairOutcome {
+            at: SystemTime::now(),
+            took: started.elapsed(),
+            reason: damage.to_string(),
+            error: repaired.as_ref().err().map(ToString::to_string),
+        });
+        let outcome = match repaired {
+            Ok(()) => {
+                tracing::info!(path = %self.path.display(), took_ms = started.elapsed().as_millis() as u64, "the damaged clone was replaced by a fresh clone");
+                Ok(())
+            }
+            Err(e) => Err(format!("{damage}; repairing it failed: {e}")),
+        };
+        (health, outcome)
+    }
+
+    /// Checked again with backoff, not at every read that fails meanwhile.
+    fn stays_damaged(&self, health: &mut CloneHealth, message: String) -> Integrity {
+        health.repair_failures = health.repair_failures.saturating_add(1);
+        let (base, cap) = self.care.repair_retry;
+        let wait = base
+            .saturating_mul(1u32 << health.repair_failures.saturating_sub(1).min(20))
+            .min(cap);
+        health.repair_not_before = Some(Instant::now() + wait);
+        tracing::error!(error = %message, retry_in = ?wait, "the clone stays damaged; serving what can still be read");
+        health.damaged = Some(message.clone());
+        self.suspicion.quiet.store(true, Ordering::Release);
+        Integrity::Damaged(message)
     }
 
     /// See [`GitSource::ensure_intact`]; the error names the first unreadable object.
