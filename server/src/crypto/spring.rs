@@ -31,12 +31,12 @@ use std::path::PathBuf;
 use super::{CryptoError, NamedKey};
 
 /// Spring's default salt (`encrypt.salt`, `encrypt.rsa.salt`), hex.
-pub const DEFAULT_SALT: &str = "deadbeef";
+pub(crate) const DEFAULT_SALT: &str = "deadbeef";
 const ITERATIONS: u32 = 1024;
 const IV_LEN: usize = 16;
 /// Largest Spring ciphertext accepted (hex or base64 text): far above any config value,
 /// small enough that no repository can make one decryption costly.
-pub const MAX_CIPHERTEXT: usize = 64 * 1024;
+pub(crate) const MAX_CIPHERTEXT: usize = 64 * 1024;
 
 type CbcEnc = cbc::Encryptor<aes::Aes256>;
 type CbcDec = cbc::Decryptor<aes::Aes256>;
@@ -67,7 +67,7 @@ impl std::str::FromStr for RsaAlgorithm {
 }
 
 /// Hex-decode a salt as spring-security's `Hex.decode` does (even length, hex digits).
-pub fn decode_salt(salt: &str) -> Result<Vec<u8>, CryptoError> {
+pub(crate) fn decode_salt(salt: &str) -> Result<Vec<u8>, CryptoError> {
     hex::decode(salt).map_err(|_| {
         CryptoError::BadKey(
             "the salt must be hex (an even number of 0-9a-f digits), as Spring requires".into(),
@@ -168,7 +168,7 @@ impl RsaKey {
     }
 
     /// A key pair from PKCS#8 DER (as a PKCS#12 keystore holds it).
-    pub fn from_pkcs8_der(
+    pub(crate) fn from_pkcs8_der(
         der: &[u8],
         algorithm: RsaAlgorithm,
         salt: &str,
@@ -201,7 +201,7 @@ impl RsaKey {
     }
 
     /// The public key as Spring's `GET /key` shows it: `ssh-rsa BASE64 application`.
-    pub fn public_ssh(&self) -> String {
+    pub(crate) fn public_ssh(&self) -> String {
         fn mpint(out: &mut Vec<u8>, n: &[u8]) {
             // Java's BigInteger.toByteArray: big-endian two's complement, so a leading
             // zero byte when the top bit is set.
@@ -308,7 +308,7 @@ impl std::fmt::Debug for SpringKey {
 impl SpringKey {
     /// What Spring's `EncryptorFactory` makes of an `encrypt.key` value: a PEM RSA
     /// private key is an RSA key, anything else a passphrase.
-    pub fn from_encrypt_key(value: &str, salt: &str) -> Result<SpringKey, CryptoError> {
+    pub(crate) fn from_encrypt_key(value: &str, salt: &str) -> Result<SpringKey, CryptoError> {
         if value.contains("PRIVATE KEY-----") {
             return Ok(SpringKey::Rsa(Box::new(RsaKey::from_pem(
                 value,
@@ -359,14 +359,14 @@ impl SpringKey {
 }
 
 /// Is `s` hex as spring-security's `Hex.decode` reads it (even length, hex digits)?
-pub fn is_hex(s: &str) -> bool {
+pub(crate) fn is_hex(s: &str) -> bool {
     !s.is_empty() && s.len().is_multiple_of(2) && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// `{key:alias}{secret:…}` prefixes in front of a ciphertext, as Spring's
 /// `EnvironmentPrefixHelper` reads them, and the ciphertext after them.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Prefixes<'a> {
+pub(crate) struct Prefixes<'a> {
     /// `{key:…}`: the key (keystore alias) to use.
     pub key: Option<&'a str>,
     /// `{secret:…}`: the password of that key.
@@ -377,7 +377,7 @@ pub struct Prefixes<'a> {
 
 /// Split `{name:value}` prefixes off `text` (others than `key` and `secret` are ignored,
 /// as Spring's locators ignore them).
-pub fn split_prefixes(text: &str) -> Prefixes<'_> {
+pub(crate) fn split_prefixes(text: &str) -> Prefixes<'_> {
     let mut out = Prefixes {
         body: text,
         ..Prefixes::default()

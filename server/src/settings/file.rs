@@ -306,7 +306,7 @@ pub const SPRING_ENV: &[(&str, &str)] = &[
 ];
 
 /// The environment variable of a settings key.
-pub fn env_name(key: &str) -> String {
+pub(crate) fn env_name(key: &str) -> String {
     format!("CONFHUB_{}", key.to_ascii_uppercase().replace('.', "_"))
 }
 
@@ -433,7 +433,7 @@ fn apply_flags(table: &mut toml::Table, flags: &[(String, String)]) -> Result<()
 }
 
 /// `30s`, `5m`, `500ms`, `1h`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
@@ -464,9 +464,8 @@ fn duration(
 }
 
 fn key_file(key: &str, path: &Path) -> Result<Key, SettingsError> {
-    let read = || -> Result<Key, KeyFileError> {
-        Ok(Key::from_base64(&std::fs::read_to_string(path)?)?)
-    };
+    let read =
+        || -> Result<Key, KeyFileError> { Ok(Key::from_base64(&std::fs::read_to_string(path)?)?) };
     read().map_err(|source| SettingsError::KeyFile {
         key: key.to_string(),
         path: path.display().to_string(),
@@ -638,12 +637,10 @@ impl FileSettings {
     fn keyring(&self) -> Result<Option<Keyring>, SettingsError> {
         let mut keys = Vec::new();
         if let Some(k) = &self.encrypt_key {
-            keys.push(
-                Key::from_base64(k).map_err(|source| SettingsError::Key {
-                    key: "encrypt_key",
-                    source,
-                })?,
-            );
+            keys.push(Key::from_base64(k).map_err(|source| SettingsError::Key {
+                key: "encrypt_key",
+                source,
+            })?);
         }
         if let Some(path) = &self.encrypt_key_file {
             keys.push(key_file("encrypt_key_file", path)?);

@@ -74,7 +74,7 @@ struct Care {
 /// Raised when a read hits an object that cannot be read (missing, truncated, corrupt):
 /// the refresh loop then verifies the clone and repairs it.
 #[derive(Default)]
-pub struct Suspicion {
+pub(crate) struct Suspicion {
     raised: AtomicBool,
     /// Set while the damage is known and a retry is scheduled: reads that fail meanwhile
     /// neither log nor wake the loop.
@@ -120,7 +120,7 @@ impl Suspicion {
 
 /// What the server knows about its clone's health, for `GET /v1/status`.
 #[derive(Debug, Clone, Default)]
-pub struct CloneHealth {
+pub(crate) struct CloneHealth {
     /// Verifications of the object store run (at start, and after object errors).
     pub verifications: u64,
     /// When the object store was last found intact.
@@ -147,7 +147,7 @@ const FALSE_ALARM_PAUSE: Duration = Duration::from_secs(10);
 
 /// One repair attempt.
 #[derive(Debug, Clone)]
-pub struct RepairOutcome {
+pub(crate) struct RepairOutcome {
     /// When it ended.
     pub at: SystemTime,
     /// How long it took.
@@ -160,7 +160,7 @@ pub struct RepairOutcome {
 
 /// The result of [`GitSource::ensure_intact`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Integrity {
+pub(crate) enum Integrity {
     /// Every object checked could be read.
     Intact,
     /// The clone was damaged; a fresh one replaced it.
@@ -177,7 +177,7 @@ struct Verified {
 }
 
 /// Is `repo` a URL to clone rather than a local path?
-pub fn is_remote(repo: &str) -> bool {
+pub(crate) fn is_remote(repo: &str) -> bool {
     ["file://", "git://", "http://", "https://", "ssh://"]
         .iter()
         .any(|p| repo.starts_with(p))
@@ -185,7 +185,7 @@ pub fn is_remote(repo: &str) -> bool {
 }
 
 /// `https://user:secret@host/x` → `https://host/x`, for logs and Spring source names.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -329,12 +329,12 @@ impl GitSource {
     }
 
     /// Override what views do with `{cipher}` values (`confhub check` without a key ignores them).
-    pub fn set_ciphers(&mut self, ciphers: Ciphers) {
+    pub(crate) fn set_ciphers(&mut self, ciphers: Ciphers) {
         self.ciphers = ciphers;
     }
 
     /// The search path as a tree path prefix (`""` or `config/`).
-    pub fn search_prefix(&self) -> String {
+    pub(crate) fn search_prefix(&self) -> String {
         self.search_path
             .as_ref()
             .map(|p| format!("{p}/"))
@@ -347,13 +347,8 @@ impl GitSource {
     }
 
     /// Whether this is a clone of a remote (and so needs fetching to see changes).
-    pub fn is_remote(&self) -> bool {
+    pub(crate) fn is_remote(&self) -> bool {
         self.remote.is_some()
-    }
-
-    /// Where the repository lives on disk (the clone, for remotes).
-    pub fn git_dir(&self) -> &Path {
-        &self.path
     }
 
     /// Run `f` with an open repository handle. Blocking.
@@ -460,7 +455,7 @@ impl GitSource {
     /// gone (deleted on the remote and pruned by the fetch, or deleted locally), the last
     /// commit served for it — remembered in the clone across restarts, or `previous`
     /// (label, version) while running. Records the missing branch for `/v1/status`.
-    pub fn serving_commit(
+    pub(crate) fn serving_commit(
         &self,
         repo: &Repository,
         previous: Option<(&str, &str)>,
@@ -524,7 +519,7 @@ impl GitSource {
 
     /// Up to `max` first-parent ancestors of `from`, newest first. Stops early at the
     /// root, or at a commit that cannot be read.
-    pub fn first_parents(&self, repo: &Repository, from: Oid, max: usize) -> Vec<Oid> {
+    pub(crate) fn first_parents(&self, repo: &Repository, from: Oid, max: usize) -> Vec<Oid> {
         let mut out = Vec::new();
         let Ok(mut commit) = repo.find_commit(from) else {
             return out;
@@ -543,7 +538,7 @@ impl GitSource {
 
     /// Resolve a label (branch, tag, full or short sha) to a commit; `None` if unknown.
     /// The label must already be validated (`names::parse_label`).
-    pub fn resolve_label(&self, repo: &Repository, label: &str) -> Option<Oid> {
+    pub(crate) fn resolve_label(&self, repo: &Repository, label: &str) -> Option<Oid> {
         if let Ok(Some(oid)) = self.branch_ref(repo, label) {
             return Some(oid);
         }
@@ -576,7 +571,7 @@ impl GitSource {
 
     /// The config files of a tree (a commit's, or the index's from `git write-tree`,
     /// which is how a pre-commit hook checks what is staged).
-    pub fn view_tree<'r>(
+    pub(crate) fn view_tree<'r>(
         &self,
         repo: &'r Repository,
         tree: git2::Tree<'r>,
@@ -599,7 +594,9 @@ impl GitSource {
             view.search = self.search.clone();
             return Ok(view);
         }
-        let (root, prefix) = self.search_root(repo, tree).map_err(SourceError::git(context()))?;
+        let (root, prefix) = self
+            .search_root(repo, tree)
+            .map_err(SourceError::git(context()))?;
         let root_id = root.as_ref().map(|t| t.id());
         if let Some(root) = root {
             list_config_files(repo, &root, &mut files).map_err(SourceError::git(context()))?;
@@ -621,7 +618,9 @@ impl GitSource {
             return Ok((Some(tree), String::new()));
         };
         let sub = match tree.get_path(Path::new(sp)) {
-            Ok(entry) if entry.kind() == Some(ObjectType::Tree) => Some(repo.find_tree(entry.id())?),
+            Ok(entry) if entry.kind() == Some(ObjectType::Tree) => {
+                Some(repo.find_tree(entry.id())?)
+            }
             _ => None,
         };
         Ok((sub, format!("{sp}/")))
@@ -629,13 +628,13 @@ impl GitSource {
 
     /// Call `hook` (once per suspicion) when a read hits an unreadable object; the
     /// server pokes its refresh loop with it, which then runs [`GitSource::ensure_intact`].
-    pub fn on_damage(&self, hook: impl Fn() + Send + Sync + 'static) {
+    pub(crate) fn on_damage(&self, hook: impl Fn() + Send + Sync + 'static) {
         let _ = self.suspicion.hook.set(Box::new(hook));
     }
 
     /// Whether the clone should be checked now: a read failed on an object since the last
     /// check or, when it is known damaged, the next attempt (with backoff) is due.
-    pub fn check_due(&self) -> bool {
+    pub(crate) fn check_due(&self) -> bool {
         let health = self.health();
         if health.damaged.is_some() {
             return health.repair_not_before.is_none_or(|t| Instant::now() >= t);
@@ -647,7 +646,7 @@ impl GitSource {
     }
 
     /// The clone's health, for `GET /v1/status`.
-    pub fn clone_health(&self) -> CloneHealth {
+    pub(crate) fn clone_health(&self) -> CloneHealth {
         self.health().clone()
     }
 
@@ -661,7 +660,7 @@ impl GitSource {
     /// a pooled one may still read packs deleted since it opened them, as a restarted
     /// server could not. A damaged clone of a remote is repaired with a fresh clone; a
     /// failed repair is retried with backoff, at the next check. Blocking.
-    pub fn ensure_intact(&self, also: Option<Oid>) -> Integrity {
+    pub(crate) fn ensure_intact(&self, also: Option<Oid>) -> Integrity {
         let suspected = self.suspicion.take();
         let verified = self.verify(also);
         let mut health = self.health();

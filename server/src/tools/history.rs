@@ -23,10 +23,10 @@ use crate::source::git::GitSource;
 use crate::store::entry::PairEntry;
 
 /// How many commits of the branch history are scanned at most.
-pub const MAX_SCAN: usize = 20_000;
+pub(crate) const MAX_SCAN: usize = 20_000;
 
 /// What is shown instead of a value that is encrypted in the repository.
-pub const MASK: &str = "******";
+pub(crate) const MASK: &str = "******";
 
 /// Flat key → resolved value.
 pub fn flat(entry: &PairEntry) -> BTreeMap<String, Value> {
@@ -50,7 +50,7 @@ fn masked(entry: &PairEntry, key: &str, v: &Value) -> Value {
 }
 
 /// Key-level differences between two flat configs.
-pub fn diff_flat(
+pub(crate) fn diff_flat(
     old: &BTreeMap<String, Value>,
     new: &BTreeMap<String, Value>,
 ) -> (
@@ -165,14 +165,14 @@ fn fingerprint(
 }
 
 /// Pairs whose history is kept; the least recently asked is dropped first.
-pub const MAX_PAIRS: usize = 256;
+pub(crate) const MAX_PAIRS: usize = 256;
 /// Entries kept per pair, the oldest dropped first: the most `?limit=` can ask for.
-pub const MAX_ENTRIES: usize = 1000;
+pub(crate) const MAX_ENTRIES: usize = 1000;
 /// Bytes kept per pair (its entries and the key digests of its last good config); the
 /// oldest entries are dropped first.
-pub const MAX_PAIR_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_PAIR_BYTES: usize = 1024 * 1024;
 /// History scans and diffs from git that run at once: each takes a core.
-pub const PERMITS: usize = 2;
+pub(crate) const PERMITS: usize = 2;
 /// Distinct scope footprints remembered per pair. Past it the pair's history is shown
 /// to admins only: forgetting one could show a token what a file out of its scope did.
 const MAX_ACCESSES: usize = 64;
@@ -274,7 +274,7 @@ impl Answer {
     /// The entries, if `principal` may read everything the pair read at every commit of
     /// its history. Refused as a whole, not filtered: leaving commits out would show
     /// which commits touched a file out of the token's scope.
-    pub fn for_principal(self, principal: &Principal) -> Result<Vec<HistoryEntry>, Denied> {
+    pub(crate) fn for_principal(self, principal: &Principal) -> Result<Vec<HistoryEntry>, Denied> {
         for access in &self.accesses {
             principal.may_read(access).map_err(|d| Denied {
                 because: Some(match d.because {
@@ -354,11 +354,7 @@ impl PairHistory {
     /// The first-parent commits from `head` back to the one scanned last, oldest first,
     /// and whether they continue what was scanned: false when the commit scanned last
     /// is not among them (a force push), true when nothing was scanned yet.
-    fn pending(
-        &self,
-        repo: &git2::Repository,
-        head: Oid,
-    ) -> Result<(Vec<Oid>, bool), SourceError> {
+    fn pending(&self, repo: &git2::Repository, head: Oid) -> Result<(Vec<Oid>, bool), SourceError> {
         let mut pending = Vec::new();
         let mut next = Some(head);
         let mut continues = self.scanned_to.is_none();
@@ -583,7 +579,7 @@ impl HistoryCache {
     }
 
     /// A cache with `bounds`.
-    pub fn with_bounds(bounds: Bounds, request_timeout: Duration) -> HistoryCache {
+    pub(crate) fn with_bounds(bounds: Bounds, request_timeout: Duration) -> HistoryCache {
         let cap = NonZeroUsize::new(bounds.pairs.max(1)).unwrap_or(NonZeroUsize::MIN);
         HistoryCache {
             pairs: Mutex::new(LruCache::new(cap)),
@@ -604,17 +600,17 @@ impl HistoryCache {
     }
 
     /// Pairs held.
-    pub fn pairs_len(&self) -> usize {
+    pub(crate) fn pairs_len(&self) -> usize {
         crate::sync::lock(&self.pairs).len()
     }
 
     /// The permits every history scan and diff takes.
-    pub fn permits(&self) -> &Arc<Semaphore> {
+    pub(crate) fn permits(&self) -> &Arc<Semaphore> {
         &self.permits
     }
 
     /// What is kept.
-    pub fn bounds(&self) -> &Bounds {
+    pub(crate) fn bounds(&self) -> &Bounds {
         &self.bounds
     }
 
@@ -629,7 +625,7 @@ impl HistoryCache {
     }
 
     /// Where scans count the commits they take in.
-    pub fn scanned_counter(&self) -> &AtomicU64 {
+    pub(crate) fn scanned_counter(&self) -> &AtomicU64 {
         &self.scanned
     }
 }
