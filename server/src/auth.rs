@@ -64,7 +64,7 @@ impl Scope {
 }
 
 /// `*` matches any run of characters, `?` exactly one.
-pub fn glob_match(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
     // Over bytes, without allocating: it runs on every request. Names are ASCII (see
     // `names`), so a byte is a character wherever a name can match.
     let (p, t) = (pattern.as_bytes(), text.as_bytes());
@@ -121,12 +121,12 @@ impl Principal {
     }
 
     /// May this principal administer (encrypt, decrypt, see everything)?
-    pub fn is_admin(&self) -> bool {
+    pub(crate) fn is_admin(&self) -> bool {
         self.open || self.scopes.contains(&Scope::Admin)
     }
 
     /// May it read `service` in every env of `envs`?
-    pub fn can_read(&self, service: &str, envs: &[String]) -> bool {
+    pub(crate) fn can_read(&self, service: &str, envs: &[String]) -> bool {
         self.is_admin() || envs.iter().all(|env| self.can_read_one(service, env))
     }
 
@@ -262,12 +262,12 @@ impl Auth {
     }
 
     /// True when no token is configured: every request is allowed.
-    pub fn is_open(&self) -> bool {
+    pub(crate) fn is_open(&self) -> bool {
         self.tokens.is_empty()
     }
 
     /// The principal for a presented token.
-    pub fn principal_for(&self, token: Option<&str>) -> Result<Principal, AuthError> {
+    pub(crate) fn principal_for(&self, token: Option<&str>) -> Result<Principal, AuthError> {
         if self.is_open() {
             return Ok(Principal::open());
         }
@@ -296,7 +296,7 @@ impl Auth {
 }
 
 /// The token a request presents, from any of the accepted headers.
-pub fn presented_token(headers: &HeaderMap) -> Option<String> {
+pub(crate) fn presented_token(headers: &HeaderMap) -> Option<String> {
     if let Some(t) = headers.get("x-config-token").and_then(|v| v.to_str().ok()) {
         return Some(t.trim().to_string());
     }

@@ -16,10 +16,10 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 
 pub mod spring;
-pub use spring::{SpringKey, DEFAULT_SALT};
+pub use spring::SpringKey;
 
 /// The prefix marking an encrypted string value.
-pub const PREFIX: &str = "{cipher}";
+pub(crate) const PREFIX: &str = "{cipher}";
 const VERSION: u8 = 1;
 const KEY_ID_LEN: usize = 4;
 const NONCE_LEN: usize = 12;
@@ -166,7 +166,7 @@ impl Keyring {
     /// What Spring's `POST /encrypt` answers: the ciphertext without `{cipher}`. A
     /// `{key:name}` prefix on the input picks that named key, and is kept in front of the
     /// output, as Spring does.
-    pub fn encrypt_bare(&self, input: &str) -> Result<String, CryptoError> {
+    pub(crate) fn encrypt_bare(&self, input: &str) -> Result<String, CryptoError> {
         let p = spring::split_prefixes(input);
         if let Some(name) = p.key {
             let named = self.named_key(name, p.secret)?;

@@ -31,12 +31,12 @@ use std::path::PathBuf;
 use super::{CryptoError, NamedKey};
 
 /// Spring's default salt (`encrypt.salt`, `encrypt.rsa.salt`), hex.
-pub const DEFAULT_SALT: &str = "deadbeef";
+pub(crate) const DEFAULT_SALT: &str = "deadbeef";
 const ITERATIONS: u32 = 1024;
 const IV_LEN: usize = 16;
 /// Largest Spring ciphertext accepted (hex or base64 text): far above any config value,
 /// small enough that no repository can make one decryption costly.
-pub const MAX_CIPHERTEXT: usize = 64 * 1024;
+pub(crate) const MAX_CIPHERTEXT: usize = 64 * 1024;
 
 type CbcEnc = cbc::Encryptor<aes::Aes256>;
 type CbcDec = cbc::Decryptor<aes::Aes256>;
@@ -67,7 +67,7 @@ impl std::str::FromStr for RsaAlgorithm {
 }
 
 /// Hex-decode a salt as spring-security's `Hex.decode` does (even length, hex digits).
-pub fn decode_salt(salt: &str) -> Result<Vec<u8>, CryptoError> {
+pub(crate) fn decode_salt(salt: &str) -> Result<Vec<u8>, CryptoError> {
     hex::decode(salt).map_err(|_| {
         CryptoError::BadKey(
             "the salt must be hex (an even number of 0-9a-f digits), as Spring requires".into(),
@@ -168,7 +168,7 @@ impl RsaKey {
     }
 
     /// A key pair from PKCS#8 DER (as a PKCS#12 keystore holds it).
-    pub fn from_pkcs8_der(
+    pub(crate) fn from_pkcs8_der(
         der: &[u8],
         algorithm: RsaAlgorithm,
         salt: &str,
@@ -201,7 +201,7 @@ impl RsaKey {
     }
 
     /// The public key as Spring's `GET /key` shows it: `ssh-rsa BASE64 application`.
-    pub fn public_ssh(&self) -> String {
+    pub(crate) fn public_ssh(&self) -> String {
         fn mpint(out: &mut Vec<u8>, n: &[u8]) {
             // Java's BigInteger.toByteArray: big-endian two's complement, so a leading
             // zero byte when the top bit is set.
@@ -308,7 +308,7 @@ impl std::fmt::Debug for SpringKey {
 impl SpringKey {
     /// What Spring's `EncryptorFactory` makes of an `encrypt.key` value: a PEM RSA
     /// private key is an RSA key, anything else a passphrase.
-    pub fn from_encrypt_key(value: &str, salt: &str) -> Result<SpringKey, CryptoError> {
+    pub(crate) fn from_encrypt_key(value: &str, salt: &str) -> Result<SpringKey, CryptoError> {
         if value.contains("PRIVATE KEY-----") {
             return Ok(SpringKey::Rsa(Box::new(RsaKey::from_pem(
                 value,
@@ -359,14 +359,14 @@ impl SpringKey {
 }
 
 /// Is `s` hex as spring-security's `Hex.decode` reads it (even length, hex digits)?
-pub fn is_hex(s: &str) -> bool {
+pub(crate) fn is_hex(s: &str) -> bool {
     !s.is_empty() && s.len().is_multiple_of(2) && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// `{key:alias}{secret:…}` prefixes in front of a ciphertext, as Spring's
 /// `EnvironmentPrefixHelper` reads them, and the ciphertext after them.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Prefixes<'a> {
+pub(crate) struct Prefixes<'a> {
     /// `{key:…}`: the key (keystore alias) to use.
     pub key: Option<&'a str>,
     /// `{secret:…}`: the password of that key.
@@ -377,7 +377,7 @@ pub struct Prefixes<'a> {
 
 /// Split `{name:value}` prefixes off `text` (others than `key` and `secret` are ignored,
 /// as Spring's locators ignore them).
-pub fn split_prefixes(text: &str) -> Prefixes<'_> {
+pub(crate) fn split_prefixes(text: &str) -> Prefixes<'_> {
     let mut out = Prefixes {
         body: text,
         ..Prefixes::default()
@@ -487,40 +487,77 @@ pub fn build(settings: &SpringKeySettings) -> Result<SpringKeys, SpringKeyError>
     Ok((default, named))
 }
 
+/// How RSA values are read: Spring's `encrypt.rsa.*`.
+#[derive(Clone, Copy)]
+struct RsaOptions<'a> {
+    algorithm: RsaAlgorithm,
+    salt: &'a str,
+    strong: bool,
+}
+
 fn load_key_store(
     store: &KeyStoreSettings,
     algorithm: RsaAlgorithm,
     salt: &str,
     strong: bool,
 ) -> Result<(SpringKey, BTreeMap<String, NamedKey>), SpringKeyError> {
+    let rsa = RsaOptions {
+        algorithm,
+        salt,
+        strong,
+    };
     let shown = store.location.display();
     let bytes = std::fs::read(&store.location)
         .map_err(|e| bad("encrypt_key_store.location", format!("{shown}: {e}")))?;
     let kind = store.kind.as_deref().unwrap_or("jks").to_ascii_lowercase();
-    let mut named = BTreeMap::new();
     if kind == "pem" || bytes.windows(11).any(|w| w == b"-----BEGIN ") {
-        let text = String::from_utf8_lossy(&bytes);
-        let key = RsaKey::from_pem(&text, algorithm, salt, strong)
-            .map_err(|e| bad("encrypt_key_store.location", format!("{shown}: {e}")))?;
-        let key = SpringKey::Rsa(Box::new(key));
-        if let Some(alias) = &store.alias {
-            named.insert(
-                alias.clone(),
-                NamedKey {
-                    key: key.clone(),
-                    secret: None,
-                },
-            );
-        }
-        return Ok((key, named));
+        return pem_store(store, &bytes, rsa);
     }
+    let secret = pkcs12_secret(store, &bytes, &kind)?;
+    let named = pkcs12_keys(store, &bytes, &secret, rsa)?;
+    let default = default_key(store, &named)?;
+    Ok((default, named))
+}
+
+/// A PEM file: its one key is the default, and also named by the alias if one is set.
+fn pem_store(
+    store: &KeyStoreSettings,
+    bytes: &[u8],
+    rsa: RsaOptions<'_>,
+) -> Result<(SpringKey, BTreeMap<String, NamedKey>), SpringKeyError> {
+    let shown = store.location.display();
+    let text = String::from_utf8_lossy(bytes);
+    let key = RsaKey::from_pem(&text, rsa.algorithm, rsa.salt, rsa.strong)
+        .map_err(|e| bad("encrypt_key_store.location", format!("{shown}: {e}")))?;
+    let key = SpringKey::Rsa(Box::new(key));
+    let mut named = BTreeMap::new();
+    if let Some(alias) = &store.alias {
+        named.insert(
+            alias.clone(),
+            NamedKey {
+                key: key.clone(),
+                secret: None,
+            },
+        );
+    }
+    Ok((key, named))
+}
+
+/// The password of the keys in a PKCS#12 store, once the store is known to be one
+/// confhub can read.
+fn pkcs12_secret(
+    store: &KeyStoreSettings,
+    bytes: &[u8],
+    kind: &str,
+) -> Result<String, SpringKeyError> {
+    let shown = store.location.display();
     if bytes.starts_with(&[0xFE, 0xED, 0xFE, 0xED]) {
         return Err(bad(
             "encrypt_key_store.location",
             format!("{shown} is a JKS keystore, which confhub cannot read: convert it with `keytool -importkeystore -srckeystore {shown} -destkeystore keys.p12 -deststoretype pkcs12`"),
         ));
     }
-    if !matches!(kind.as_str(), "jks" | "pkcs12" | "p12") {
+    if !matches!(kind, "jks" | "pkcs12" | "p12") {
         return Err(bad(
             "encrypt_key_store.type",
             format!("`{}` is not pkcs12, jks or pem", kind.escape_default()),
@@ -536,16 +573,28 @@ fn load_key_store(
             "differs from the store password: confhub reads PKCS#12 keystores whose keys use the store password (keytool's default)",
         ));
     }
-    let p12 = p12_keystore::KeyStore::from_pkcs12(&bytes, &store.password).map_err(|_| {
+    Ok(secret)
+}
+
+/// Every private key of a PKCS#12 store, by alias.
+fn pkcs12_keys(
+    store: &KeyStoreSettings,
+    bytes: &[u8],
+    secret: &str,
+    rsa: RsaOptions<'_>,
+) -> Result<BTreeMap<String, NamedKey>, SpringKeyError> {
+    let shown = store.location.display();
+    let p12 = p12_keystore::KeyStore::from_pkcs12(bytes, &store.password).map_err(|_| {
         bad(
             "encrypt_key_store.location",
             format!("{shown}: not a PKCS#12 keystore, or the password is wrong"),
         )
     })?;
+    let mut named = BTreeMap::new();
     for (alias, entry) in p12.entries() {
         if let p12_keystore::KeyStoreEntry::PrivateKeyChain(chain) = entry {
-            let key =
-                RsaKey::from_pkcs8_der(chain.key(), algorithm, salt, strong).map_err(|e| {
+            let key = RsaKey::from_pkcs8_der(chain.key(), rsa.algorithm, rsa.salt, rsa.strong)
+                .map_err(|e| {
                     bad(
                         "encrypt_key_store.location",
                         format!("{shown}: alias `{alias}`: {e}"),
@@ -555,12 +604,21 @@ fn load_key_store(
                 alias.clone(),
                 NamedKey {
                     key: SpringKey::Rsa(Box::new(key)),
-                    secret: Some(secret.clone()),
+                    secret: Some(secret.to_string()),
                 },
             );
         }
     }
-    let default = match &store.alias {
+    Ok(named)
+}
+
+/// The key named by the alias, or the only one when no alias is set.
+fn default_key(
+    store: &KeyStoreSettings,
+    named: &BTreeMap<String, NamedKey>,
+) -> Result<SpringKey, SpringKeyError> {
+    let shown = store.location.display();
+    match &store.alias {
         Some(alias) => named.get(alias).map(|n| n.key.clone()).ok_or_else(|| {
             bad(
                 "encrypt_key_store.alias",
@@ -569,23 +627,20 @@ fn load_key_store(
                     named.keys().cloned().collect::<Vec<_>>().join(", ")
                 ),
             )
-        })?,
+        }),
         None if named.len() == 1 => named
             .values()
             .next()
             .map(|n| n.key.clone())
-            .ok_or_else(|| bad("encrypt_key_store.alias", "no key"))?,
-        None => {
-            return Err(bad(
-                "encrypt_key_store.alias",
-                format!(
-                    "{shown} holds {} private keys: name the default one",
-                    named.len()
-                ),
-            ))
-        }
-    };
-    Ok((default, named))
+            .ok_or_else(|| bad("encrypt_key_store.alias", "no key")),
+        None => Err(bad(
+            "encrypt_key_store.alias",
+            format!(
+                "{shown} holds {} private keys: name the default one",
+                named.len()
+            ),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::auth::TokenConfig;
+use crate::auth::{TokenConfig, TokenError};
+use crate::crypto::spring::{KeyStoreSettings, SpringKeyError, SpringKeySettings};
 use crate::crypto::{CryptoError, Key, Keyring};
 use crate::settings::{HttpLimits, LiveSettings, RecoverySettings, Secret, Settings, TlsFiles};
 
@@ -48,15 +49,42 @@ pub enum SettingsError {
         message: String,
     },
     /// A key file could not be used.
-    #[error("setting `{key}`: {path}: {message}")]
+    #[error("setting `{key}`: {path}: {source}")]
     KeyFile {
         /// The dotted key.
         key: String,
         /// The key file.
         path: String,
         /// What is wrong.
-        message: String,
+        #[source]
+        source: KeyFileError,
     },
+    /// A key (or an `encrypt_rsa` choice) was refused.
+    #[error("setting `{key}`: {source}")]
+    Key {
+        /// The dotted key.
+        key: &'static str,
+        /// What is wrong.
+        #[source]
+        source: CryptoError,
+    },
+    /// Spring's `encrypt.*` settings do not make a key.
+    #[error("setting `{}`: {}", .0.setting, .0.message)]
+    SpringKey(#[from] SpringKeyError),
+    /// A `[[tokens]]` entry is invalid.
+    #[error("setting `tokens`: {0}")]
+    Tokens(#[from] TokenError),
+}
+
+/// Why a key file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyFileError {
+    /// It could not be read.
+    #[error(transparent)]
+    Read(#[from] std::io::Error),
+    /// It does not hold a key.
+    #[error(transparent)]
+    Key(#[from] CryptoError),
 }
 
 /// The settings file's shape.
@@ -278,7 +306,7 @@ pub const SPRING_ENV: &[(&str, &str)] = &[
 ];
 
 /// The environment variable of a settings key.
-pub fn env_name(key: &str) -> String {
+pub(crate) fn env_name(key: &str) -> String {
     format!("CONFHUB_{}", key.to_ascii_uppercase().replace('.', "_"))
 }
 
@@ -337,69 +365,75 @@ pub fn load(
     flags: &[(String, String)],
 ) -> Result<FileSettings, SettingsError> {
     let mut table = match file {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
-                path: path.display().to_string(),
-                source,
-            })?;
-            // Parsed into the typed struct first so unknown or mistyped keys are reported
-            // against the file, with its line.
-            let _: FileSettings = toml::from_str(&text).map_err(|e| SettingsError::File {
-                path: path.display().to_string(),
-                message: e.to_string().trim().to_string(),
-            })?;
-            toml::from_str::<toml::Table>(&text).map_err(|e| SettingsError::File {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })?
-        }
+        Some(path) => file_table(path)?,
         None => toml::Table::new(),
     };
-    for (name, key) in SPRING_ENV {
-        let Some(raw) = env.get(*name) else { continue };
-        let kind = KEYS
-            .iter()
-            .find(|(k, _)| k == key)
-            .map_or(Kind::Str, |(_, kind)| *kind);
-        let value = typed(kind, raw).map_err(|message| SettingsError::Override {
-            source_name: (*name).to_string(),
-            message,
-        })?;
-        set(&mut table, key, value);
-    }
-    for (key, kind) in KEYS {
-        let name = env_name(key);
-        if let Some(raw) = env.get(&name) {
-            let value = typed(*kind, raw).map_err(|message| SettingsError::Override {
-                source_name: name.clone(),
-                message,
-            })?;
-            set(&mut table, key, value);
-        }
-    }
-    for (key, raw) in flags {
-        let kind = KEYS
-            .iter()
-            .find(|(k, _)| k == key)
-            .map(|(_, kind)| *kind)
-            .ok_or_else(|| SettingsError::Override {
-                source_name: format!("--set {key}"),
-                message: format!("unknown setting `{key}`"),
-            })?;
-        let value = typed(kind, raw).map_err(|message| SettingsError::Override {
-            source_name: format!("--{}", key.replace('_', "-")),
-            message,
-        })?;
-        set(&mut table, key, value);
-    }
+    apply_env(&mut table, env)?;
+    apply_flags(&mut table, flags)?;
     FileSettings::deserialize(toml::Value::Table(table)).map_err(|e| SettingsError::Invalid {
         key: "(settings)".into(),
         message: e.to_string(),
     })
 }
 
+/// The settings file as a table, once it is known to have the file's shape.
+fn file_table(path: &Path) -> Result<toml::Table, SettingsError> {
+    let text = std::fs::read_to_string(path).map_err(|source| SettingsError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    // Parsed into the typed struct first so unknown or mistyped keys are reported
+    // against the file, with its line.
+    let _: FileSettings = toml::from_str(&text).map_err(|e| SettingsError::File {
+        path: path.display().to_string(),
+        message: e.to_string().trim().to_string(),
+    })?;
+    toml::from_str::<toml::Table>(&text).map_err(|e| SettingsError::File {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+/// The type of an overridable key.
+fn kind_of(key: &str) -> Option<Kind> {
+    KEYS.iter().find(|(k, _)| *k == key).map(|(_, kind)| *kind)
+}
+
+/// Spring's environment variables, then ours (which win).
+fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> Result<(), SettingsError> {
+    let spring = SPRING_ENV
+        .iter()
+        .map(|(name, key)| ((*name).to_string(), *key, kind_of(key).unwrap_or(Kind::Str)));
+    let ours = KEYS.iter().map(|(key, kind)| (env_name(key), *key, *kind));
+    for (name, key, kind) in spring.chain(ours) {
+        let Some(raw) = env.get(&name) else { continue };
+        let value = typed(kind, raw).map_err(|message| SettingsError::Override {
+            source_name: name.clone(),
+            message,
+        })?;
+        set(table, key, value);
+    }
+    Ok(())
+}
+
+/// `--flag` and `--set key=value` values, in order (a later one wins).
+fn apply_flags(table: &mut toml::Table, flags: &[(String, String)]) -> Result<(), SettingsError> {
+    for (key, raw) in flags {
+        let kind = kind_of(key).ok_or_else(|| SettingsError::Override {
+            source_name: format!("--set {key}"),
+            message: format!("unknown setting `{key}`"),
+        })?;
+        let value = typed(kind, raw).map_err(|message| SettingsError::Override {
+            source_name: format!("--{}", key.replace('_', "-")),
+            message,
+        })?;
+        set(table, key, value);
+    }
+    Ok(())
+}
+
 /// `30s`, `5m`, `500ms`, `1h`, or plain seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
@@ -430,13 +464,13 @@ fn duration(
 }
 
 fn key_file(key: &str, path: &Path) -> Result<Key, SettingsError> {
-    let fail = |message: String| SettingsError::KeyFile {
+    let read =
+        || -> Result<Key, KeyFileError> { Ok(Key::from_base64(&std::fs::read_to_string(path)?)?) };
+    read().map_err(|source| SettingsError::KeyFile {
         key: key.to_string(),
         path: path.display().to_string(),
-        message,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| fail(e.to_string()))?;
-    Key::from_base64(&text).map_err(|e: CryptoError| fail(e.to_string()))
+        source,
+    })
 }
 
 impl FileSettings {
@@ -473,8 +507,7 @@ impl FileSettings {
     }
 
     /// Spring's `encrypt.*` settings as given, checked for empty values.
-    fn spring_keys(&self) -> Result<crate::crypto::spring::SpringKeySettings, SettingsError> {
-        use crate::crypto::spring::{KeyStoreSettings, SpringKeySettings};
+    fn spring_keys(&self) -> Result<SpringKeySettings, SettingsError> {
         let invalid = |key: &str, message: String| SettingsError::Invalid {
             key: key.to_string(),
             message,
@@ -516,9 +549,10 @@ impl FileSettings {
             salt: self.encrypt_salt.clone(),
             key_store,
             rsa_algorithm: match &rsa.algorithm {
-                Some(a) => a
-                    .parse()
-                    .map_err(|e: CryptoError| invalid("encrypt_rsa.algorithm", e.to_string()))?,
+                Some(a) => a.parse().map_err(|source| SettingsError::Key {
+                    key: "encrypt_rsa.algorithm",
+                    source,
+                })?,
                 None => Default::default(),
             },
             rsa_salt: rsa.salt,
@@ -527,23 +561,32 @@ impl FileSettings {
         })
     }
 
-    /// Build the server's [`Settings`], checking every value.
+    /// Build the server's [`Settings`], checking every value (in this order, so the
+    /// first error reported stays the same whatever else is wrong).
     pub fn into_settings(self) -> Result<Settings, SettingsError> {
-        let empty = |key: &str, why: &str| SettingsError::Invalid {
-            key: key.to_string(),
-            message: format!(
-                "is empty (set in the settings file, by {} or by a flag): {why}",
-                env_name(key)
-            ),
-        };
-        // Key material becomes a keyring below; the other secrets are checked on `Settings`.
-        let no_key = "give a base64 key, or leave it unset";
+        self.refuse_empty_keys()?;
+        let mut s = self.base()?;
+        s.keyring = self.keyring()?;
+        s.pass_ciphers_through = !self.encrypt_enabled.unwrap_or(true);
+        crate::auth::Auth::new(&self.tokens)?;
+        s.tokens = self.tokens.clone();
+        s.tls = self.tls()?;
+        s.refuse_empty().map_err(|e| empty(e.key, e.why))?;
+        s.limits = self.limits.http()?;
+        s.live = self.limits.live()?;
+        s.recovery = self.limits.recovery()?;
+        Ok(s)
+    }
+
+    /// Key material becomes a keyring: blank keys are refused here, the other secrets
+    /// on [`Settings::refuse_empty`].
+    fn refuse_empty_keys(&self) -> Result<(), SettingsError> {
         if self
             .encrypt_key
             .as_deref()
             .is_some_and(|k| k.trim().is_empty())
         {
-            return Err(empty("encrypt_key", no_key));
+            return Err(empty("encrypt_key", "give a base64 key, or leave it unset"));
         }
         let blank_path = |p: &Path| p.to_string_lossy().trim().is_empty();
         if self.encrypt_key_file.as_deref().is_some_and(blank_path) {
@@ -560,6 +603,11 @@ impl FileSettings {
         {
             return Err(empty("decrypt_key_files", "an entry names no file"));
         }
+        Ok(())
+    }
+
+    /// The repository and how it is read.
+    fn base(&self) -> Result<Settings, SettingsError> {
         let repo = self.repo.clone().ok_or_else(|| SettingsError::Invalid {
             key: "repo".into(),
             message: "is required (--repo, CONFHUB_REPO or `repo` in the settings file)".into(),
@@ -582,11 +630,16 @@ impl FileSettings {
         if let Some(c) = self.cache_max_bytes {
             s.cache_max_bytes = c;
         }
+        Ok(s)
+    }
+
+    /// Our base64 keys (the first encrypts) and Spring's; none when no key is set.
+    fn keyring(&self) -> Result<Option<Keyring>, SettingsError> {
         let mut keys = Vec::new();
         if let Some(k) = &self.encrypt_key {
-            keys.push(Key::from_base64(k).map_err(|e| SettingsError::Invalid {
-                key: "encrypt_key".into(),
-                message: e.to_string(),
+            keys.push(Key::from_base64(k).map_err(|source| SettingsError::Key {
+                key: "encrypt_key",
+                source,
             })?);
         }
         if let Some(path) = &self.encrypt_key_file {
@@ -595,87 +648,106 @@ impl FileSettings {
         for path in self.decrypt_key_files.iter().flatten() {
             keys.push(key_file("decrypt_key_files", path)?);
         }
-        let (spring, named) = crate::crypto::spring::build(&self.spring_keys()?).map_err(|e| {
-            SettingsError::Invalid {
-                key: e.setting.to_string(),
-                message: e.message,
-            }
-        })?;
-        s.keyring = Keyring::with_spring(keys, spring, named);
-        s.pass_ciphers_through = !self.encrypt_enabled.unwrap_or(true);
-        crate::auth::Auth::new(&self.tokens).map_err(|e| SettingsError::Invalid {
-            key: "tokens".into(),
-            message: e.to_string(),
-        })?;
-        s.tokens = self.tokens.clone();
-        s.tls = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsFiles {
+        let (spring, named) = crate::crypto::spring::build(&self.spring_keys()?)?;
+        Ok(Keyring::with_spring(keys, spring, named))
+    }
+
+    fn tls(&self) -> Result<Option<TlsFiles>, SettingsError> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
                 cert: cert.clone(),
                 key: key.clone(),
+            })),
+            (None, None) => Ok(None),
+            _ => Err(SettingsError::Invalid {
+                key: "tls_cert".into(),
+                message: "tls_cert and tls_key go together".into(),
             }),
-            (None, None) => None,
-            _ => {
-                return Err(SettingsError::Invalid {
-                    key: "tls_cert".into(),
-                    message: "tls_cert and tls_key go together".into(),
-                })
-            }
-        };
-        s.refuse_empty().map_err(|e| empty(e.key, e.why))?;
-        let l = &self.limits;
+        }
+    }
+}
+
+/// A secret or key file set to nothing.
+fn empty(key: &str, why: &str) -> SettingsError {
+    SettingsError::Invalid {
+        key: key.to_string(),
+        message: format!(
+            "is empty (set in the settings file, by {} or by a flag): {why}",
+            env_name(key)
+        ),
+    }
+}
+
+impl FileLimits {
+    fn http(&self) -> Result<HttpLimits, SettingsError> {
         let d = HttpLimits::default();
-        s.limits = HttpLimits {
-            max_body_bytes: l.max_body_bytes.unwrap_or(d.max_body_bytes),
-            webhook_max_body_bytes: l.webhook_max_body_bytes.unwrap_or(d.webhook_max_body_bytes),
-            webhook_body_budget_bytes: l
+        Ok(HttpLimits {
+            max_body_bytes: self.max_body_bytes.unwrap_or(d.max_body_bytes),
+            webhook_max_body_bytes: self
+                .webhook_max_body_bytes
+                .unwrap_or(d.webhook_max_body_bytes),
+            webhook_body_budget_bytes: self
                 .webhook_body_budget_bytes
                 .unwrap_or(d.webhook_body_budget_bytes),
-            max_header_bytes: l.max_header_bytes.unwrap_or(d.max_header_bytes),
+            max_header_bytes: self.max_header_bytes.unwrap_or(d.max_header_bytes),
             request_timeout: duration(
                 "limits.request_timeout",
-                &l.request_timeout,
+                &self.request_timeout,
                 d.request_timeout,
             )?,
             header_read_timeout: duration(
                 "limits.header_read_timeout",
-                &l.header_read_timeout,
+                &self.header_read_timeout,
                 d.header_read_timeout,
             )?,
-            max_connections: l.max_connections.unwrap_or(d.max_connections),
-            rate_per_second: l.rate_per_second.unwrap_or(d.rate_per_second),
-            rate_burst: l.rate_burst.unwrap_or(d.rate_burst),
-        };
+            max_connections: self.max_connections.unwrap_or(d.max_connections),
+            rate_per_second: self.rate_per_second.unwrap_or(d.rate_per_second),
+            rate_burst: self.rate_burst.unwrap_or(d.rate_burst),
+        })
+    }
+
+    fn live(&self) -> Result<LiveSettings, SettingsError> {
         let live = LiveSettings::default();
-        s.live = LiveSettings {
-            ws_max_message: l.ws_max_message.unwrap_or(live.ws_max_message),
-            ws_max_subscriptions: l.ws_max_subscriptions.unwrap_or(live.ws_max_subscriptions),
-            ws_max_connections: l.ws_max_connections.unwrap_or(live.ws_max_connections),
-            ws_send_buffer: l.ws_send_buffer.unwrap_or(live.ws_send_buffer),
-            ws_max_extra_pairs: l.ws_max_extra_pairs.unwrap_or(live.ws_max_extra_pairs),
+        Ok(LiveSettings {
+            ws_max_message: self.ws_max_message.unwrap_or(live.ws_max_message),
+            ws_max_subscriptions: self
+                .ws_max_subscriptions
+                .unwrap_or(live.ws_max_subscriptions),
+            ws_max_connections: self.ws_max_connections.unwrap_or(live.ws_max_connections),
+            ws_send_buffer: self.ws_send_buffer.unwrap_or(live.ws_send_buffer),
+            ws_max_extra_pairs: self.ws_max_extra_pairs.unwrap_or(live.ws_max_extra_pairs),
             ws_ping_interval: duration(
                 "limits.ws_ping_interval",
-                &l.ws_ping_interval,
+                &self.ws_ping_interval,
                 live.ws_ping_interval,
             )?,
             ws_idle_timeout: duration(
                 "limits.ws_idle_timeout",
-                &l.ws_idle_timeout,
+                &self.ws_idle_timeout,
                 live.ws_idle_timeout,
             )?,
-            fetch_timeout: duration("limits.fetch_timeout", &l.fetch_timeout, live.fetch_timeout)?,
+            fetch_timeout: duration(
+                "limits.fetch_timeout",
+                &self.fetch_timeout,
+                live.fetch_timeout,
+            )?,
             ..live
-        };
+        })
+    }
+
+    fn recovery(&self) -> Result<RecoverySettings, SettingsError> {
         let recovery = RecoverySettings::default();
-        s.recovery = RecoverySettings {
-            last_good_depth: l.last_good_depth.unwrap_or(recovery.last_good_depth),
+        Ok(RecoverySettings {
+            last_good_depth: self.last_good_depth.unwrap_or(recovery.last_good_depth),
             last_good_timeout: duration(
                 "limits.last_good_timeout",
-                &l.last_good_timeout,
+                &self.last_good_timeout,
                 recovery.last_good_timeout,
             )?,
-            verify_max_objects: l.verify_max_objects.unwrap_or(recovery.verify_max_objects),
-        };
-        Ok(s)
+            verify_max_objects: self
+                .verify_max_objects
+                .unwrap_or(recovery.verify_max_objects),
+        })
     }
 }
 

@@ -77,7 +77,7 @@ impl Default for RecoverySettings {
 /// secret would let anyone compute a valid signature.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("setting `{key}` is empty: {why}")]
-pub struct EmptySetting {
+pub(crate) struct EmptySetting {
     /// The settings key (`webhook_secret`, `tls_key`, …).
     pub key: &'static str,
     /// Why that matters, and what to do instead.
@@ -86,7 +86,7 @@ pub struct EmptySetting {
 
 impl Settings {
     /// Refuse secrets and key files that are set but blank (or only whitespace).
-    pub fn refuse_empty(&self) -> Result<(), EmptySetting> {
+    pub(crate) fn refuse_empty(&self) -> Result<(), EmptySetting> {
         let blank = |s: &str| s.trim().is_empty();
         let blank_path = |p: &std::path::Path| blank(&p.to_string_lossy());
         let fail = |key, why| Err(EmptySetting { key, why });

@@ -42,7 +42,7 @@ impl DirSource {
     }
 
     /// What views do with `{cipher}` values (default: refuse them).
-    pub fn with_ciphers(mut self, ciphers: Ciphers) -> Self {
+    pub(crate) fn with_ciphers(mut self, ciphers: Ciphers) -> Self {
         self.ciphers = ciphers;
         self
     }

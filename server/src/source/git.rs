@@ -74,7 +74,7 @@ struct Care {
 /// Raised when a read hits an object that cannot be read (missing, truncated, corrupt):
 /// the refresh loop then verifies the clone and repairs it.
 #[derive(Default)]
-pub struct Suspicion {
+pub(crate) struct Suspicion {
     raised: AtomicBool,
     /// Set while the damage is known and a retry is scheduled: reads that fail meanwhile
     /// neither log nor wake the loop.
@@ -120,7 +120,7 @@ impl Suspicion {
 
 /// What the server knows about its clone's health, for `GET /v1/status`.
 #[derive(Debug, Clone, Default)]
-pub struct CloneHealth {
+pub(crate) struct CloneHealth {
     /// Verifications of the object store run (at start, and after object errors).
     pub verifications: u64,
     /// When the object store was last found intact.
@@ -147,7 +147,7 @@ const FALSE_ALARM_PAUSE: Duration = Duration::from_secs(10);
 
 /// One repair attempt.
 #[derive(Debug, Clone)]
-pub struct RepairOutcome {
+pub(crate) struct RepairOutcome {
     /// When it ended.
     pub at: SystemTime,
     /// How long it took.
@@ -160,7 +160,7 @@ pub struct RepairOutcome {
 
 /// The result of [`GitSource::ensure_intact`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Integrity {
+pub(crate) enum Integrity {
     /// Every object checked could be read.
     Intact,
     /// The clone was damaged; a fresh one replaced it.
@@ -177,7 +177,7 @@ struct Verified {
 }
 
 /// Is `repo` a URL to clone rather than a local path?
-pub fn is_remote(repo: &str) -> bool {
+pub(crate) fn is_remote(repo: &str) -> bool {
     ["file://", "git://", "http://", "https://", "ssh://"]
         .iter()
         .any(|p| repo.starts_with(p))
@@ -185,7 +185,7 @@ pub fn is_remote(repo: &str) -> bool {
 }
 
 /// `https://user:secret@host/x` → `https://host/x`, for logs and Spring source names.
-pub fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -205,6 +205,74 @@ impl std::fmt::Debug for GitSource {
     }
 }
 
+/// The config files of `root` and of its folders one level down (not hidden ones).
+fn list_config_files(
+    repo: &Repository,
+    root: &git2::Tree<'_>,
+    files: &mut BTreeMap<String, Blob>,
+) -> Result<(), git2::Error> {
+    for entry in root.iter() {
+        let Ok(name) = entry.name() else { continue };
+        match entry.kind() {
+            Some(ObjectType::Blob) if is_config_name(name) => {
+                files.insert(name.to_string(), Blob::Git(entry.id()));
+            }
+            Some(ObjectType::Tree) if !name.starts_with('.') => {
+                for child in repo.find_tree(entry.id())?.iter() {
+                    let Ok(child_name) = child.name() else {
+                        continue;
+                    };
+                    if child.kind() == Some(ObjectType::Blob) && is_config_name(child_name) {
+                        files.insert(format!("{name}/{child_name}"), Blob::Git(child.id()));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Where the repository is read from: a remote's clone under the data dir (named by a
+/// digest of the URL without credentials), or the local repository itself; with the
+/// remote and the URI entries carry.
+fn location(settings: &Settings) -> Result<(PathBuf, Option<Remote>, String), SourceError> {
+    if is_remote(&settings.repo) {
+        let digest = hex::encode(&Sha256::digest(redact_url(&settings.repo).as_bytes())[..8]);
+        let path = settings.data_dir.join(format!("repo-{digest}.git"));
+        let remote = Remote {
+            url: settings.repo.clone(),
+            token: settings.git_token.as_ref().map(|t| t.expose().to_string()),
+            ssh_key: settings.ssh_key.clone(),
+        };
+        return Ok((path, Some(remote), redact_url(&settings.repo)));
+    }
+    let path = PathBuf::from(&settings.repo);
+    let abs = std::fs::canonicalize(&path).map_err(|source| SourceError::Io {
+        path: settings.repo.clone(),
+        source,
+    })?;
+    let uri = format!("file://{}", abs.display());
+    Ok((abs, None, uri))
+}
+
+impl Care {
+    fn new(settings: &Settings) -> Care {
+        Care {
+            swap: RwLock::new(()),
+            repairing: Mutex::new(()),
+            repair_attempts: AtomicU64::new(0),
+            health: Mutex::new(CloneHealth::default()),
+            recovery: settings.recovery.clone(),
+            repair_retry: (
+                settings.live.fetch_retry.max(Duration::from_millis(10)),
+                settings.poll.max(Duration::from_secs(1)),
+            ),
+            remember_warned: AtomicBool::new(false),
+        }
+    }
+}
+
 impl GitSource {
     /// Open the repository (cloning or fetching a remote first). Blocking.
     pub fn open(settings: &Settings) -> Result<GitSource, SourceError> {
@@ -218,24 +286,7 @@ impl GitSource {
     /// clone it has while the remote is down. Blocking.
     pub fn prepare(settings: &Settings) -> Result<GitSource, SourceError> {
         disable_object_cache();
-        let (path, remote, uri) = if is_remote(&settings.repo) {
-            let digest = hex::encode(&Sha256::digest(redact_url(&settings.repo).as_bytes())[..8]);
-            let path = settings.data_dir.join(format!("repo-{digest}.git"));
-            let remote = Remote {
-                url: settings.repo.clone(),
-                token: settings.git_token.as_ref().map(|t| t.expose().to_string()),
-                ssh_key: settings.ssh_key.clone(),
-            };
-            (path, Some(remote), redact_url(&settings.repo))
-        } else {
-            let path = PathBuf::from(&settings.repo);
-            let abs = std::fs::canonicalize(&path).map_err(|source| SourceError::Io {
-                path: settings.repo.clone(),
-                source,
-            })?;
-            let uri = format!("file://{}", abs.display());
-            (abs, None, uri)
-        };
+        let (path, remote, uri) = location(settings)?;
         let search = SearchPath::parse(settings.search_path.as_deref())?;
         let source = GitSource {
             path,
@@ -244,18 +295,7 @@ impl GitSource {
             search_path: search.folder().map(str::to_string),
             search: Arc::new(search),
             pool: Mutex::new(Vec::new()),
-            care: Box::new(Care {
-                swap: RwLock::new(()),
-                repairing: Mutex::new(()),
-                repair_attempts: AtomicU64::new(0),
-                health: Mutex::new(CloneHealth::default()),
-                recovery: settings.recovery.clone(),
-                repair_retry: (
-                    settings.live.fetch_retry.max(Duration::from_millis(10)),
-                    settings.poll.max(Duration::from_secs(1)),
-                ),
-                remember_warned: AtomicBool::new(false),
-            }),
+            care: Box::new(Care::new(settings)),
             suspicion: Arc::new(Suspicion::default()),
             uri,
             ciphers: Ciphers::of(settings),
@@ -263,13 +303,7 @@ impl GitSource {
         if let Some(remote) = &source.remote {
             source.sweep_leftovers();
             if !source.path.exists() {
-                std::fs::create_dir_all(&settings.data_dir).map_err(|e| SourceError::Io {
-                    path: settings.data_dir.display().to_string(),
-                    source: e,
-                })?;
-                Repository::init_bare(&source.path)
-                    .map_err(SourceError::git("creating the clone"))?;
-                tracing::info!(url = %redact_url(&remote.url), path = %source.path.display(), "cloning remote repository");
+                source.create_clone(settings, remote)?;
             }
         } else {
             // Fail at start, not at the first request, if this is not a repository.
@@ -278,18 +312,29 @@ impl GitSource {
         Ok(source)
     }
 
+    /// An empty bare clone for the first fetch to fill.
+    fn create_clone(&self, settings: &Settings, remote: &Remote) -> Result<(), SourceError> {
+        std::fs::create_dir_all(&settings.data_dir).map_err(|e| SourceError::Io {
+            path: settings.data_dir.display().to_string(),
+            source: e,
+        })?;
+        Repository::init_bare(&self.path).map_err(SourceError::git("creating the clone"))?;
+        tracing::info!(url = %redact_url(&remote.url), path = %self.path.display(), "cloning remote repository");
+        Ok(())
+    }
+
     /// `{repo uri}` as used in Spring property source names.
     pub fn uri(&self) -> &str {
         &self.uri
     }
 
     /// Override what views do with `{cipher}` values (`confhub check` without a key ignores them).
-    pub fn set_ciphers(&mut self, ciphers: Ciphers) {
+    pub(crate) fn set_ciphers(&mut self, ciphers: Ciphers) {
         self.ciphers = ciphers;
     }
 
     /// The search path as a tree path prefix (`""` or `config/`).
-    pub fn search_prefix(&self) -> String {
+    pub(crate) fn search_prefix(&self) -> String {
         self.search_path
             .as_ref()
             .map(|p| format!("{p}/"))
@@ -302,13 +347,8 @@ impl GitSource {
     }
 
     /// Whether this is a clone of a remote (and so needs fetching to see changes).
-    pub fn is_remote(&self) -> bool {
+    pub(crate) fn is_remote(&self) -> bool {
         self.remote.is_some()
-    }
-
-    /// Where the repository lives on disk (the clone, for remotes).
-    pub fn git_dir(&self) -> &Path {
-        &self.path
     }
 
     /// Run `f` with an open repository handle. Blocking.
@@ -415,7 +455,7 @@ impl GitSource {
     /// gone (deleted on the remote and pruned by the fetch, or deleted locally), the last
     /// commit served for it — remembered in the clone across restarts, or `previous`
     /// (label, version) while running. Records the missing branch for `/v1/status`.
-    pub fn serving_commit(
+    pub(crate) fn serving_commit(
         &self,
         repo: &Repository,
         previous: Option<(&str, &str)>,
@@ -479,7 +519,7 @@ impl GitSource {
 
     /// Up to `max` first-parent ancestors of `from`, newest first. Stops early at the
     /// root, or at a commit that cannot be read.
-    pub fn first_parents(&self, repo: &Repository, from: Oid, max: usize) -> Vec<Oid> {
+    pub(crate) fn first_parents(&self, repo: &Repository, from: Oid, max: usize) -> Vec<Oid> {
         let mut out = Vec::new();
         let Ok(mut commit) = repo.find_commit(from) else {
             return out;
@@ -501,7 +541,7 @@ impl GitSource {
     /// exists but whose objects cannot be read (an annotated tag in a damaged pack) is an
     /// error, and raises the suspicion that gets the clone verified: answering "unknown
     /// label" would hide the damage for good.
-    pub fn resolve_label(
+    pub(crate) fn resolve_label(
         &self,
         repo: &Repository,
         label: &str,
@@ -564,7 +604,7 @@ impl GitSource {
 
     /// The config files of a tree (a commit's, or the index's from `git write-tree`,
     /// which is how a pre-commit hook checks what is staged).
-    pub fn view_tree<'r>(
+    pub(crate) fn view_tree<'r>(
         &self,
         repo: &'r Repository,
         tree: git2::Tree<'r>,
@@ -587,44 +627,12 @@ impl GitSource {
             view.search = self.search.clone();
             return Ok(view);
         }
-        let (root, prefix): (Option<git2::Tree<'_>>, String) = match &self.search_path {
-            None => (Some(tree), String::new()),
-            Some(sp) => {
-                let sub = match tree.get_path(Path::new(sp)) {
-                    Ok(entry) if entry.kind() == Some(ObjectType::Tree) => Some(
-                        repo.find_tree(entry.id())
-                            .map_err(SourceError::git(context()))?,
-                    ),
-                    _ => None,
-                };
-                (sub, format!("{sp}/"))
-            }
-        };
+        let (root, prefix) = self
+            .search_root(repo, tree)
+            .map_err(SourceError::git(context()))?;
         let root_id = root.as_ref().map(|t| t.id());
         if let Some(root) = root {
-            for entry in root.iter() {
-                let Ok(name) = entry.name() else { continue };
-                match entry.kind() {
-                    Some(ObjectType::Blob) if is_config_name(name) => {
-                        files.insert(name.to_string(), Blob::Git(entry.id()));
-                    }
-                    Some(ObjectType::Tree) if !name.starts_with('.') => {
-                        let sub = repo
-                            .find_tree(entry.id())
-                            .map_err(SourceError::git(context()))?;
-                        for child in sub.iter() {
-                            let Ok(child_name) = child.name() else {
-                                continue;
-                            };
-                            if child.kind() == Some(ObjectType::Blob) && is_config_name(child_name)
-                            {
-                                files.insert(format!("{name}/{child_name}"), Blob::Git(child.id()));
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
+            list_config_files(repo, &root, &mut files).map_err(SourceError::git(context()))?;
         }
         let mut view = View::new(version, prefix, files, Some(repo), Root::Git(root_id));
         view.ciphers = self.ciphers.clone();
@@ -632,15 +640,34 @@ impl GitSource {
         Ok(view)
     }
 
+    /// The tree of the search path in `tree` (none when the commit lacks the folder),
+    /// and the prefix its files have in the repository.
+    fn search_root<'r>(
+        &self,
+        repo: &'r Repository,
+        tree: git2::Tree<'r>,
+    ) -> Result<(Option<git2::Tree<'r>>, String), git2::Error> {
+        let Some(sp) = &self.search_path else {
+            return Ok((Some(tree), String::new()));
+        };
+        let sub = match tree.get_path(Path::new(sp)) {
+            Ok(entry) if entry.kind() == Some(ObjectType::Tree) => {
+                Some(repo.find_tree(entry.id())?)
+            }
+            _ => None,
+        };
+        Ok((sub, format!("{sp}/")))
+    }
+
     /// Call `hook` (once per suspicion) when a read hits an unreadable object; the
     /// server pokes its refresh loop with it, which then runs [`GitSource::ensure_intact`].
-    pub fn on_damage(&self, hook: impl Fn() + Send + Sync + 'static) {
+    pub(crate) fn on_damage(&self, hook: impl Fn() + Send + Sync + 'static) {
         let _ = self.suspicion.hook.set(Box::new(hook));
     }
 
     /// Whether the clone should be checked now: a read failed on an object since the last
     /// check or, when it is known damaged, the next attempt (with backoff) is due.
-    pub fn check_due(&self) -> bool {
+    pub(crate) fn check_due(&self) -> bool {
         let health = self.health();
         if health.damaged.is_some() {
             return health.repair_not_before.is_none_or(|t| Instant::now() >= t);
@@ -652,7 +679,7 @@ impl GitSource {
     }
 
     /// The clone's health, for `GET /v1/status`.
-    pub fn clone_health(&self) -> CloneHealth {
+    pub(crate) fn clone_health(&self) -> CloneHealth {
         self.health().clone()
     }
 
@@ -666,7 +693,7 @@ impl GitSource {
     /// a pooled one may still read packs deleted since it opened them, as a restarted
     /// server could not. A damaged clone of a remote is repaired with a fresh clone; a
     /// failed repair is retried with backoff, at the next check. Blocking.
-    pub fn ensure_intact(&self, also: Option<Oid>) -> Integrity {
+    pub(crate) fn ensure_intact(&self, also: Option<Oid>) -> Integrity {
         let suspected = self.suspicion.take();
         let verified = self.verify(also);
         let mut health = self.health();
@@ -680,62 +707,76 @@ impl GitSource {
                 if health.damaged.take().is_some() {
                     tracing::info!(path = %self.path.display(), "the repository reads in full again");
                 }
-                health.repair_failures = 0;
-                health.repair_not_before = None;
-                health.last_verified = Some(SystemTime::now());
-                self.suspicion.quiet.store(false, Ordering::Release);
+                self.mark_intact(&mut health);
                 return Integrity::Intact;
             }
             Err(damage) => damage,
         };
         tracing::error!(path = %self.path.display(), error = %damage, "the repository's object store is damaged");
-        let outcome = if self.remote.is_none() {
-            Err(format!(
-                "{damage} (confhub does not repair a local repository: restore it, e.g. from a `git clone` of a good copy)"
-            ))
-        } else {
-            drop(health);
-            let started = Instant::now();
-            let repaired = self.repair();
-            health = self.health();
-            health.last_repair = Some(RepairOutcome {
-                at: SystemTime::now(),
-                took: started.elapsed(),
-                reason: damage.clone(),
-                error: repaired.as_ref().err().map(ToString::to_string),
-            });
-            match repaired {
-                Ok(()) => {
-                    tracing::info!(path = %self.path.display(), took_ms = started.elapsed().as_millis() as u64, "the damaged clone was replaced by a fresh clone");
-                    Ok(())
-                }
-                Err(e) => Err(format!("{damage}; repairing it failed: {e}")),
-            }
-        };
+        let (mut health, outcome) = self.try_repair(health, &damage);
         match outcome {
             Ok(()) => {
                 health.repairs += 1;
-                health.repair_failures = 0;
-                health.repair_not_before = None;
                 health.damaged = None;
-                health.last_verified = Some(SystemTime::now());
-                self.suspicion.quiet.store(false, Ordering::Release);
+                self.mark_intact(&mut health);
                 Integrity::Repaired
             }
-            Err(message) => {
-                // Checked again with backoff, not at every read that fails meanwhile.
-                health.repair_failures = health.repair_failures.saturating_add(1);
-                let (base, cap) = self.care.repair_retry;
-                let wait = base
-                    .saturating_mul(1u32 << health.repair_failures.saturating_sub(1).min(20))
-                    .min(cap);
-                health.repair_not_before = Some(Instant::now() + wait);
-                tracing::error!(error = %message, retry_in = ?wait, "the clone stays damaged; serving what can still be read");
-                health.damaged = Some(message.clone());
-                self.suspicion.quiet.store(true, Ordering::Release);
-                Integrity::Damaged(message)
-            }
+            Err(message) => self.stays_damaged(&mut health, message),
         }
+    }
+
+    /// The clone reads in full: no repair pending, reads that fail may raise suspicion.
+    fn mark_intact(&self, health: &mut CloneHealth) {
+        health.repair_failures = 0;
+        health.repair_not_before = None;
+        health.last_verified = Some(SystemTime::now());
+        self.suspicion.quiet.store(false, Ordering::Release);
+    }
+
+    /// Replace a remote's damaged clone by a fresh one, recording the attempt; a local
+    /// repository is never repaired. The health lock is released while the clone runs.
+    fn try_repair<'a>(
+        &'a self,
+        health: MutexGuard<'a, CloneHealth>,
+        damage: &str,
+    ) -> (MutexGuard<'a, CloneHealth>, Result<(), String>) {
+        if self.remote.is_none() {
+            return (health, Err(format!(
+                "{damage} (confhub does not repair a local repository: restore it, e.g. from a `git clone` of a good copy)"
+            )));
+        }
+        drop(health);
+        let started = Instant::now();
+        let repaired = self.repair();
+        let mut health = self.health();
+        health.last_repair = Some(RepairOutcome {
+            at: SystemTime::now(),
+            took: started.elapsed(),
+            reason: damage.to_string(),
+            error: repaired.as_ref().err().map(ToString::to_string),
+        });
+        let outcome = match repaired {
+            Ok(()) => {
+                tracing::info!(path = %self.path.display(), took_ms = started.elapsed().as_millis() as u64, "the damaged clone was replaced by a fresh clone");
+                Ok(())
+            }
+            Err(e) => Err(format!("{damage}; repairing it failed: {e}")),
+        };
+        (health, outcome)
+    }
+
+    /// Checked again with backoff, not at every read that fails meanwhile.
+    fn stays_damaged(&self, health: &mut CloneHealth, message: String) -> Integrity {
+        health.repair_failures = health.repair_failures.saturating_add(1);
+        let (base, cap) = self.care.repair_retry;
+        let wait = base
+            .saturating_mul(1u32 << health.repair_failures.saturating_sub(1).min(20))
+            .min(cap);
+        health.repair_not_before = Some(Instant::now() + wait);
+        tracing::error!(error = %message, retry_in = ?wait, "the clone stays damaged; serving what can still be read");
+        health.damaged = Some(message.clone());
+        self.suspicion.quiet.store(true, Ordering::Release);
+        Integrity::Damaged(message)
     }
 
     /// See [`GitSource::ensure_intact`]; the error names the first unreadable object.

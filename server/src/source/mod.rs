@@ -74,7 +74,7 @@ impl Ciphers {
     }
 
     /// `Decrypt` with the keyring, or `Refuse` without one.
-    pub fn from_keyring(keyring: Option<&Keyring>) -> Ciphers {
+    pub(crate) fn from_keyring(keyring: Option<&Keyring>) -> Ciphers {
         match keyring {
             Some(k) => Ciphers::Decrypt(Arc::new(k.clone())),
             None => Ciphers::Refuse,
@@ -116,7 +116,7 @@ impl<'r> View<'r> {
 
     /// Find a file by path anywhere under the search path (not only the listed config
     /// files), e.g. a JSON Schema in `schemas/v1/`. `..` and absolute paths are refused.
-    pub fn locate(&self, rel: &str) -> Option<Blob> {
+    pub(crate) fn locate(&self, rel: &str) -> Option<Blob> {
         let rel = rel.trim_start_matches("./");
         if rel.is_empty()
             || rel.starts_with('/')
@@ -156,7 +156,7 @@ impl<'r> View<'r> {
     /// The target of the symlink at `rel`, as stored (a git blob with the link mode, or
     /// a link on disk whose parents are not links), `None` when `rel` is no symlink.
     /// Nothing follows it here: the caller decides whether the target stays in the tree.
-    pub fn link_target(&self, rel: &str) -> Option<String> {
+    pub(crate) fn link_target(&self, rel: &str) -> Option<String> {
         if rel.is_empty()
             || rel.starts_with('/')
             || rel.split('/').any(|p| p == ".." || p.is_empty())
@@ -200,7 +200,7 @@ impl<'r> View<'r> {
     }
 
     /// The parsed git blobs of this view, to seed [`View::prior`] of the next version.
-    pub fn parsed_blobs(&self) -> HashMap<String, (::git2::Oid, Arc<ParsedFile>)> {
+    pub(crate) fn parsed_blobs(&self) -> HashMap<String, (::git2::Oid, Arc<ParsedFile>)> {
         self.parsed
             .iter()
             .filter_map(|(rel, parsed)| match (self.files.get(rel), parsed) {
@@ -323,7 +323,7 @@ pub(crate) fn is_config_name(name: &str) -> bool {
 }
 
 /// What Spring serves in place of a value it cannot decrypt (under `invalid.<key>`).
-pub const NOT_AVAILABLE: &str = "<n/a>";
+pub(crate) const NOT_AVAILABLE: &str = "<n/a>";
 
 /// Replace every `{cipher}` value of the file's documents by its plaintext (recording its key in
 /// `file.secret_keys`). A value that cannot be decrypted is never kept, as plaintext or

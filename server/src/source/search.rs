@@ -4,9 +4,9 @@
 use crate::errors::SourceError;
 
 /// Most folders one `search_path` may list.
-pub const MAX_SEARCH_PATHS: usize = 16;
+pub(crate) const MAX_SEARCH_PATHS: usize = 16;
 /// Most `/`-separated parts of one folder.
-pub const MAX_SEGMENTS: usize = 8;
+pub(crate) const MAX_SEGMENTS: usize = 8;
 
 /// How the repository's folders are searched for config files.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub enum Var {
 
 /// What a folder's placeholders stood for, when it matched a pattern.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Captures {
+pub(crate) struct Captures {
     /// The `{application}` part.
     pub application: Option<String>,
     /// The `{profile}` part.
@@ -117,7 +117,7 @@ impl SearchPath {
     }
 
     /// The patterns of [`SearchPath::Spring`] (none otherwise).
-    pub fn patterns(&self) -> &[Pattern] {
+    pub(crate) fn patterns(&self) -> &[Pattern] {
         match self {
             SearchPath::Spring(p) => p,
             _ => &[],
@@ -126,7 +126,7 @@ impl SearchPath {
 
     /// What `dir` (a folder path relative to the repository root) stands for under the
     /// first pattern it matches; `None` when it matches none.
-    pub fn captures(&self, dir: &str) -> Option<Captures> {
+    pub(crate) fn captures(&self, dir: &str) -> Option<Captures> {
         let parts: Vec<&str> = dir.split('/').collect();
         self.patterns().iter().find_map(|p| p.captures(&parts))
     }
@@ -134,7 +134,7 @@ impl SearchPath {
     /// The folders to read for `apps` in `profiles`, in Spring's order (lowest precedence
     /// first): the root (`""`), then each pattern for each profile and application,
     /// each folder once (`AbstractScmAccessor.getSearchLocations`).
-    pub fn locations(&self, apps: &[&str], profiles: &[String]) -> Vec<String> {
+    pub(crate) fn locations(&self, apps: &[&str], profiles: &[String]) -> Vec<String> {
         let mut out = vec![String::new()];
         // With no application (only `application*` is read), folders without
         // `{application}` are still read.
@@ -238,7 +238,7 @@ impl Pattern {
     }
 
     /// Whether a folder `depth` parts deep, named `part` there, can lie on this pattern.
-    pub fn admits(&self, depth: usize, part: &str) -> bool {
+    pub(crate) fn admits(&self, depth: usize, part: &str) -> bool {
         match self.0.get(depth) {
             Some(Segment::Lit(l)) => l == part,
             Some(Segment::Var { pre, post, .. }) => {

@@ -99,51 +99,103 @@ pub fn check_as(
 }
 
 fn check_view(view: &mut View<'_>, clients: Clients) -> Report {
-    let mut report = Report {
-        version: view.version.clone(),
-        ..Report::default()
+    let mut found = Findings {
+        report: Report {
+            version: view.version.clone(),
+            ..Report::default()
+        },
+        seen: BTreeSet::new(),
     };
-    let mut seen = BTreeSet::new();
-    let mut push = |report: &mut Report, e: ConfigError| {
-        if seen.insert(e.to_string()) {
-            report.problems.push(e);
-        }
-    };
-    // Every file, even one no pair reads, must parse.
-    let paths: Vec<String> = view.files.keys().cloned().collect();
-    for path in &paths {
-        match view.parsed(path) {
-            Some(Err(e)) => push(&mut report, e),
-            Some(Ok(file)) => {
-                report.warnings.extend(file.warnings.iter().cloned());
-                for e in &file.cipher_errors {
-                    push(&mut report, e.clone());
-                }
-            }
-            None => {}
-        }
-    }
+    found.parse_every_file(view);
     let catalog = match Catalog::of(view) {
         Ok(c) => c,
         Err(e) => {
-            push(&mut report, e);
-            return report;
+            found.problem(e);
+            return found.report;
         }
     };
     for e in naming_problems(view, &catalog) {
-        push(&mut report, e);
+        found.problem(e);
     }
-    report.services = catalog.services.len();
-    report.envs = catalog.envs.len();
+    found.report.services = catalog.services.len();
+    found.report.envs = catalog.envs.len();
     let uri: Arc<str> = Arc::from("check");
+    let env_sets = env_sets(view, &catalog);
+    for service in &catalog.services {
+        for envs in &env_sets {
+            match PairEntry::build(view, &catalog, &uri, "check", service, envs) {
+                Ok(entry) => found.pair(entry, clients),
+                Err(e) => found.problem(e),
+            }
+        }
+    }
+    found.report
+}
+
+/// The report being built, and the problems already in it: the same problem reached
+/// through several pairs is reported once.
+struct Findings {
+    report: Report,
+    seen: BTreeSet<String>,
+}
+
+impl Findings {
+    fn problem(&mut self, e: ConfigError) {
+        if self.seen.insert(e.to_string()) {
+            self.report.problems.push(e);
+        }
+    }
+
+    /// Every file, even one no pair reads, must parse.
+    fn parse_every_file(&mut self, view: &mut View<'_>) {
+        let paths: Vec<String> = view.files.keys().cloned().collect();
+        for path in &paths {
+            match view.parsed(path) {
+                Some(Err(e)) => self.problem(e),
+                Some(Ok(file)) => {
+                    self.report.warnings.extend(file.warnings.iter().cloned());
+                    for e in &file.cipher_errors {
+                        self.problem(e.clone());
+                    }
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// One resolved pair: ok, or the problem it is served with.
+    fn pair(&mut self, entry: PairEntry, clients: Clients) {
+        let placeholder = match clients {
+            Clients::Native => entry.placeholder_error,
+            Clients::Spring => {
+                if let Some(mut e) = entry.placeholder_error {
+                    e.message.push_str(
+                        " (served as written to Spring clients; the native API answers 422 for this pair)",
+                    );
+                    if !self.report.warnings.contains(&e) {
+                        self.report.warnings.push(e);
+                    }
+                }
+                entry.resolved.spring_error.clone()
+            }
+        };
+        match placeholder.or(entry.cipher_error) {
+            Some(e) => self.problem(e),
+            None => self.report.pairs_ok += 1,
+        }
+    }
+}
+
+/// The env lists every service is checked with: each env alone, and every profile a
+/// document is activated for.
+fn env_sets(view: &mut View<'_>, catalog: &Catalog) -> Vec<Vec<String>> {
     let mut env_sets: Vec<Vec<String>> = if catalog.envs.is_empty() {
         vec![vec!["default".into()]]
     } else {
         catalog.envs.iter().map(|e| vec![e.clone()]).collect()
     };
-    // Every profile a document is activated for is checked, and a document for
-    // `prod & eu` applies only when both are asked for (`prod,eu`): check every such
-    // combination too.
+    // A document for `prod & eu` applies only when both are asked for (`prod,eu`):
+    // check every such combination too.
     let profiles = activation_profiles(view);
     for name in profiles.iter().flatten() {
         let single = vec![name.clone()];
@@ -159,34 +211,7 @@ fn check_view(view: &mut View<'_>, clients: Clients) -> Report {
     combos.sort();
     combos.dedup();
     env_sets.extend(combos);
-    for service in &catalog.services {
-        for envs in &env_sets {
-            match PairEntry::build(view, &catalog, &uri, "check", service, envs) {
-                Ok(entry) => {
-                    let placeholder = match clients {
-                        Clients::Native => entry.placeholder_error,
-                        Clients::Spring => {
-                            if let Some(mut e) = entry.placeholder_error {
-                                e.message.push_str(
-                                    " (served as written to Spring clients; the native API answers 422 for this pair)",
-                                );
-                                if !report.warnings.contains(&e) {
-                                    report.warnings.push(e);
-                                }
-                            }
-                            entry.resolved.spring_error.clone()
-                        }
-                    };
-                    match placeholder.or(entry.cipher_error) {
-                        Some(e) => push(&mut report, e),
-                        None => report.pairs_ok += 1,
-                    }
-                }
-                Err(e) => push(&mut report, e),
-            }
-        }
-    }
-    report
+    env_sets
 }
 
 /// File names that are probably typos: an env file for an undeclared env, or a

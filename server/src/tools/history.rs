@@ -23,10 +23,10 @@ use crate::source::git::GitSource;
 use crate::store::entry::PairEntry;
 
 /// How many commits of the branch history are scanned at most.
-pub const MAX_SCAN: usize = 20_000;
+pub(crate) const MAX_SCAN: usize = 20_000;
 
 /// What is shown instead of a value that is encrypted in the repository.
-pub const MASK: &str = "******";
+pub(crate) const MASK: &str = "******";
 
 /// Flat key → resolved value.
 pub fn flat(entry: &PairEntry) -> BTreeMap<String, Value> {
@@ -50,7 +50,7 @@ fn masked(entry: &PairEntry, key: &str, v: &Value) -> Value {
 }
 
 /// Key-level differences between two flat configs.
-pub fn diff_flat(
+pub(crate) fn diff_flat(
     old: &BTreeMap<String, Value>,
     new: &BTreeMap<String, Value>,
 ) -> (
@@ -165,14 +165,14 @@ fn fingerprint(
 }
 
 /// Pairs whose history is kept; the least recently asked is dropped first.
-pub const MAX_PAIRS: usize = 256;
+pub(crate) const MAX_PAIRS: usize = 256;
 /// Entries kept per pair, the oldest dropped first: the most `?limit=` can ask for.
-pub const MAX_ENTRIES: usize = 1000;
+pub(crate) const MAX_ENTRIES: usize = 1000;
 /// Bytes kept per pair (its entries and the key digests of its last good config); the
 /// oldest entries are dropped first.
-pub const MAX_PAIR_BYTES: usize = 1024 * 1024;
+pub(crate) const MAX_PAIR_BYTES: usize = 1024 * 1024;
 /// History scans and diffs from git that run at once: each takes a core.
-pub const PERMITS: usize = 2;
+pub(crate) const PERMITS: usize = 2;
 /// Distinct scope footprints remembered per pair. Past it the pair's history is shown
 /// to admins only: forgetting one could show a token what a file out of its scope did.
 const MAX_ACCESSES: usize = 64;
@@ -274,7 +274,7 @@ impl Answer {
     /// The entries, if `principal` may read everything the pair read at every commit of
     /// its history. Refused as a whole, not filtered: leaving commits out would show
     /// which commits touched a file out of the token's scope.
-    pub fn for_principal(self, principal: &Principal) -> Result<Vec<HistoryEntry>, Denied> {
+    pub(crate) fn for_principal(self, principal: &Principal) -> Result<Vec<HistoryEntry>, Denied> {
         for access in &self.accesses {
             principal.may_read(access).map_err(|d| Denied {
                 because: Some(match d.because {
@@ -322,38 +322,28 @@ impl PairHistory {
         git.with_repo(|repo| {
             // A deleted branch still has the history of the commit served for it.
             let (branch, head) = git.serving_commit(repo, None)?;
-            let mut pending = Vec::new();
-            let mut next = Some(head);
-            let mut continues = self.scanned_to.is_none();
-            while let Some(oid) = next {
-                if Some(oid) == self.scanned_to {
-                    continues = true;
-                    break;
-                }
-                if pending.len() == MAX_SCAN {
-                    break;
-                }
-                pending.push(oid);
-                next = repo
-                    .find_commit(oid)
-                    .map_err(SourceError::git(format!("reading {oid}")))?
-                    .parent_ids()
-                    .next();
-            }
+            let (pending, continues) = self.pending(repo, head)?;
             if !continues {
                 tracing::info!(%service, env = %envs.join(","), %head, "the branch was rewritten; rebuilding the pair's history");
                 *self = PairHistory::default();
             }
             self.branch = branch;
-            pending.reverse();
-            let prefix = git.search_prefix();
+            let walk = Walk {
+                git,
+                repo,
+                uri,
+                prefix: git.search_prefix(),
+                service,
+                envs,
+                bounds,
+            };
             for (i, &oid) in pending.iter().enumerate() {
                 if i > 0 && Instant::now() >= deadline {
                     return Ok(Scan::Unfinished {
                         left: pending.len() - i,
                     });
                 }
-                self.step(git, repo, uri, &prefix, oid, service, envs, bounds)?;
+                self.step(&walk, oid)?;
                 self.scanned_to = Some(oid);
                 scanned.fetch_add(1, Ordering::Relaxed);
             }
@@ -361,73 +351,60 @@ impl PairHistory {
         })
     }
 
+    /// The first-parent commits from `head` back to the one scanned last, oldest first,
+    /// and whether they continue what was scanned: false when the commit scanned last
+    /// is not among them (a force push), true when nothing was scanned yet.
+    fn pending(&self, repo: &git2::Repository, head: Oid) -> Result<(Vec<Oid>, bool), SourceError> {
+        let mut pending = Vec::new();
+        let mut next = Some(head);
+        let mut continues = self.scanned_to.is_none();
+        while let Some(oid) = next {
+            if Some(oid) == self.scanned_to {
+                continues = true;
+                break;
+            }
+            if pending.len() == MAX_SCAN {
+                break;
+            }
+            pending.push(oid);
+            next = repo
+                .find_commit(oid)
+                .map_err(SourceError::git(format!("reading {oid}")))?
+                .parent_ids()
+                .next();
+        }
+        pending.reverse();
+        Ok((pending, continues))
+    }
+
     /// Take in one commit. Fails before changing anything, so a failed commit is
     /// scanned again next time.
-    #[allow(clippy::too_many_arguments)]
-    fn step(
-        &mut self,
-        git: &GitSource,
-        repo: &git2::Repository,
-        uri: &Arc<str>,
-        prefix: &str,
-        oid: Oid,
-        service: &str,
-        envs: &[String],
-        bounds: &Bounds,
-    ) -> Result<(), SourceError> {
-        let commit = repo
+    fn step(&mut self, walk: &Walk<'_>, oid: Oid) -> Result<(), SourceError> {
+        let commit = walk
+            .repo
             .find_commit(oid)
             .map_err(SourceError::git(format!("reading {oid}")))?;
         let tree = commit
             .tree()
             .map_err(SourceError::git(format!("reading {oid}")))?;
-        // Spring search paths read folders named after any app or profile asked: the
-        // whole tree is the fingerprint there (every commit is resolved).
-        let print = match git.search() {
-            crate::source::SearchPath::Spring(_) => vec![(String::new(), tree.id())],
-            _ => fingerprint(&tree, prefix, service, envs),
-        };
+        let print = walk.fingerprint(&tree);
         if self.last_print.as_ref() == Some(&print) {
             return Ok(());
         }
-        let mut view = git.view(repo, oid)?;
+        let mut view = walk.git.view(walk.repo, oid)?;
         self.last_print = Some(print);
         // A commit that does not resolve was never served: it changes nothing.
-        let Ok(catalog) = Catalog::of(&mut view) else {
+        let Some(entry) = walk.resolve(&mut view, &self.branch) else {
             return Ok(());
         };
-        let Ok(entry) = PairEntry::build(&mut view, &catalog, uri, &self.branch, service, envs)
-        else {
-            return Ok(());
-        };
-        if entry.placeholder_error.is_some() || entry.cipher_error.is_some() {
-            return Ok(());
-        }
-        let values: BTreeMap<String, ValueId> = if entry.service_known {
-            flatten(&entry.resolved.values)
-                .into_iter()
-                .map(|(k, v)| (k, value_id(v)))
-                .collect()
-        } else {
-            BTreeMap::new()
-        };
+        let values = value_ids(&entry);
         let keys = changed_keys(self.last_good.as_ref(), &values);
         if !keys.is_empty() {
-            let author = commit.author();
-            let found = HistoryEntry {
-                sha: oid.to_string(),
-                author: String::from_utf8_lossy(author.name_bytes()).into_owned(),
-                email: String::from_utf8_lossy(author.email_bytes()).into_owned(),
-                time: crate::timefmt::rfc3339(commit.time().seconds()),
-                message: String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default())
-                    .into_owned(),
-                changed_keys: keys,
-            };
-            self.record(found, &entry.access);
+            self.record(history_entry(&commit, keys), &entry.access);
         }
         self.last_good_bytes = values.keys().map(|k| value_id_bytes(k)).sum();
         self.last_good = Some(values);
-        self.trim(bounds);
+        self.trim(walk.bounds);
         Ok(())
     }
 
@@ -477,6 +454,61 @@ impl PairHistory {
             accesses: self.accesses.clone(),
             admin_only: self.admin_only,
         }
+    }
+}
+
+/// What every commit of one scan is read with.
+struct Walk<'a> {
+    git: &'a GitSource,
+    repo: &'a git2::Repository,
+    uri: &'a Arc<str>,
+    prefix: String,
+    service: &'a str,
+    envs: &'a [String],
+    bounds: &'a Bounds,
+}
+
+impl Walk<'_> {
+    /// What the pair's resolution can depend on at `tree`. Spring search paths read
+    /// folders named after any app or profile asked: the whole tree is the fingerprint
+    /// there (every commit is resolved).
+    fn fingerprint(&self, tree: &Tree<'_>) -> Vec<(String, Oid)> {
+        match self.git.search() {
+            crate::source::SearchPath::Spring(_) => vec![(String::new(), tree.id())],
+            _ => fingerprint(tree, &self.prefix, self.service, self.envs),
+        }
+    }
+
+    /// The pair as it would have been served from `view`, if it resolves.
+    fn resolve(&self, view: &mut crate::source::View<'_>, branch: &str) -> Option<PairEntry> {
+        let catalog = Catalog::of(view).ok()?;
+        let entry =
+            PairEntry::build(view, &catalog, self.uri, branch, self.service, self.envs).ok()?;
+        (entry.placeholder_error.is_none() && entry.cipher_error.is_none()).then_some(entry)
+    }
+}
+
+/// The digest of every resolved value of `entry` (none for an unknown service).
+fn value_ids(entry: &PairEntry) -> BTreeMap<String, ValueId> {
+    if !entry.service_known {
+        return BTreeMap::new();
+    }
+    flatten(&entry.resolved.values)
+        .into_iter()
+        .map(|(k, v)| (k, value_id(v)))
+        .collect()
+}
+
+/// The history entry of `commit`, which changed `keys`.
+fn history_entry(commit: &git2::Commit<'_>, keys: Vec<String>) -> HistoryEntry {
+    let author = commit.author();
+    HistoryEntry {
+        sha: commit.id().to_string(),
+        author: String::from_utf8_lossy(author.name_bytes()).into_owned(),
+        email: String::from_utf8_lossy(author.email_bytes()).into_owned(),
+        time: crate::timefmt::rfc3339(commit.time().seconds()),
+        message: String::from_utf8_lossy(commit.summary_bytes().unwrap_or_default()).into_owned(),
+        changed_keys: keys,
     }
 }
 
@@ -547,7 +579,7 @@ impl HistoryCache {
     }
 
     /// A cache with `bounds`.
-    pub fn with_bounds(bounds: Bounds, request_timeout: Duration) -> HistoryCache {
+    pub(crate) fn with_bounds(bounds: Bounds, request_timeout: Duration) -> HistoryCache {
         let cap = NonZeroUsize::new(bounds.pairs.max(1)).unwrap_or(NonZeroUsize::MIN);
         HistoryCache {
             pairs: Mutex::new(LruCache::new(cap)),
@@ -568,17 +600,17 @@ impl HistoryCache {
     }
 
     /// Pairs held.
-    pub fn pairs_len(&self) -> usize {
+    pub(crate) fn pairs_len(&self) -> usize {
         crate::sync::lock(&self.pairs).len()
     }
 
     /// The permits every history scan and diff takes.
-    pub fn permits(&self) -> &Arc<Semaphore> {
+    pub(crate) fn permits(&self) -> &Arc<Semaphore> {
         &self.permits
     }
 
     /// What is kept.
-    pub fn bounds(&self) -> &Bounds {
+    pub(crate) fn bounds(&self) -> &Bounds {
         &self.bounds
     }
 
@@ -593,7 +625,7 @@ impl HistoryCache {
     }
 
     /// Where scans count the commits they take in.
-    pub fn scanned_counter(&self) -> &AtomicU64 {
+    pub(crate) fn scanned_counter(&self) -> &AtomicU64 {
         &self.scanned
     }
 }
