@@ -23,8 +23,7 @@ use crate::tools::history::HistoryCache;
 
 /// The shared state: nothing is loaded yet (`store` is set by [`load_and_follow`]).
 pub(crate) fn build_state(settings: &Settings) -> Result<Arc<AppState>, ServerError> {
-    let auth = crate::auth::Auth::new(&settings.tokens)
-        .map_err(|e| ServerError::Settings(e.to_string()))?;
+    let auth = crate::auth::Auth::new(&settings.tokens)?;
     if auth.is_open() {
         tracing::warn!("no access tokens configured: every client can read every config (add [[tokens]] to the settings file)");
     }

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+pub use crate::errors::TokenError;
 use crate::resolve::catalog::Access;
 
 /// A token as written in the settings file.
@@ -22,16 +23,6 @@ pub struct TokenConfig {
     pub sha256: String,
     /// `read:<service glob>/<env glob>` or `admin`.
     pub scopes: Vec<String>,
-}
-
-/// A settings error naming the token.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("token `{name}`: {message}")]
-pub struct TokenError {
-    /// The token's name.
-    pub name: String,
-    /// What is wrong.
-    pub message: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

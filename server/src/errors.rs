@@ -257,9 +257,12 @@ pub enum ServerError {
     /// The repository could not be opened, cloned or read.
     #[error(transparent)]
     Source(#[from] SourceError),
-    /// The settings are invalid (tokens, blank secrets).
+    /// An access token's settings are invalid.
     #[error("settings: {0}")]
-    Settings(String),
+    Token(#[from] TokenError),
+    /// A secret or key file is set but blank.
+    #[error("settings: {0}")]
+    EmptySetting(#[from] EmptySetting),
     /// The TLS certificate or key cannot be used.
     #[error("settings: {0}")]
     Tls(#[from] TlsError),
@@ -311,4 +314,25 @@ pub enum DiffError {
     /// Reading the repository failed.
     #[error(transparent)]
     Source(#[from] SourceError),
+}
+
+/// A settings error naming the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("token `{name}`: {message}")]
+pub struct TokenError {
+    /// The token's name.
+    pub name: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// A secret or key file that is set but blank. Never "no secret": an empty webhook
+/// secret would let anyone compute a valid signature.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("setting `{key}` is empty: {why}")]
+pub struct EmptySetting {
+    /// The settings key (`webhook_secret`, `tls_key`, …).
+    pub key: &'static str,
+    /// Why that matters, and what to do instead.
+    pub why: &'static str,
 }

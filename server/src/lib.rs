@@ -48,9 +48,7 @@ pub async fn run(
     settings: Settings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
-    settings
-        .refuse_empty()
-        .map_err(|e| ServerError::Settings(e.to_string()))?;
+    settings.refuse_empty()?;
     let tls = settings.tls.as_ref().map(net::tls_acceptor).transpose()?;
     let state = app::build_state(&settings)?;
     let router = app::router(&state, &settings);

@@ -2,6 +2,7 @@
 
 pub mod file;
 
+pub use crate::errors::EmptySetting;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -71,17 +72,6 @@ impl Default for RecoverySettings {
             verify_max_objects: 10_000,
         }
     }
-}
-
-/// A secret or key file that is set but blank. Never "no secret": an empty webhook
-/// secret would let anyone compute a valid signature.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("setting `{key}` is empty: {why}")]
-pub(crate) struct EmptySetting {
-    /// The settings key (`webhook_secret`, `tls_key`, …).
-    pub key: &'static str,
-    /// Why that matters, and what to do instead.
-    pub why: &'static str,
 }
 
 impl Settings {
