@@ -18,6 +18,7 @@ use crate::trace::TraceparentFn;
 use crate::transport::{Inner, Server, StatusInner, Validator};
 use crate::util::lock;
 use crate::watch::{self, Watched};
+use crate::wire::names::{check_label, check_name, NameError};
 
 /// Builds a [`Client`]. Get one with [`Client::builder`].
 ///
@@ -285,18 +286,18 @@ impl ClientBuilder {
         let service = self
             .service
             .ok_or_else(|| Error::Builder("no service given".into()))?;
-        check_name("service", &service)?;
+        check_name("service", &service).map_err(bad_name)?;
         if self.envs.is_empty() {
             return Err(Error::Builder("no env given".into()));
         }
         let mut envs = Vec::new();
         for env in self.envs.iter().flat_map(|e| e.split(',')) {
-            check_name("env", env)?;
+            check_name("env", env).map_err(bad_name)?;
             envs.push(env.to_string());
         }
         let env = envs.join(",");
         if let Some(label) = &self.label {
-            check_label(label)?;
+            check_label(label).map_err(bad_name)?;
         }
         if self.poll_interval.is_zero() {
             return Err(Error::Builder("the poll interval must not be zero".into()));
@@ -363,28 +364,10 @@ impl ClientBuilder {
     }
 }
 
-/// `[A-Za-z0-9][A-Za-z0-9._+@-]*`, as the server checks (ARCHITECTURE.md §2).
-fn check_name(what: &str, name: &str) -> Result<(), Error> {
-    let mut bytes = name.bytes();
-    let ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b"._+@-".contains(&b))
-        && !name.contains("..");
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::Builder(format!(
-            "invalid {what} `{}`: use letters, digits and . _ + @ -",
-            name.escape_default()
-        )))
-    }
-}
-
-/// Labels may also contain `/`.
-fn check_label(label: &str) -> Result<(), Error> {
-    for part in label.split('/') {
-        check_name("label", part)?;
-    }
-    Ok(())
+/// A builder error for a name the server would refuse: the rules are the server's own
+/// ([`wire::names`](crate::wire::names)).
+fn bad_name(e: NameError) -> Error {
+    Error::Builder(e.to_string())
 }
 
 /// A confhub client for one (service, env[, label]). Cheap to clone; clones share

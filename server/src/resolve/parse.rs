@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::errors::{ConfigError, ErrorKind};
+use crate::resolve::keys;
 
 /// Config file formats, by extension.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,9 +219,8 @@ pub const ON_CLOUD_PLATFORM: &str = "spring.config.activate.on-cloud-platform";
 
 /// Is `key` one of the activation keys (or an item of one)?
 pub fn is_activation_key(key: &str) -> bool {
-    crate::resolve::keys::is_under(key, "spring.config.activate")
-        || (crate::resolve::keys::is_under(key, LEGACY_PROFILES)
-            && !key.starts_with("spring.profiles."))
+    keys::is_under(key, "spring.config.activate")
+        || (keys::is_under(key, LEGACY_PROFILES) && !key.starts_with("spring.profiles."))
 }
 
 /// The values of `key` as a profile list: `a` / `a,b` / `key[0]…`.
@@ -254,7 +254,7 @@ fn activation_of(
 ) -> Result<Activation, (String, Option<u64>)> {
     if entries
         .iter()
-        .any(|(k, _)| crate::resolve::keys::is_under(k, ON_CLOUD_PLATFORM))
+        .any(|(k, _)| keys::is_under(k, ON_CLOUD_PLATFORM))
     {
         return Ok(Activation::Never);
     }
@@ -306,13 +306,13 @@ pub fn parse_file(file: &str, bytes: &[u8]) -> Result<Map<String, Value>, Config
 pub fn merge_all(docs: &[Document]) -> Map<String, Value> {
     if let [only] = docs {
         // One document merges with nothing: its keys are already distinct.
-        return crate::resolve::keys::nest(&only.entries);
+        return keys::nest(&only.entries);
     }
-    let mut merge = crate::resolve::keys::Merge::default();
+    let mut merge = keys::Merge::default();
     for doc in docs {
         merge.apply(&doc.entries);
     }
-    crate::resolve::keys::nest(&merge.into_entries())
+    keys::nest(&merge.into_entries())
 }
 
 /// Parse `bytes` (the contents of `file`) into its documents.
@@ -663,18 +663,6 @@ fn yaml_message(e: &serde_yaml::Error) -> String {
     )
 }
 
-/// Spring's key for `key` under `prefix`: `prefix.key`, or `prefix[key]` for a key
-/// written in brackets.
-fn join_key(prefix: &str, key: &str) -> String {
-    if prefix.is_empty() {
-        key.to_string()
-    } else if key.starts_with('[') {
-        format!("{prefix}{key}")
-    } else {
-        format!("{prefix}.{key}")
-    }
-}
-
 /// Flatten a YAML document as Spring's `YamlProcessor` does: nested maps and dotted keys
 /// give the same flat key (the later one wins), list items are `key[i]`.
 fn flatten_yaml(
@@ -687,7 +675,7 @@ fn flatten_yaml(
     match value {
         Y::Mapping(m) => {
             if m.is_empty() && !path.is_empty() {
-                crate::resolve::keys::put(out, index, path.to_string(), Value::Object(Map::new()));
+                keys::put(out, index, path.to_string(), Value::Object(Map::new()));
             }
             for (k, v) in m {
                 let key = match k {
@@ -711,15 +699,15 @@ fn flatten_yaml(
                         ))
                     }
                 };
-                flatten_yaml(v, &join_key(path, &key), out, index)?;
+                flatten_yaml(v, &keys::child(path, &key), out, index)?;
             }
         }
         Y::Sequence(seq) => {
             if seq.is_empty() {
-                crate::resolve::keys::put(out, index, path.to_string(), Value::Array(Vec::new()));
+                keys::put(out, index, path.to_string(), Value::Array(Vec::new()));
             }
             for (i, v) in seq.into_iter().enumerate() {
-                flatten_yaml(v, &format!("{path}[{i}]"), out, index)?;
+                flatten_yaml(v, &keys::index(path, i), out, index)?;
             }
         }
         Y::Tagged(t) => flatten_yaml(t.value, path, out, index)?,
@@ -749,7 +737,7 @@ fn flatten_yaml(
                 }
                 _ => Value::Null,
             };
-            crate::resolve::keys::put(out, index, path.to_string(), v);
+            keys::put(out, index, path.to_string(), v);
         }
     }
     Ok(())
@@ -764,18 +752,18 @@ fn flatten_json_into(
     match value {
         Value::Object(m) => {
             if m.is_empty() && !path.is_empty() {
-                crate::resolve::keys::put(out, index, path.to_string(), value.clone());
+                keys::put(out, index, path.to_string(), value.clone());
             }
             for (k, v) in m {
-                flatten_json_into(v, &join_key(path, k), out, index);
+                flatten_json_into(v, &keys::child(path, k), out, index);
             }
         }
         Value::Array(a) if !a.is_empty() => {
             for (i, v) in a.iter().enumerate() {
-                flatten_json_into(v, &format!("{path}[{i}]"), out, index);
+                flatten_json_into(v, &keys::index(path, i), out, index);
             }
         }
-        leaf => crate::resolve::keys::put(out, index, path.to_string(), leaf.clone()),
+        leaf => keys::put(out, index, path.to_string(), leaf.clone()),
     }
 }
 
@@ -936,7 +924,7 @@ fn parse_properties(text: &str, warnings: &mut Vec<(String, Option<u64>)>) -> Pa
         if key.is_empty() {
             continue;
         }
-        if split_key(&key).is_some_and(|s| s.len() > MAX_DEPTH) {
+        if keys::split(&key).is_some_and(|s| s.len() > MAX_DEPTH) {
             return Err((
                 format!(
                     "key `{}…` nests deeper than {MAX_DEPTH} levels",
@@ -948,10 +936,10 @@ fn parse_properties(text: &str, warnings: &mut Vec<(String, Option<u64>)>) -> Pa
         if let Some(list) = key.strip_suffix("[]") {
             for (i, item) in value.split(',').enumerate() {
                 let item = unescape_property(item).map_err(|m| (m, Some(line_no)))?;
-                crate::resolve::keys::put(
+                keys::put(
                     &mut entries,
                     &mut index,
-                    format!("{list}[{i}]"),
+                    keys::index(list, i),
                     Value::String(item),
                 );
             }
@@ -966,7 +954,7 @@ fn parse_properties(text: &str, warnings: &mut Vec<(String, Option<u64>)>) -> Pa
         } else {
             first_line.insert(key.clone(), line_no);
         }
-        crate::resolve::keys::put(&mut entries, &mut index, key, Value::String(value));
+        keys::put(&mut entries, &mut index, key, Value::String(value));
     }
     if !entries.is_empty() {
         docs.push(((doc_start, last_line), entries));
@@ -1031,40 +1019,6 @@ fn unescape_property(s: &str) -> Result<String, String> {
         }
     }
     Ok(out)
-}
-
-/// A flat key split into map keys and list indices: `a.b[0].c`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Seg<'a> {
-    Key(&'a str),
-    Index(usize),
-}
-
-/// Split `a.b[0].c` into segments; `None` if the key is malformed.
-pub(crate) fn split_key(key: &str) -> Option<Vec<Seg<'_>>> {
-    let mut segs = Vec::new();
-    for part in key.split('.') {
-        let (name, mut rest) = match part.find('[') {
-            Some(i) => (&part[..i], &part[i..]),
-            None => (part, ""),
-        };
-        if name.is_empty() && (segs.is_empty() || rest.is_empty()) {
-            return None;
-        }
-        if !name.is_empty() {
-            segs.push(Seg::Key(name));
-        }
-        while !rest.is_empty() {
-            let close = rest.find(']')?;
-            let idx: usize = rest[1..close].parse().ok()?;
-            segs.push(Seg::Index(idx));
-            rest = &rest[close + 1..];
-            if !rest.is_empty() && !rest.starts_with('[') {
-                return None;
-            }
-        }
-    }
-    Some(segs)
 }
 
 /// Deep merge `higher` into `base`: maps merge key by key, anything else replaces.
