@@ -283,39 +283,11 @@ impl ClientBuilder {
         if self.servers.is_empty() {
             return Err(Error::Builder("no server URL given".into()));
         }
-        let service = self
-            .service
-            .ok_or_else(|| Error::Builder("no service given".into()))?;
-        check_name("service", &service).map_err(bad_name)?;
-        if self.envs.is_empty() {
-            return Err(Error::Builder("no env given".into()));
-        }
-        let mut envs = Vec::new();
-        for env in self.envs.iter().flat_map(|e| e.split(',')) {
-            check_name("env", env).map_err(bad_name)?;
-            envs.push(env.to_string());
-        }
-        let env = envs.join(",");
+        let (service, env) = self.checked_pair()?;
         if let Some(label) = &self.label {
             check_label(label).map_err(bad_name)?;
         }
-        if self.poll_interval.is_zero() {
-            return Err(Error::Builder("the poll interval must not be zero".into()));
-        }
-        if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
-            return Err(Error::Builder("timeouts must not be zero".into()));
-        }
-        if self.watch_ping_interval.is_zero() {
-            return Err(Error::Builder(
-                "the watch ping interval must not be zero".into(),
-            ));
-        }
-        if self.watch_silence_timeout <= self.watch_ping_interval {
-            return Err(Error::Builder(format!(
-                "the watch silence timeout ({:?}) must be longer than the watch ping interval ({:?}): a pong needs time to come back",
-                self.watch_silence_timeout, self.watch_ping_interval
-            )));
-        }
+        self.check_timing()?;
         if let Some(token) = &self.token {
             HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| Error::Builder("the token is not a valid header value".into()))?;
@@ -361,6 +333,47 @@ impl ClientBuilder {
                 status: Mutex::new(StatusInner::default()),
             }),
         })
+    }
+
+    /// The service and the env list (`prod,eu`), checked by the server's naming rules.
+    fn checked_pair(&self) -> Result<(String, String), Error> {
+        let service = self
+            .service
+            .clone()
+            .ok_or_else(|| Error::Builder("no service given".into()))?;
+        check_name("service", &service).map_err(bad_name)?;
+        if self.envs.is_empty() {
+            return Err(Error::Builder("no env given".into()));
+        }
+        let mut envs = Vec::new();
+        for env in self.envs.iter().flat_map(|e| e.split(',')) {
+            check_name("env", env).map_err(bad_name)?;
+            envs.push(env.to_string());
+        }
+        Ok((service, envs.join(",")))
+    }
+
+    /// Intervals and timeouts that can work: none zero, and a silence timeout that
+    /// leaves a pong time to come back.
+    fn check_timing(&self) -> Result<(), Error> {
+        if self.poll_interval.is_zero() {
+            return Err(Error::Builder("the poll interval must not be zero".into()));
+        }
+        if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(Error::Builder("timeouts must not be zero".into()));
+        }
+        if self.watch_ping_interval.is_zero() {
+            return Err(Error::Builder(
+                "the watch ping interval must not be zero".into(),
+            ));
+        }
+        if self.watch_silence_timeout <= self.watch_ping_interval {
+            return Err(Error::Builder(format!(
+                "the watch silence timeout ({:?}) must be longer than the watch ping interval ({:?}): a pong needs time to come back",
+                self.watch_silence_timeout, self.watch_ping_interval
+            )));
+        }
+        Ok(())
     }
 }
 

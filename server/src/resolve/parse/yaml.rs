@@ -302,27 +302,7 @@ fn flatten_yaml(
                 keys::put(out, index, path.to_string(), Value::Object(Map::new()));
             }
             for (k, v) in m {
-                let key = match k {
-                    Y::String(s) => s,
-                    Y::Bool(b) => b.to_string(),
-                    Y::Number(n) => n.to_string(),
-                    Y::Tagged(t) => match t.value {
-                        Y::String(s) => s,
-                        _ => {
-                            return Err((
-                                "keys must be strings, numbers or booleans".into(),
-                                path.to_string(),
-                            ))
-                        }
-                    },
-                    Y::Null => return Err(("null is not a valid key".into(), path.to_string())),
-                    _ => {
-                        return Err((
-                            "keys must be strings, numbers or booleans".into(),
-                            path.to_string(),
-                        ))
-                    }
-                };
+                let key = yaml_key(k).map_err(|m| (m.to_string(), path.to_string()))?;
                 flatten_yaml(v, &keys::child(path, &key), out, index)?;
             }
         }
@@ -336,35 +316,52 @@ fn flatten_yaml(
         }
         Y::Tagged(t) => flatten_yaml(t.value, path, out, index)?,
         scalar => {
-            let v = match scalar {
-                Y::Null => Value::Null,
-                Y::Bool(b) => Value::Bool(b),
-                Y::String(s) => Value::String(s),
-                Y::Number(n) => {
-                    if let Some(i) = n.as_i64() {
-                        Value::from(i)
-                    } else if let Some(u) = n.as_u64() {
-                        Value::from(u)
-                    } else {
-                        let f = n.as_f64().unwrap_or(f64::NAN);
-                        serde_json::Number::from_f64(f)
-                            .map(Value::Number)
-                            .ok_or_else(|| {
-                                (
-                                    format!(
-                                        "`{n}` (NaN or infinity) cannot be represented; quote it"
-                                    ),
-                                    path.to_string(),
-                                )
-                            })?
-                    }
-                }
-                _ => Value::Null,
-            };
+            let v = yaml_scalar(scalar).map_err(|m| (m, path.to_string()))?;
             keys::put(out, index, path.to_string(), v);
         }
     }
     Ok(())
+}
+
+/// A map key as Spring reads it: strings, numbers and booleans as their text.
+fn yaml_key(k: serde_yaml::Value) -> Result<String, &'static str> {
+    use serde_yaml::Value as Y;
+    const NOT_A_KEY: &str = "keys must be strings, numbers or booleans";
+    match k {
+        Y::String(s) => Ok(s),
+        Y::Bool(b) => Ok(b.to_string()),
+        Y::Number(n) => Ok(n.to_string()),
+        Y::Tagged(t) => match t.value {
+            Y::String(s) => Ok(s),
+            _ => Err(NOT_A_KEY),
+        },
+        Y::Null => Err("null is not a valid key"),
+        _ => Err(NOT_A_KEY),
+    }
+}
+
+/// A YAML scalar as JSON; NaN and infinities have no JSON form.
+fn yaml_scalar(scalar: serde_yaml::Value) -> Result<Value, String> {
+    use serde_yaml::Value as Y;
+    Ok(match scalar {
+        Y::Bool(b) => Value::Bool(b),
+        Y::String(s) => Value::String(s),
+        Y::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                let f = n.as_f64().unwrap_or(f64::NAN);
+                serde_json::Number::from_f64(f)
+                    .map(Value::Number)
+                    .ok_or_else(|| {
+                        format!("`{n}` (NaN or infinity) cannot be represented; quote it")
+                    })?
+            }
+        }
+        _ => Value::Null,
+    })
 }
 
 /// Best-effort line of a dotted key in block-style YAML, for error messages.
