@@ -107,67 +107,77 @@ pub(crate) fn load(
     env: &str,
     label: Option<&str>,
 ) -> Result<Option<ConfigResponse>, Error> {
-    let corrupt = |message: String| Error::Cache {
+    let Some(bytes) = read_bounded(path)? else {
+        return Ok(None);
+    };
+    let config = verified_body(&bytes).map_err(|m| corrupt(path, m))?;
+    if config.service != service || config.env != env {
+        return Err(corrupt(
+            path,
+            format!(
+                "holds {}/{}, not {service}/{env}",
+                config.service, config.env
+            ),
+        ));
+    }
+    if let Some(label) = label {
+        if config.label != label {
+            return Err(corrupt(
+                path,
+                format!("holds label {}, not {label}", config.label),
+            ));
+        }
+    }
+    Ok(Some(config))
+}
+
+fn corrupt(path: &Path, message: String) -> Error {
+    Error::Cache {
         path: path.to_path_buf(),
         message: format!("corrupt, ignored: {message}"),
+    }
+}
+
+/// The bytes of the file at `path`, if there is one, refused past [`MAX_CACHE_FILE`].
+fn read_bounded(path: &Path) -> Result<Option<Vec<u8>>, Error> {
+    let reading = |e: std::io::Error| Error::Cache {
+        path: path.to_path_buf(),
+        message: format!("reading: {e}"),
     };
     let meta = match std::fs::metadata(path) {
         Ok(m) => m,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(Error::Cache {
-                path: path.to_path_buf(),
-                message: format!("reading: {e}"),
-            })
-        }
+        Err(e) => return Err(reading(e)),
     };
     if meta.len() > MAX_CACHE_FILE {
-        return Err(corrupt(format!("{} bytes is too large", meta.len())));
+        return Err(corrupt(path, format!("{} bytes is too large", meta.len())));
     }
-    let bytes = std::fs::read(path).map_err(|e| Error::Cache {
-        path: path.to_path_buf(),
-        message: format!("reading: {e}"),
-    })?;
+    std::fs::read(path).map(Some).map_err(reading)
+}
+
+/// The config in a cache file's `bytes`: header line (format, length, checksum), then
+/// the body it describes.
+fn verified_body(bytes: &[u8]) -> Result<ConfigResponse, String> {
     let newline = bytes
         .iter()
         .position(|b| *b == b'\n')
-        .ok_or_else(|| corrupt("no header line".into()))?;
+        .ok_or_else(|| "no header line".to_string())?;
     let (head, body) = (&bytes[..newline], &bytes[newline + 1..]);
-    let header: Header =
-        serde_json::from_slice(head).map_err(|e| corrupt(format!("bad header: {e}")))?;
+    let header: Header = serde_json::from_slice(head).map_err(|e| format!("bad header: {e}"))?;
     if header.confhub_cache != FORMAT {
-        return Err(corrupt(format!(
-            "unknown format version {}",
-            header.confhub_cache
-        )));
+        return Err(format!("unknown format version {}", header.confhub_cache));
     }
     if header.len != body.len() {
-        return Err(corrupt(format!(
+        return Err(format!(
             "body is {} bytes, header says {}",
             body.len(),
             header.len
-        )));
+        ));
     }
     if hex::encode(Sha256::digest(body)) != header.sha256 {
-        return Err(corrupt("checksum mismatch".into()));
+        return Err("checksum mismatch".into());
     }
-    let config: ConfigResponse =
-        serde_json::from_slice(body).map_err(|e| corrupt(format!("bad body: {e}")))?;
-    if config.service != service || config.env != env {
-        return Err(corrupt(format!(
-            "holds {}/{}, not {service}/{env}",
-            config.service, config.env
-        )));
-    }
-    if let Some(label) = label {
-        if config.label != label {
-            return Err(corrupt(format!(
-                "holds label {}, not {label}",
-                config.label
-            )));
-        }
-    }
-    Ok(Some(config))
+    serde_json::from_slice(body).map_err(|e| format!("bad body: {e}"))
 }
 
 #[cfg(test)]

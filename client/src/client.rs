@@ -18,6 +18,7 @@ use crate::trace::TraceparentFn;
 use crate::transport::{Inner, Server, StatusInner, Validator};
 use crate::util::lock;
 use crate::watch::{self, Watched};
+use crate::wire::names::{check_label, check_name, NameError};
 
 /// Builds a [`Client`]. Get one with [`Client::builder`].
 ///
@@ -282,39 +283,11 @@ impl ClientBuilder {
         if self.servers.is_empty() {
             return Err(Error::Builder("no server URL given".into()));
         }
-        let service = self
-            .service
-            .ok_or_else(|| Error::Builder("no service given".into()))?;
-        check_name("service", &service)?;
-        if self.envs.is_empty() {
-            return Err(Error::Builder("no env given".into()));
-        }
-        let mut envs = Vec::new();
-        for env in self.envs.iter().flat_map(|e| e.split(',')) {
-            check_name("env", env)?;
-            envs.push(env.to_string());
-        }
-        let env = envs.join(",");
+        let (service, env) = self.checked_pair()?;
         if let Some(label) = &self.label {
-            check_label(label)?;
+            check_label(label).map_err(bad_name)?;
         }
-        if self.poll_interval.is_zero() {
-            return Err(Error::Builder("the poll interval must not be zero".into()));
-        }
-        if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
-            return Err(Error::Builder("timeouts must not be zero".into()));
-        }
-        if self.watch_ping_interval.is_zero() {
-            return Err(Error::Builder(
-                "the watch ping interval must not be zero".into(),
-            ));
-        }
-        if self.watch_silence_timeout <= self.watch_ping_interval {
-            return Err(Error::Builder(format!(
-                "the watch silence timeout ({:?}) must be longer than the watch ping interval ({:?}): a pong needs time to come back",
-                self.watch_silence_timeout, self.watch_ping_interval
-            )));
-        }
+        self.check_timing()?;
         if let Some(token) = &self.token {
             HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| Error::Builder("the token is not a valid header value".into()))?;
@@ -361,30 +334,53 @@ impl ClientBuilder {
             }),
         })
     }
-}
 
-/// `[A-Za-z0-9][A-Za-z0-9._+@-]*`, as the server checks (ARCHITECTURE.md §2).
-fn check_name(what: &str, name: &str) -> Result<(), Error> {
-    let mut bytes = name.bytes();
-    let ok = bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
-        && bytes.all(|b| b.is_ascii_alphanumeric() || b"._+@-".contains(&b))
-        && !name.contains("..");
-    if ok {
+    /// The service and the env list (`prod,eu`), checked by the server's naming rules.
+    fn checked_pair(&self) -> Result<(String, String), Error> {
+        let service = self
+            .service
+            .clone()
+            .ok_or_else(|| Error::Builder("no service given".into()))?;
+        check_name("service", &service).map_err(bad_name)?;
+        if self.envs.is_empty() {
+            return Err(Error::Builder("no env given".into()));
+        }
+        let mut envs = Vec::new();
+        for env in self.envs.iter().flat_map(|e| e.split(',')) {
+            check_name("env", env).map_err(bad_name)?;
+            envs.push(env.to_string());
+        }
+        Ok((service, envs.join(",")))
+    }
+
+    /// Intervals and timeouts that can work: none zero, and a silence timeout that
+    /// leaves a pong time to come back.
+    fn check_timing(&self) -> Result<(), Error> {
+        if self.poll_interval.is_zero() {
+            return Err(Error::Builder("the poll interval must not be zero".into()));
+        }
+        if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(Error::Builder("timeouts must not be zero".into()));
+        }
+        if self.watch_ping_interval.is_zero() {
+            return Err(Error::Builder(
+                "the watch ping interval must not be zero".into(),
+            ));
+        }
+        if self.watch_silence_timeout <= self.watch_ping_interval {
+            return Err(Error::Builder(format!(
+                "the watch silence timeout ({:?}) must be longer than the watch ping interval ({:?}): a pong needs time to come back",
+                self.watch_silence_timeout, self.watch_ping_interval
+            )));
+        }
         Ok(())
-    } else {
-        Err(Error::Builder(format!(
-            "invalid {what} `{}`: use letters, digits and . _ + @ -",
-            name.escape_default()
-        )))
     }
 }
 
-/// Labels may also contain `/`.
-fn check_label(label: &str) -> Result<(), Error> {
-    for part in label.split('/') {
-        check_name("label", part)?;
-    }
-    Ok(())
+/// A builder error for a name the server would refuse: the rules are the server's own
+/// ([`wire::names`](crate::wire::names)).
+fn bad_name(e: NameError) -> Error {
+    Error::Builder(e.to_string())
 }
 
 /// A confhub client for one (service, env[, label]). Cheap to clone; clones share

@@ -79,7 +79,10 @@
 //!
 //! # Modules
 //!
-//! [`wire`] holds every type exchanged with the server, shared with `confhub-server`.
+//! [`wire`] holds every type exchanged with the server, shared with `confhub-server`,
+//! with the naming rules ([`wire::names`]) and the key grammar ([`wire::keys`]) both
+//! sides follow. [`retry`] is the exponential backoff with jitter that the client's
+//! retries and the server's fetch retries share.
 
 #![warn(missing_docs)]
 
@@ -89,7 +92,7 @@ mod client;
 mod config;
 mod error;
 mod path;
-mod retry;
+pub mod retry;
 mod trace;
 mod transport;
 mod util;

@@ -1,37 +1,24 @@
-//! Paths into a config: `db.pool`, `features[0]`, `a.b[1].c`, or a JSON pointer (`/db/pool`).
+//! Paths into a config: a dotted key in the grammar of [`crate::wire::keys`] (`db.pool`,
+//! `features[0]`, `a.b[1].c`), or a JSON pointer (`/db/pool`).
 
 use serde_json::Value;
+
+use crate::wire::keys::{self, Seg};
 
 /// The value at `path`, if any. The empty path is the whole value.
 pub(crate) fn lookup<'a>(root: &'a Value, path: &str) -> Option<&'a Value> {
     if path.starts_with('/') {
         return root.pointer(path);
     }
-    let mut cur = root;
     if path.is_empty() {
-        return Some(cur);
+        return Some(root);
     }
-    for part in path.split('.') {
-        let (key, mut rest) = match part.find('[') {
-            Some(i) => (&part[..i], &part[i..]),
-            None => (part, ""),
-        };
-        if !key.is_empty() {
-            cur = cur.as_object()?.get(key)?;
-        } else if rest.is_empty() {
-            return None; // `a..b` or a trailing dot
-        }
-        while let Some(after) = rest.strip_prefix('[') {
-            let end = after.find(']')?;
-            let index: usize = after[..end].parse().ok()?;
-            cur = cur.as_array()?.get(index)?;
-            rest = &after[end + 1..];
-        }
-        if !rest.is_empty() {
-            return None;
-        }
-    }
-    Some(cur)
+    keys::split(path)?
+        .into_iter()
+        .try_fold(root, |cur, seg| match seg {
+            Seg::Key(k) => cur.as_object()?.get(k),
+            Seg::Index(i) => cur.as_array()?.get(i),
+        })
 }
 
 #[cfg(test)]

@@ -1,8 +1,10 @@
-//! Retry policy: exponential backoff with full jitter, bounded by a total deadline.
+//! Exponential backoff with jitter ([`backoff`]), the one implementation both sides use:
+//! the client's [`RetryPolicy`] (fetch retries, WebSocket reconnects) and the server's
+//! retries of a failed fetch of its remote.
 //!
-//! Hand-written rather than taken from a crate: it is a dozen lines, it is shared by the
-//! one-shot fetch and the WebSocket reconnect loop, and its arithmetic is unit tested
-//! here.
+//! Hand-written rather than taken from a crate: it is a dozen lines, a pure function of
+//! the failure count (the server keeps only that count between retries), and its
+//! arithmetic is unit tested here.
 
 use std::time::Duration;
 
@@ -97,23 +99,63 @@ impl RetryPolicy {
     /// The ceiling of the delay after the `attempt`-th failed attempt (1-based):
     /// `min(max_delay, initial_delay × 2^(attempt-1))`.
     pub fn ceiling(&self, attempt: u32) -> Duration {
-        let shift = attempt.saturating_sub(1).min(31);
-        let factor = 1u32 << shift;
-        self.initial_delay
-            .checked_mul(factor)
-            .unwrap_or(self.max_delay)
-            .min(self.max_delay)
+        ceiling(self.initial_delay, self.max_delay, attempt)
     }
 
     /// A random delay in `[0, ceiling(attempt)]` (full jitter).
     pub(crate) fn delay(&self, attempt: u32) -> Duration {
-        full_jitter(self.ceiling(attempt), rand::rng().random::<f64>())
+        backoff(self.initial_delay, self.max_delay, attempt, Jitter::Full)
     }
 }
 
-/// `ceiling × unit`, with `unit` in `[0, 1)` drawn by the caller (injectable for tests).
-pub(crate) fn full_jitter(ceiling: Duration, unit: f64) -> Duration {
-    ceiling.mul_f64(unit.clamp(0.0, 1.0))
+/// How much of the ceiling [`backoff`] randomizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Jitter {
+    /// Anywhere in `[0, ceiling]`: spreads many clients retrying at once the most.
+    Full,
+    /// In `[ceiling / 2, ceiling]`: still spread, but never much shorter than the
+    /// exponential delay, for a retry that should not hammer what just failed.
+    Equal,
+}
+
+/// `min(cap, base × 2^(failures-1))` for the `failures`-th failure in a row (1-based; 0
+/// counts as 1); never overflows.
+pub fn ceiling(base: Duration, cap: Duration, failures: u32) -> Duration {
+    let shift = failures.saturating_sub(1).min(31);
+    base.checked_mul(1u32 << shift).unwrap_or(cap).min(cap)
+}
+
+/// Exponential backoff with jitter: a random delay below [`ceiling`]`(base, cap,
+/// failures)`, spread as `jitter` says. The random number differs between calls and
+/// processes.
+///
+/// ```
+/// use std::time::Duration;
+/// use confhub_client::retry::{backoff, Jitter};
+///
+/// let (base, cap) = (Duration::from_secs(1), Duration::from_secs(30));
+/// let d = backoff(base, cap, 3, Jitter::Equal);
+/// assert!(d >= Duration::from_secs(2) && d <= Duration::from_secs(4));
+/// assert!(backoff(base, cap, 40, Jitter::Full) <= cap);
+/// ```
+pub fn backoff(base: Duration, cap: Duration, failures: u32, jitter: Jitter) -> Duration {
+    spread(
+        ceiling(base, cap, failures),
+        jitter,
+        rand::rng().random::<f64>(),
+    )
+}
+
+/// The delay for `ceiling` and `jitter` given `unit` in `[0, 1)` (injectable for tests).
+fn spread(ceiling: Duration, jitter: Jitter, unit: f64) -> Duration {
+    let unit = unit.clamp(0.0, 1.0);
+    match jitter {
+        Jitter::Full => ceiling.mul_f64(unit),
+        Jitter::Equal => {
+            let half = ceiling / 2;
+            half + half.mul_f64(unit)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -149,9 +191,12 @@ mod tests {
                 assert!(p.delay(attempt) <= p.ceiling(attempt));
             }
         }
-        assert_eq!(full_jitter(ms(1000), 0.0), Duration::ZERO);
-        assert_eq!(full_jitter(ms(1000), 0.5), ms(500));
-        assert_eq!(full_jitter(ms(1000), 7.0), ms(1000));
+        assert_eq!(spread(ms(1000), Jitter::Full, 0.0), Duration::ZERO);
+        assert_eq!(spread(ms(1000), Jitter::Full, 0.5), ms(500));
+        assert_eq!(spread(ms(1000), Jitter::Full, 7.0), ms(1000));
+        assert_eq!(spread(ms(1000), Jitter::Equal, 0.0), ms(500));
+        assert_eq!(spread(ms(1000), Jitter::Equal, 0.5), ms(750));
+        assert_eq!(spread(ms(1000), Jitter::Equal, 7.0), ms(1000));
     }
 
     #[test]

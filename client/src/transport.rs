@@ -2,6 +2,7 @@
 //! of a config (timeouts, retries, failover, the last-known-good cache). Shared by
 //! [`crate::Client`] and the watch task, which depend on it and not on each other.
 
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -233,41 +234,17 @@ impl Inner {
             return Err(unavailable);
         };
         let why = unavailable.to_string();
-        let with_cache_reason = |reason: Error| match unavailable {
-            Error::Unavailable {
-                attempts,
-                elapsed,
-                last,
-                ..
-            } => Error::Unavailable {
-                attempts,
-                elapsed,
-                last,
-                cache: Some(Box::new(reason)),
-            },
-            other => other,
-        };
+        let cache_failed = |reason: Error| with_cache_reason(unavailable, reason);
         if self.fail_fast {
-            return Err(with_cache_reason(Error::Cache {
+            return Err(cache_failed(Error::Cache {
                 path,
                 message: "not used: fail-fast was chosen".into(),
             }));
         }
-        let (service, env, label) = (self.service.clone(), self.env.clone(), self.label.clone());
-        let p = path.clone();
-        let loaded =
-            tokio::task::spawn_blocking(move || cache::load(&p, &service, &env, label.as_deref()))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(Error::Cache {
-                        path: path.clone(),
-                        message: format!("reading task failed: {e}"),
-                    })
-                });
-        let response = match loaded {
+        let response = match self.read_cache(&path).await {
             Ok(Some(r)) => r,
             Ok(None) => {
-                return Err(with_cache_reason(Error::Cache {
+                return Err(cache_failed(Error::Cache {
                     path,
                     message: "no cached config yet".into(),
                 }))
@@ -275,7 +252,7 @@ impl Inner {
             Err(e) => {
                 tracing::error!(error = %e, "the last-known-good cache is unusable and was ignored");
                 self.set_cache_error(&e);
-                return Err(with_cache_reason(e));
+                return Err(cache_failed(e));
             }
         };
         let config = Config::new(response, Origin::Cache { path: path.clone() });
@@ -286,7 +263,7 @@ impl Inner {
             };
             tracing::error!(error = %e, "the cached config fails the validator");
             self.set_cache_error(&e);
-            return Err(with_cache_reason(e));
+            return Err(cache_failed(e));
         }
         tracing::warn!(
             service = %self.service,
@@ -298,6 +275,20 @@ impl Inner {
         );
         self.set_origin(config.origin().clone());
         Ok(config)
+    }
+
+    /// Read and verify the cache file at `path`, off the async workers.
+    async fn read_cache(&self, path: &std::path::Path) -> Result<Option<ConfigResponse>, Error> {
+        let (service, env, label) = (self.service.clone(), self.env.clone(), self.label.clone());
+        let p = path.to_path_buf();
+        tokio::task::spawn_blocking(move || cache::load(&p, &service, &env, label.as_deref()))
+            .await
+            .unwrap_or_else(|e| {
+                Err(Error::Cache {
+                    path: path.to_path_buf(),
+                    message: format!("reading task failed: {e}"),
+                })
+            })
     }
 
     /// Write an accepted config to the cache, if one is configured. Failures are logged
@@ -334,59 +325,14 @@ impl Inner {
         let mut last: Option<Error> = None;
         loop {
             attempts += 1;
-            let mut tried = false;
-            for i in self.server_order() {
-                let server = &self.servers[i];
-                let remaining = deadline.saturating_duration_since(Instant::now());
-                if remaining.is_zero() {
-                    break;
-                }
-                let Some(permit) = self.permit(i) else {
-                    tracing::debug!(server = %server.url, "circuit breaker open: skipped");
-                    if last.is_none() {
-                        last = Some(Error::Transport {
-                            server: server.url.clone(),
-                            source: "circuit breaker open".into(),
-                        });
-                    }
-                    continue;
-                };
-                tried = true;
-                match self
-                    .get_once(server, self.request_timeout.min(remaining), etag)
-                    .await
-                {
-                    Ok(fetched) => {
-                        permit.success();
-                        self.set_preferred(i);
-                        return Ok(fetched);
-                    }
-                    Err(e) if e.is_retryable() => {
-                        permit.failure();
-                        tracing::warn!(server = %server.url, error = %e, "confhub server failed; trying the next");
-                        last = Some(e);
-                    }
-                    Err(e) => {
-                        permit.success();
-                        return Err(e);
-                    }
-                }
-            }
+            let tried = match self.fetch_round(etag, deadline, &mut last).await {
+                ControlFlow::Break(answer) => return answer,
+                ControlFlow::Continue(tried) => tried,
+            };
             if policy.get_max_attempts().is_some_and(|max| attempts >= max) {
                 break;
             }
-            let mut delay = policy.delay(attempts);
-            if !tried {
-                // Every breaker is open: nothing can happen before the first cool-down ends.
-                let reopen = self
-                    .servers
-                    .iter()
-                    .filter_map(|s| lock(&s.breaker).open_until())
-                    .min();
-                if let Some(at) = reopen {
-                    delay = delay.max(at.saturating_duration_since(Instant::now()));
-                }
-            }
+            let delay = self.retry_delay(policy, attempts, tried);
             if Instant::now() + delay >= deadline {
                 break;
             }
@@ -400,6 +346,74 @@ impl Inner {
         })
     }
 
+    /// One pass over the servers, preferred first, skipping open breakers: `Break` with
+    /// a config or a definite error, else `Continue` saying whether any server was tried
+    /// (`last` keeps the last failure).
+    async fn fetch_round(
+        &self,
+        etag: Option<&str>,
+        deadline: Instant,
+        last: &mut Option<Error>,
+    ) -> ControlFlow<Result<Fetched, Error>, bool> {
+        let mut tried = false;
+        for i in self.server_order() {
+            let server = &self.servers[i];
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            let Some(permit) = self.permit(i) else {
+                tracing::debug!(server = %server.url, "circuit breaker open: skipped");
+                if last.is_none() {
+                    *last = Some(Error::Transport {
+                        server: server.url.clone(),
+                        source: "circuit breaker open".into(),
+                    });
+                }
+                continue;
+            };
+            tried = true;
+            match self
+                .get_once(server, self.request_timeout.min(remaining), etag)
+                .await
+            {
+                Ok(fetched) => {
+                    permit.success();
+                    self.set_preferred(i);
+                    return ControlFlow::Break(Ok(fetched));
+                }
+                Err(e) if e.is_retryable() => {
+                    permit.failure();
+                    tracing::warn!(server = %server.url, error = %e, "confhub server failed; trying the next");
+                    *last = Some(e);
+                }
+                Err(e) => {
+                    permit.success();
+                    return ControlFlow::Break(Err(e));
+                }
+            }
+        }
+        ControlFlow::Continue(tried)
+    }
+
+    /// The sleep before round `attempts + 1`; when no server could be `tried` (every
+    /// breaker open), nothing can happen before the first cool-down ends.
+    fn retry_delay(&self, policy: &RetryPolicy, attempts: u32, tried: bool) -> Duration {
+        let delay = policy.delay(attempts);
+        if tried {
+            return delay;
+        }
+        let reopen = self
+            .servers
+            .iter()
+            .filter_map(|s| lock(&s.breaker).open_until())
+            .min();
+        match reopen {
+            Some(at) => delay.max(at.saturating_duration_since(Instant::now())),
+            None => delay,
+        }
+    }
+
     /// One GET against one server.
     async fn get_once(
         &self,
@@ -411,6 +425,38 @@ impl Inner {
             server: server.url.clone(),
             source: Box::new(e.without_url()),
         };
+        // Keep the token out of any Debug output of the request.
+        let mut resp = self
+            .config_request(server, timeout, etag)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status().as_u16();
+        if status == 304 {
+            return Ok(Fetched::NotModified {
+                server: server.url.clone(),
+            });
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(Error::Protocol {
+                    server: server.url.clone(),
+                    message: format!("response body larger than {MAX_BODY} bytes"),
+                });
+            }
+            body.extend_from_slice(&chunk);
+        }
+        read_answer(server, status, &body)
+    }
+
+    /// The GET of the config from `server`: token, conditional on `etag`, trace headers.
+    fn config_request(
+        &self,
+        server: &Server,
+        timeout: Duration,
+        etag: Option<&str>,
+    ) -> reqwest::RequestBuilder {
         let mut req = self
             .http
             .get(server.config_url.clone())
@@ -430,50 +476,53 @@ impl Inner {
             req = req.header(trace::TRACEPARENT, tp);
         }
         tracing::debug!(server = %server.url, request_id = %trace.request_id, "requesting config");
-        // Keep the token out of any Debug output of the request.
-        let mut resp = req.send().await.map_err(transport)?;
-        let status = resp.status().as_u16();
-        if status == 304 {
-            return Ok(Fetched::NotModified {
-                server: server.url.clone(),
-            });
-        }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(transport)? {
-            if body.len() + chunk.len() > MAX_BODY {
-                return Err(Error::Protocol {
-                    server: server.url.clone(),
-                    message: format!("response body larger than {MAX_BODY} bytes"),
-                });
-            }
-            body.extend_from_slice(&chunk);
-        }
-        if status != 200 {
-            let parsed = serde_json::from_slice::<ErrorBody>(&body)
-                .ok()
-                .map(Box::new);
-            let message = if parsed.is_some() {
-                String::new()
-            } else {
-                truncate(&String::from_utf8_lossy(&body), 200)
-            };
-            return Err(Error::Status {
-                server: server.url.clone(),
-                status,
-                body: parsed,
-                message,
-            });
-        }
-        let response: ConfigResponse =
-            serde_json::from_slice(&body).map_err(|e| Error::Protocol {
-                server: server.url.clone(),
-                message: format!("not a config response: {e}"),
-            })?;
-        Ok(Fetched::Fresh(Config::new(
-            response,
-            Origin::Server {
-                url: server.url.clone(),
-            },
-        )))
+        req
     }
+}
+
+/// `unavailable` (no server answered) with why the cache could not stand in either.
+fn with_cache_reason(unavailable: Error, reason: Error) -> Error {
+    match unavailable {
+        Error::Unavailable {
+            attempts,
+            elapsed,
+            last,
+            ..
+        } => Error::Unavailable {
+            attempts,
+            elapsed,
+            last,
+            cache: Some(Box::new(reason)),
+        },
+        other => other,
+    }
+}
+
+/// A config answer from `server` (status other than 304, body read in full): the config,
+/// or the status as an error with the server's error body when it sent one.
+fn read_answer(server: &Server, status: u16, body: &[u8]) -> Result<Fetched, Error> {
+    if status != 200 {
+        let parsed = serde_json::from_slice::<ErrorBody>(body).ok().map(Box::new);
+        let message = if parsed.is_some() {
+            String::new()
+        } else {
+            truncate(&String::from_utf8_lossy(body), 200)
+        };
+        return Err(Error::Status {
+            server: server.url.clone(),
+            status,
+            body: parsed,
+            message,
+        });
+    }
+    let response: ConfigResponse = serde_json::from_slice(body).map_err(|e| Error::Protocol {
+        server: server.url.clone(),
+        message: format!("not a config response: {e}"),
+    })?;
+    Ok(Fetched::Fresh(Config::new(
+        response,
+        Origin::Server {
+            url: server.url.clone(),
+        },
+    )))
 }

@@ -21,13 +21,14 @@ use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::AbortHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::config::{Config, Origin};
 use crate::error::Error;
 use crate::retry::RetryPolicy;
-use crate::transport::{Fetched, Inner};
+use crate::transport::{Fetched, Inner, Permit, Server};
 use crate::util::{lock, truncate};
 use crate::wire::{ClientFrame, ConfigResponse, ServerFrame};
 
@@ -327,73 +328,9 @@ where
             let Some(permit) = inner.permit(i) else {
                 continue;
             };
-            let mut request = match server.watch_url.as_str().into_client_request() {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::error!(server = %server.url, error = %e, "cannot build the watch request");
-                    continue;
-                }
+            let Some(ws) = self.connect(server, permit).await else {
+                continue;
             };
-            if let Some(token) = inner.token() {
-                if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
-                    request.headers_mut().insert("authorization", v);
-                }
-            }
-            let trace = inner.trace_headers();
-            if let Ok(v) = HeaderValue::from_str(&trace.request_id) {
-                request.headers_mut().insert(crate::trace::REQUEST_ID, v);
-            }
-            if let Some(Ok(v)) = trace.traceparent.as_deref().map(HeaderValue::from_str) {
-                request.headers_mut().insert(crate::trace::TRACEPARENT, v);
-            }
-            tracing::debug!(server = %server.url, request_id = %trace.request_id, "opening the watch stream");
-            let handshake = tokio::time::timeout(
-                inner.connect_timeout + inner.request_timeout,
-                tokio_tungstenite::connect_async(request),
-            )
-            .await;
-            let ws = match handshake {
-                Ok(Ok((ws, _response))) => ws,
-                Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
-                    let status = resp.status().as_u16();
-                    let body = resp
-                        .body()
-                        .as_deref()
-                        .map(|b| truncate(&String::from_utf8_lossy(b), 200))
-                        .unwrap_or_default();
-                    let e = Error::Status {
-                        server: server.url.clone(),
-                        status,
-                        body: resp
-                            .body()
-                            .as_deref()
-                            .and_then(|b| serde_json::from_slice(b).ok())
-                            .map(Box::new),
-                        message: body,
-                    };
-                    tracing::warn!(server = %server.url, error = %e, "watch handshake refused");
-                    if e.is_retryable() {
-                        permit.failure();
-                    } else {
-                        // A definite answer (401, 403, 404): the server is up but will
-                        // not serve this watch. Say so, and keep trying with backoff.
-                        permit.success();
-                        self.shared.last_error.store(Some(Arc::new(e)));
-                    }
-                    continue;
-                }
-                Ok(Err(e)) => {
-                    permit.failure();
-                    tracing::warn!(server = %server.url, error = %e, "watch connection failed");
-                    continue;
-                }
-                Err(_) => {
-                    permit.failure();
-                    tracing::warn!(server = %server.url, "watch connection timed out");
-                    continue;
-                }
-            };
-            permit.success();
             inner.set_preferred(i);
             tracing::info!(server = %server.url, service = %inner.service, env = %inner.env, "watching for config changes");
             let end = self.stream(ws, &server.url).await;
@@ -411,6 +348,45 @@ where
         SessionEnd::Failed
     }
 
+    /// Open the watch stream to `server`, telling its breaker (`permit`) how it went.
+    async fn connect(&self, server: &Server, permit: Permit<'_>) -> Option<WsStream> {
+        let request = watch_request(&self.inner, server)?;
+        let handshake = tokio::time::timeout(
+            self.inner.connect_timeout + self.inner.request_timeout,
+            tokio_tungstenite::connect_async(request),
+        )
+        .await;
+        match handshake {
+            Ok(Ok((ws, _response))) => {
+                permit.success();
+                Some(ws)
+            }
+            Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
+                let e = refused(server, &resp);
+                tracing::warn!(server = %server.url, error = %e, "watch handshake refused");
+                if e.is_retryable() {
+                    permit.failure();
+                } else {
+                    // A definite answer (401, 403, 404): the server is up but will
+                    // not serve this watch. Say so, and keep trying with backoff.
+                    permit.success();
+                    self.shared.last_error.store(Some(Arc::new(e)));
+                }
+                None
+            }
+            Ok(Err(e)) => {
+                permit.failure();
+                tracing::warn!(server = %server.url, error = %e, "watch connection failed");
+                None
+            }
+            Err(_) => {
+                permit.failure();
+                tracing::warn!(server = %server.url, "watch connection timed out");
+                None
+            }
+        }
+    }
+
     async fn stream<S>(
         &mut self,
         mut ws: tokio_tungstenite::WebSocketStream<S>,
@@ -419,40 +395,9 @@ where
     where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     {
-        let failed = StreamEnd {
-            healthy: false,
-            stalled: false,
-        };
         let silence = self.inner.watch_silence_timeout;
-        let digest = self.shared.current.load().digest.clone();
-        let subscribe = ClientFrame::Subscribe {
-            service: self.inner.service.clone(),
-            env: self.inner.env.clone(),
-            digest: (!digest.is_empty()).then_some(digest),
-        };
-        let text = match serde_json::to_string(&subscribe) {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot serialize the subscribe frame");
-                return failed;
-            }
-        };
-        match tokio::time::timeout(silence, ws.send(Message::text(text))).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                tracing::warn!(server, error = %e, "sending the subscription failed");
-                return failed;
-            }
-            Err(_) => {
-                tracing::warn!(
-                    server,
-                    "sending the subscription stalled for {silence:?}: reconnecting"
-                );
-                return StreamEnd {
-                    healthy: false,
-                    stalled: true,
-                };
-            }
+        if let Err(end) = self.subscribe(&mut ws, server).await {
+            return end;
         }
         let ping_every = self.inner.watch_ping_interval;
         let mut ping =
@@ -512,6 +457,53 @@ where
             }
         }
         StreamEnd { healthy, stalled }
+    }
+
+    /// Send the subscription (with the digest held, so an unchanged config is not sent
+    /// again); the end of the stream if that fails.
+    async fn subscribe<S>(
+        &self,
+        ws: &mut tokio_tungstenite::WebSocketStream<S>,
+        server: &str,
+    ) -> Result<(), StreamEnd>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
+        let failed = StreamEnd {
+            healthy: false,
+            stalled: false,
+        };
+        let silence = self.inner.watch_silence_timeout;
+        let digest = self.shared.current.load().digest.clone();
+        let subscribe = ClientFrame::Subscribe {
+            service: self.inner.service.clone(),
+            env: self.inner.env.clone(),
+            digest: (!digest.is_empty()).then_some(digest),
+        };
+        let text = match serde_json::to_string(&subscribe) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot serialize the subscribe frame");
+                return Err(failed);
+            }
+        };
+        match tokio::time::timeout(silence, ws.send(Message::text(text))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                tracing::warn!(server, error = %e, "sending the subscription failed");
+                Err(failed)
+            }
+            Err(_) => {
+                tracing::warn!(
+                    server,
+                    "sending the subscription stalled for {silence:?}: reconnecting"
+                );
+                Err(StreamEnd {
+                    healthy: false,
+                    stalled: true,
+                })
+            }
+        }
     }
 
     /// Handle one frame; true if it was a well-formed frame.
@@ -669,5 +661,54 @@ where
                 Err(e) => tracing::warn!(error = %e, "polling for config changes failed"),
             }
         }
+    }
+}
+
+/// The WebSocket stream of a watch.
+type WsStream =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The watch handshake request for `server`: token and trace headers. `None` (logged) if
+/// the URL cannot make one.
+fn watch_request(inner: &Inner, server: &Server) -> Option<Request> {
+    let mut request = match server.watch_url.as_str().into_client_request() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(server = %server.url, error = %e, "cannot build the watch request");
+            return None;
+        }
+    };
+    if let Some(token) = inner.token() {
+        if let Ok(v) = HeaderValue::from_str(&format!("Bearer {token}")) {
+            request.headers_mut().insert("authorization", v);
+        }
+    }
+    let trace = inner.trace_headers();
+    if let Ok(v) = HeaderValue::from_str(&trace.request_id) {
+        request.headers_mut().insert(crate::trace::REQUEST_ID, v);
+    }
+    if let Some(Ok(v)) = trace.traceparent.as_deref().map(HeaderValue::from_str) {
+        request.headers_mut().insert(crate::trace::TRACEPARENT, v);
+    }
+    tracing::debug!(server = %server.url, request_id = %trace.request_id, "opening the watch stream");
+    Some(request)
+}
+
+/// The handshake answer `resp` of `server` as an error, with its JSON error body when
+/// it sent one.
+fn refused(
+    server: &Server,
+    resp: &tokio_tungstenite::tungstenite::handshake::client::Response,
+) -> Error {
+    let body = resp.body().as_deref();
+    Error::Status {
+        server: server.url.clone(),
+        status: resp.status().as_u16(),
+        body: body
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .map(Box::new),
+        message: body
+            .map(|b| truncate(&String::from_utf8_lossy(b), 200))
+            .unwrap_or_default(),
     }
 }

@@ -112,24 +112,7 @@ pub async fn start_watching(
 /// Delay before retry number `failures` (1-based): `base · 2^(failures-1)`, capped at
 /// `cap`, with jitter taking it down by up to half.
 pub(crate) fn backoff(base: Duration, cap: Duration, failures: u32) -> Duration {
-    let exp = base
-        .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
-        .min(cap);
-    let half = exp / 2;
-    half + half.mul_f64(jitter())
-}
-
-/// A number in [0, 1) that differs between calls and processes.
-fn jitter() -> f64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos(),
-    );
-    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
+    confhub_client::retry::backoff(base, cap, failures, confhub_client::retry::Jitter::Equal)
 }
 
 type Watcher = Option<Debouncer<RecommendedWatcher, RecommendedCache>>;

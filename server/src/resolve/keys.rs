@@ -9,7 +9,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use indexmap::IndexMap;
 use serde_json::{Map, Value};
 
-use crate::resolve::parse::{split_key, Seg};
+// The grammar of a key (`a.b[0]`) is the one the client reads keys with.
+pub use confhub_client::wire::keys::{child, index, is_under, join, segment_ends, split, Seg};
 
 /// Flat entries, in order.
 pub type Entries = Vec<(String, Value)>;
@@ -24,12 +25,6 @@ pub fn put(entries: &mut Entries, index: &mut HashMap<String, usize>, key: Strin
             entries.push((key, value));
         }
     }
-}
-
-/// Is `key` `prefix` itself or a key under it (`prefix.x`, `prefix[0]`)?
-pub fn is_under(key: &str, prefix: &str) -> bool {
-    key.strip_prefix(prefix)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
 }
 
 /// The native merge of flat sources: each higher source's value for a key replaces the
@@ -264,7 +259,7 @@ pub fn nest_ordered(entries: &[(String, Value)]) -> Node {
         .collect();
     let mut root = Node::Map(IndexMap::new());
     for (key, value) in entries {
-        let Some(segs) = split_key(key) else {
+        let Some(segs) = split(key) else {
             insert_top(&mut root, key, value);
             continue;
         };
@@ -297,26 +292,6 @@ fn is_empty_container(v: &Value) -> bool {
         Value::Array(a) => a.is_empty(),
         _ => false,
     }
-}
-
-fn segment_ends(key: &str, segs: &[Seg<'_>]) -> Vec<usize> {
-    let mut ends = Vec::with_capacity(segs.len());
-    let mut at = 0;
-    for seg in segs {
-        match seg {
-            Seg::Key(k) => {
-                if at > 0 && key.as_bytes().get(at) == Some(&b'.') {
-                    at += 1;
-                }
-                at += k.len();
-            }
-            Seg::Index(_) => {
-                at = key[at..].find(']').map_or(key.len(), |i| at + i + 1);
-            }
-        }
-        ends.push(at);
-    }
-    ends
 }
 
 /// Largest list index nested into a list: an index is only a few bytes of key text, so

@@ -427,17 +427,12 @@ pub fn flatten(v: &Value) -> Vec<(String, &Value)> {
         match v {
             Value::Object(m) => {
                 for (k, child) in m {
-                    let key = if prefix.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(&key, child, out);
+                    walk(&keys::join(prefix, k), child, out);
                 }
             }
             Value::Array(a) => {
                 for (i, child) in a.iter().enumerate() {
-                    walk(&format!("{prefix}[{i}]"), child, out);
+                    walk(&keys::index(prefix, i), child, out);
                 }
             }
             leaf => out.push((prefix.to_string(), leaf)),

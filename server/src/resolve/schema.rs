@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use crate::errors::{ConfigError, ErrorKind};
 use crate::resolve::catalog::{Catalog, MANIFEST};
+use crate::resolve::keys;
 use crate::resolve::{origin_of, Resolved};
 use crate::source::View;
 
@@ -45,10 +46,7 @@ fn dotted(pointer: &str, values: &Value) -> String {
                 cur = seg.parse::<usize>().ok().and_then(|i| a.get(i));
             }
             other => {
-                if !out.is_empty() {
-                    out.push('.');
-                }
-                out.push_str(&seg);
+                out = keys::join(&out, &seg);
                 cur = other.and_then(|v| v.get(&seg));
             }
         }

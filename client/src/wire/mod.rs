@@ -1,7 +1,12 @@
 //! Every type that crosses the network between a confhub server and its clients.
 //!
 //! The server serializes these and the client deserializes them, so the two can
-//! never drift apart: change a field here and both sides change with it.
+//! never drift apart: change a field here and both sides change with it. The rules
+//! that decide what a request may name ([`names`]) and how a key names a value in a
+//! config ([`keys`]) cross the network too, and are defined here once for both sides.
+
+pub mod keys;
+pub mod names;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
