@@ -31,18 +31,24 @@ fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '@' | '-')
 }
 
-/// At most 64 characters of a refused name, escaped: a 10 KB name is not echoed back whole.
-fn shown(name: &str) -> String {
-    let mut out: String = name
+/// At most `max` characters of client input, escaped, for echoing it in a message: a
+/// 10 KB name is not echoed back whole, and control characters cannot forge log lines.
+pub fn shown_at_most(s: &str, max: usize) -> String {
+    let mut out: String = s
         .chars()
-        .take(64)
+        .take(max)
         .collect::<String>()
         .escape_default()
         .to_string();
-    if name.chars().nth(64).is_some() {
+    if s.chars().nth(max).is_some() {
         out.push('…');
     }
     out
+}
+
+/// A refused name as its error shows it: at most 64 characters, escaped.
+fn shown(name: &str) -> String {
+    shown_at_most(name, 64)
 }
 
 fn check_segment(what: &'static str, whole: &str, seg: &str) -> Result<(), NameError> {
@@ -164,6 +170,13 @@ pub fn check_label(label: &str) -> Result<(), NameError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shown_truncates_and_escapes() {
+        assert_eq!(shown_at_most("abc", 10), "abc");
+        assert_eq!(shown_at_most("a\nb", 10), "a\\nb");
+        assert_eq!(shown_at_most("abcdef", 3), "abc…");
+    }
 
     #[test]
     fn accepts_design_names() {

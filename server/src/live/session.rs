@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use super::hub::{Connection, Frame, PairKey, Peer};
 use crate::auth::Principal;
 use crate::errors::LookupCode;
-use crate::names::{check_name, parse_envs};
+use crate::names::{check_name, parse_envs, shown_at_most};
 use crate::settings::LiveSettings;
 use crate::store::Store;
 
@@ -176,20 +176,6 @@ fn error_frame(
     Message::Text(serde_json::to_string(&frame).unwrap_or_default().into())
 }
 
-/// At most `max` characters of `s`, escaped, for echoing client input in messages.
-fn shown(s: &str, max: usize) -> String {
-    let mut out: String = s
-        .chars()
-        .take(max)
-        .collect::<String>()
-        .escape_default()
-        .to_string();
-    if s.chars().count() > max {
-        out.push('…');
-    }
-    out
-}
-
 impl Session {
     /// Write one message, giving up if the peer is too slow, the hub drops it or the
     /// server stops.
@@ -333,7 +319,7 @@ impl Session {
             Some(op) => {
                 let message = format!(
                     "unknown op `{}`: use `subscribe` or `unsubscribe`",
-                    shown(op, 64)
+                    shown_at_most(op, 64)
                 );
                 return self.bad_frame("unknown_op", message, settings, peer).await;
             }
@@ -400,7 +386,7 @@ impl Session {
         let envs = match names {
             Ok(envs) => envs,
             Err(e) => {
-                let (s, v) = (shown(&service, 128), shown(&env, 128));
+                let (s, v) = (shown_at_most(&service, 128), shown_at_most(&env, 128));
                 return Err(error_frame(Some(&s), Some(&v), "bad_name", e.to_string()));
             }
         };
@@ -478,17 +464,5 @@ impl Session {
                 Some(error_frame(Some(service), Some(env), &body.error, body.message))
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shown_truncates_and_escapes() {
-        assert_eq!(shown("abc", 10), "abc");
-        assert_eq!(shown("a\nb", 10), "a\\nb");
-        assert_eq!(shown("abcdef", 3), "abc…");
     }
 }
