@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use common::ws::{Message, Watcher};
 use common::{TestRepo, TestServer};
 use confhub_server::crypto::{Key, Keyring};
-use confhub_server::http::webhook::github_signature;
+use confhub_server::github_signature;
 use confhub_server::settings::Secret;
 use confhub_server::Settings;
 use serde_json::{json, Value};

@@ -342,7 +342,7 @@ async fn webhook_triggers_fetch_of_remote() {
     work.git(&["push", "-q", "origin", "main"]);
 
     let body = r#"{"ref":"refs/heads/main","after":"x"}"#;
-    let forged = confhub_server::http::webhook::github_signature("not-the-secret", body.as_bytes());
+    let forged = confhub_server::github_signature("not-the-secret", body.as_bytes());
     let resp = github_post(&server, body)
         .header("x-hub-signature-256", forged)
         .send()
@@ -365,8 +365,7 @@ async fn webhook_triggers_fetch_of_remote() {
     assert_eq!(st.last_fetch.as_ref().map(|f| f.count), Some(0), "{st:?}");
     assert_eq!(st.version, initial.version);
 
-    let signed =
-        confhub_server::http::webhook::github_signature("s3cret-for-tests", body.as_bytes());
+    let signed = confhub_server::github_signature("s3cret-for-tests", body.as_bytes());
     let webhook_at = Instant::now();
     let resp = github_post(&server, body)
         .header("x-hub-signature-256", signed)
@@ -414,8 +413,7 @@ async fn webhook_triggers_fetch_of_remote() {
     // the last fetched commit keeps being served.
     let moved = bare_dir.path().join("moved.git");
     std::fs::rename(&bare, &moved).unwrap();
-    let signed =
-        confhub_server::http::webhook::github_signature("s3cret-for-tests", body.as_bytes());
+    let signed = confhub_server::github_signature("s3cret-for-tests", body.as_bytes());
     let resp = github_post(&server, body)
         .header("x-hub-signature-256", signed)
         .send()

@@ -526,13 +526,12 @@ async fn failed_fetch_is_counted() {
             .body(body)
             .send()
     };
-    let forged = confhub_server::http::webhook::github_signature("wrong", body.as_bytes());
+    let forged = confhub_server::github_signature("wrong", body.as_bytes());
     assert_eq!(post(forged).await.unwrap().status(), 401);
 
     let moved = bare_dir.path().join("moved.git");
     std::fs::rename(&bare, &moved).unwrap();
-    let signed =
-        confhub_server::http::webhook::github_signature("s3cret-for-tests", body.as_bytes());
+    let signed = confhub_server::github_signature("s3cret-for-tests", body.as_bytes());
     assert_eq!(post(signed).await.unwrap().status(), 202);
 
     let m = scrape_until(&server, "a failed fetch in the metrics", |m| {

@@ -9,7 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::{baseline_repo, wait_until, TestRepo, TestServer};
-use confhub_server::http::webhook::github_signature;
+use confhub_server::github_signature;
 use confhub_server::settings::Secret;
 use confhub_server::Settings;
 use serde_json::{json, Value};

@@ -242,7 +242,7 @@ async fn no_secret_is_logged() {
         ("x-gitlab-token", webhook_secret.clone()),
         (
             "x-hub-signature-256",
-            confhub_server::http::webhook::github_signature(&webhook_secret, body.as_bytes()),
+            confhub_server::github_signature(&webhook_secret, body.as_bytes()),
         ),
     ] {
         let resp = server

@@ -280,6 +280,40 @@ enum SessionEnd {
     Failed,
 }
 
+fn parse_frame(bytes: &[u8], server: &str) -> Result<ServerFrame, Error> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Protocol {
+        server: server.to_string(),
+        message: format!(
+            "malformed watch frame ({e}): {}",
+            truncate(&String::from_utf8_lossy(bytes), 120)
+        ),
+    })
+}
+
+/// Ping the server; `Err(stalled)` ends the stream. A write can block too, on a peer
+/// that stopped reading: that is a stall, like silence.
+async fn send_ping<S>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    deadline: tokio::time::Instant,
+    server: &str,
+    silence: std::time::Duration,
+) -> Result<(), bool>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match tokio::time::timeout_at(deadline, ws.send(Message::Ping(Default::default()))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::warn!(server, error = %e, "pinging the server failed");
+            Err(false)
+        }
+        Err(_) => {
+            tracing::warn!(server, "the watch stream stalled: a ping could not be written for {silence:?}; trying the next server");
+            Err(true)
+        }
+    }
+}
+
 /// How one stream ended.
 struct StreamEnd {
     /// Whether the server spoke the protocol.
@@ -405,58 +439,53 @@ where
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heard = tokio::time::Instant::now();
         let mut healthy = false;
-        let mut stalled = false;
-        loop {
+        let stalled = loop {
             let deadline = heard + silence;
             let next = tokio::select! {
                 next = ws.next() => next,
-                _ = ping.tick() => {
-                    // A write can block too, on a peer that stopped reading.
-                    let pinged = tokio::time::timeout_at(deadline, ws.send(Message::Ping(Default::default()))).await;
-                    match pinged {
-                        Ok(Ok(())) => continue,
-                        Ok(Err(e)) => {
-                            tracing::warn!(server, error = %e, "pinging the server failed");
-                            break;
-                        }
-                        Err(_) => {
-                            tracing::warn!(server, "the watch stream stalled: a ping could not be written for {silence:?}; trying the next server");
-                            stalled = true;
-                            break;
-                        }
-                    }
-                }
+                _ = ping.tick() => match send_ping(&mut ws, deadline, server, silence).await {
+                    Ok(()) => continue,
+                    Err(stalled) => break stalled,
+                },
                 () = tokio::time::sleep_until(deadline) => {
                     tracing::warn!(server, "nothing from the server for {silence:?} (not even a pong): the watch stream stalled; trying the next server");
-                    stalled = true;
-                    break;
+                    break true;
                 }
             };
             heard = tokio::time::Instant::now();
-            match next {
-                None => {
-                    tracing::info!(server, "watch stream closed by the server");
-                    break;
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(server, error = %e, "watch stream failed");
-                    break;
-                }
-                Some(Ok(Message::Text(text))) => {
-                    healthy |= self.on_frame(text.as_bytes(), server).await;
-                }
-                Some(Ok(Message::Binary(bytes))) => {
-                    healthy |= self.on_frame(&bytes, server).await;
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => healthy = true,
-                Some(Ok(Message::Close(frame))) => {
-                    tracing::info!(server, ?frame, "watch stream closed by the server");
-                    break;
-                }
-                Some(Ok(Message::Frame(_))) => {}
+            match self.on_message(next, server).await {
+                Some(well_formed) => healthy |= well_formed,
+                None => break false,
             }
-        }
+        };
         StreamEnd { healthy, stalled }
+    }
+
+    /// Handle what the stream yielded: `Some(well_formed)` for a frame, `None` once the
+    /// stream has ended.
+    async fn on_message(
+        &mut self,
+        next: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+        server: &str,
+    ) -> Option<bool> {
+        match next {
+            None => {
+                tracing::info!(server, "watch stream closed by the server");
+                None
+            }
+            Some(Err(e)) => {
+                tracing::warn!(server, error = %e, "watch stream failed");
+                None
+            }
+            Some(Ok(Message::Text(text))) => Some(self.on_frame(text.as_bytes(), server).await),
+            Some(Ok(Message::Binary(bytes))) => Some(self.on_frame(&bytes, server).await),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Some(true),
+            Some(Ok(Message::Close(frame))) => {
+                tracing::info!(server, ?frame, "watch stream closed by the server");
+                None
+            }
+            Some(Ok(Message::Frame(_))) => Some(false),
+        }
     }
 
     /// Send the subscription (with the digest held, so an unchanged config is not sent
@@ -508,16 +537,9 @@ where
 
     /// Handle one frame; true if it was a well-formed frame.
     async fn on_frame(&mut self, bytes: &[u8], server: &str) -> bool {
-        let frame: ServerFrame = match serde_json::from_slice(bytes) {
-            Ok(f) => f,
+        let frame = match parse_frame(bytes, server) {
+            Ok(frame) => frame,
             Err(e) => {
-                let e = Error::Protocol {
-                    server: server.to_string(),
-                    message: format!(
-                        "malformed watch frame ({e}): {}",
-                        truncate(&String::from_utf8_lossy(bytes), 120)
-                    ),
-                };
                 tracing::warn!(error = %e, "ignored a malformed frame");
                 self.shared.last_error.store(Some(Arc::new(e)));
                 return false;
@@ -535,21 +557,19 @@ where
                     tracing::debug!(%service, %env, "ignored a frame for another pair");
                     return true;
                 }
-                let config = Config::new(
-                    ConfigResponse {
-                        service,
-                        env,
-                        label: self.label.clone(),
-                        version,
-                        digest,
-                        values,
-                        sources: Vec::new(),
-                    },
-                    Origin::Server {
-                        url: server.to_string(),
-                    },
-                );
-                self.apply(config).await;
+                let config = ConfigResponse {
+                    service,
+                    env,
+                    label: self.label.clone(),
+                    version,
+                    digest,
+                    values,
+                    sources: Vec::new(),
+                };
+                let origin = Origin::Server {
+                    url: server.to_string(),
+                };
+                self.apply(Config::new(config, origin)).await;
             }
             ServerFrame::Error {
                 service,

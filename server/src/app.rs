@@ -1,53 +1,52 @@
-//! The running server: the state every handler shares, built once from the settings;
-//! the background tasks (opening the store and loading the first snapshot, then the
-//! refresh loop; metrics upkeep; pruning idle rate-limit buckets); and the order in
-//! which they stop. [`crate::run`] strings these together.
+//! The running server: the [`Core`] the background tasks and the HTTP surface share,
+//! built once from the settings; the background tasks (opening the store and loading the
+//! first snapshot, then the refresh loop; metrics upkeep); and the order in which they
+//! stop. [`crate::run`] strings these together with the HTTP surface ([`crate::http`]).
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use axum::Router;
 use tokio::sync::{oneshot, Mutex};
 use tokio::task::JoinHandle;
 
 use crate::errors::{ServerError, SourceError};
-use crate::http::{self, AppState};
-use crate::live::detect::backoff;
-use crate::live::detect::start_watching;
+use crate::live::detect::{start_watching, Trigger};
 use crate::live::hub::Hub;
-use crate::live::refresh::RefreshLoop;
+use crate::live::refresh::{backoff, RefreshLoop};
+use crate::live::status::LiveStatus;
+use crate::metrics::Metrics;
 use crate::settings::Settings;
 use crate::store::{Source, Store};
-use crate::tools::history::HistoryCache;
 
-/// The shared state: nothing is loaded yet (`store` is set by [`load_and_follow`]).
-pub(crate) fn build_state(settings: &Settings) -> Result<Arc<AppState>, ServerError> {
-    let auth = crate::auth::Auth::new(&settings.tokens)?;
-    if auth.is_open() {
-        tracing::warn!("no access tokens configured: every client can read every config (add [[tokens]] to the settings file)");
+/// What the background tasks and the request handlers share. Nothing is loaded yet:
+/// `store` is set by [`load_and_follow`] once the first snapshot is built. The HTTP
+/// surface keeps its own state (tokens, webhook budget, rate limits) around an `Arc` of
+/// this, so the tasks here never see HTTP types.
+#[derive(Debug, Default)]
+pub(crate) struct Core {
+    /// Set once the first snapshot is loaded.
+    pub(crate) store: OnceLock<Arc<Store>>,
+    /// WebSocket subscriptions and fan-out.
+    pub(crate) hub: Arc<Hub>,
+    /// Pokes the refresh loop (webhooks, damage found while reading).
+    pub(crate) trigger: Arc<Trigger>,
+    /// What the refresh loop last did, for `/v1/status`.
+    pub(crate) live_status: Arc<LiveStatus>,
+    /// This server's Prometheus metrics (`GET /metrics`, [`crate::metrics`]).
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl Core {
+    pub(crate) fn new(settings: &Settings) -> Arc<Core> {
+        let core = Core {
+            hub: Arc::new(Hub::new(settings.live.clone())),
+            ..Core::default()
+        };
+        core.live_status
+            .init(settings.poll, opens_a_remote(settings));
+        Arc::new(core)
     }
-    let webhook_bodies = http::webhook::BodyBudget::new(
-        settings.limits.webhook_max_body_bytes,
-        settings.limits.webhook_body_budget_bytes,
-    )?;
-    if settings.webhook_secret.is_none() {
-        tracing::debug!("no webhook secret configured: POST /v1/webhook is disabled");
-    }
-    let state = Arc::new(AppState {
-        hub: Arc::new(Hub::new(settings.live.clone())),
-        webhook_secret: settings.webhook_secret.clone(),
-        webhook_bodies,
-        auth,
-        limiter: http::guard::Limiter::new(&settings.limits),
-        keyring: settings.keyring.clone(),
-        history: Arc::new(HistoryCache::new(settings.limits.request_timeout)),
-        ..AppState::default()
-    });
-    state
-        .live_status
-        .init(settings.poll, opens_a_remote(settings));
-    Ok(state)
 }
 
 /// A remote that cannot be reached is not fatal: without a clone to start from, the
@@ -57,53 +56,21 @@ fn opens_a_remote(settings: &Settings) -> bool {
     !settings.dev && crate::source::git::is_remote(&settings.repo)
 }
 
-/// The router with the layers every request passes through.
-pub(crate) fn router(state: &Arc<AppState>, settings: &Settings) -> Router {
-    http::router(state.clone()).layer((
-        // Outermost: request id, trace context, span and metrics see every answer.
-        axum::middleware::from_fn_with_state(state.metrics.clone(), http::observe::observe),
-        tower_http::timeout::TimeoutLayer::with_status_code(
-            axum::http::StatusCode::REQUEST_TIMEOUT,
-            settings.limits.request_timeout,
-        ),
-        axum::extract::DefaultBodyLimit::max(settings.limits.max_body_bytes),
-    ))
-}
-
 /// Tasks that only keep things tidy, for the life of the server.
-pub(crate) fn spawn_upkeep(state: &Arc<AppState>) {
-    tokio::spawn(
-        state
-            .metrics
-            .clone()
-            .run_upkeep(state.hub.shutdown_signal()),
-    );
-    if state.limiter.is_none() {
-        return;
-    }
-    // Idle callers' buckets are dropped once a minute so the key store stays small.
-    let state = state.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tokio::select! {
-                () = state.hub.shutdown_signal() => break,
-                _ = tick.tick() => if let Some(l) = &state.limiter { l.prune() },
-            }
-        }
-    });
+pub(crate) fn spawn_upkeep(core: &Arc<Core>) {
+    tokio::spawn(core.metrics.clone().run_upkeep(core.hub.shutdown_signal()));
 }
 
 /// Open the store, then follow the source until shutdown. A fatal error (the source
 /// cannot be opened and retrying would not help) goes to `fatal`, which stops the server.
 pub(crate) fn spawn_load_and_follow(
-    state: Arc<AppState>,
+    core: Arc<Core>,
     settings: Settings,
     fatal: oneshot::Sender<ServerError>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        match open_store(&state, &settings).await {
-            Ok(Some(store)) => follow(state, store, settings).await,
+        match open_store(&core, &settings).await {
+            Ok(Some(store)) => follow(core, store, settings).await,
             Ok(None) => {}
             Err(e) => {
                 let _ = fatal.send(e);
@@ -114,17 +81,14 @@ pub(crate) fn spawn_load_and_follow(
 
 /// Open the store on a blocking thread, retrying a remote with backoff. `None`: the
 /// server stopped first.
-async fn open_store(
-    state: &AppState,
-    settings: &Settings,
-) -> Result<Option<Arc<Store>>, ServerError> {
+async fn open_store(core: &Core, settings: &Settings) -> Result<Option<Arc<Store>>, ServerError> {
     let retry = opens_a_remote(settings);
     let mut attempts: u32 = 0;
     loop {
         let open_settings = settings.clone();
         let opened = tokio::select! {
             opened = tokio::task::spawn_blocking(move || Store::open(&open_settings)) => opened,
-            () = state.hub.shutdown_signal() => return Ok(None),
+            () = core.hub.shutdown_signal() => return Ok(None),
         };
         let e = match opened {
             Ok(Ok(store)) => return Ok(Some(Arc::new(store))),
@@ -135,40 +99,39 @@ async fn open_store(
         attempts = attempts.saturating_add(1);
         let wait = backoff(settings.live.fetch_retry, settings.poll, attempts);
         tracing::warn!(error = %e, attempts, retry_in = ?wait, "cannot open the repository yet; not ready, retrying");
-        state
-            .live_status
+        core.live_status
             .record_start_failed(&e.to_string(), attempts, wait);
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
-            () = state.hub.shutdown_signal() => return Ok(None),
+            () = core.hub.shutdown_signal() => return Ok(None),
         }
     }
 }
 
 /// Serve `store` (the server is ready from here) and run the refresh loop on it.
-async fn follow(state: Arc<AppState>, store: Arc<Store>, settings: Settings) {
+async fn follow(core: Arc<Core>, store: Arc<Store>, settings: Settings) {
     if let Source::Git(git) = store.source() {
-        let trigger = state.trigger.clone();
+        let trigger = core.trigger.clone();
         git.on_damage(move || trigger.request_refresh());
     }
     // Watch before declaring readiness, so no change made after `/readyz`
     // answers can be missed; then look once for one made while opening.
     let _watching = start_watching(
         &store,
-        &state.trigger,
-        &state.live_status,
+        &core.trigger,
+        &core.live_status,
         settings.live.debounce,
     )
     .await;
-    state.trigger.request_refresh();
-    let _ = state.store.set(store.clone());
+    core.trigger.request_refresh();
+    let _ = core.store.set(store.clone());
     RefreshLoop::new(
         store,
-        state.hub.clone(),
-        state.trigger.clone(),
-        state.live_status.clone(),
+        core.hub.clone(),
+        core.trigger.clone(),
+        core.live_status.clone(),
         &settings,
-        state.metrics.clone(),
+        core.metrics.clone(),
     )
     .run()
     .await;

@@ -19,22 +19,25 @@ mod app;
 pub mod auth;
 pub mod crypto;
 pub mod errors;
-pub mod http;
-pub mod live;
-pub mod metrics;
+mod http;
+mod live;
+mod metrics;
 pub mod names;
-pub mod net;
+mod net;
 pub mod resolve;
 pub mod settings;
 pub mod source;
 pub mod store;
 mod sync;
-pub mod timefmt;
+mod timefmt;
 pub mod tools;
 
 use std::future::Future;
 
 pub use errors::{ConfigError, ServerError, SourceError};
+/// Sign a webhook payload as GitHub does (`X-Hub-Signature-256`), for scripts and tests
+/// that call `/v1/webhook`.
+pub use http::webhook::github_signature;
 pub use settings::Settings;
 
 /// Serve on `listener` until `shutdown` completes. The first snapshot loads in the
@@ -50,17 +53,17 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     settings.refuse_empty()?;
     let tls = settings.tls.as_ref().map(net::tls_acceptor).transpose()?;
-    let state = app::build_state(&settings)?;
-    let router = app::router(&state, &settings);
-    app::spawn_upkeep(&state);
+    let core = app::Core::new(&settings);
+    let router = http::router(&http::AppState::new(core.clone(), &settings)?, &settings);
+    app::spawn_upkeep(&core);
     let (fatal_tx, fatal_rx) = tokio::sync::oneshot::channel();
-    let background = app::spawn_load_and_follow(state.clone(), settings.clone(), fatal_tx);
-    let (stop, fatal) = app::stop_signal(shutdown, fatal_rx, state.hub.clone());
+    let background = app::spawn_load_and_follow(core.clone(), settings.clone(), fatal_tx);
+    let (stop, fatal) = app::stop_signal(shutdown, fatal_rx, core.hub.clone());
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, "listening");
     }
     let served = net::serve_connections(listener, router, &settings.limits, tls, stop).await;
-    app::wind_down(&state.hub, background).await;
+    app::wind_down(&core.hub, background).await;
     served?;
     let fatal = fatal.lock().await.take();
     fatal.map_or(Ok(()), Err)

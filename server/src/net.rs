@@ -414,10 +414,3 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for FirstBytes<S> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
-
-/// The peer address of a request, when served by [`serve`].
-pub fn peer_of(req: &axum::http::Request<axum::body::Body>) -> Option<SocketAddr> {
-    req.extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
-}

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use confhub_server::auth::{generate_token, token_hash};
 use confhub_server::crypto::{Key, Keyring};
-use confhub_server::http::webhook::github_signature;
+use confhub_server::github_signature;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 

@@ -11,7 +11,7 @@ use super::AppState;
 use crate::metrics::{Readings, SnapshotReadings};
 
 pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    let text = state.metrics.render(&readings(&state));
+    let text = state.core.metrics.render(&readings(&state));
     (
         [(
             header::CONTENT_TYPE,
@@ -23,18 +23,24 @@ pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
 }
 
 fn readings(state: &AppState) -> Readings {
-    let hub = state.hub.stats();
-    let live = state.live_status.get();
+    let hub = state.core.hub.stats();
+    let live = state.core.live_status.get();
     Readings {
         ws_connections: hub.connections,
-        ws_subscriptions: state.hub.subscriber_counts().iter().map(|(_, n)| *n).sum(),
+        ws_subscriptions: state
+            .core
+            .hub
+            .subscriber_counts()
+            .iter()
+            .map(|(_, n)| *n)
+            .sum(),
         frames_pushed: hub.frames_sent,
         slow_consumers: hub.slow_dropped,
         webhooks_accepted: live.webhooks_accepted,
         webhooks_rejected: live.webhooks_rejected,
         history_scanned: state.history.commits_scanned(),
         history_pairs: state.history.pairs_len(),
-        snapshot: state.store.get().map(|store| {
+        snapshot: state.core.store.get().map(|store| {
             let snap = store.snapshot();
             let (label_cache_entries, label_cache_bytes) = store.label_cache_usage();
             SnapshotReadings {

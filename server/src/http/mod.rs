@@ -19,8 +19,8 @@ mod watch;
 pub mod webhook;
 
 pub(crate) use error::rejection;
-pub use error::ApiError;
-pub use state::AppState;
+pub(crate) use error::ApiError;
+pub(crate) use state::AppState;
 
 use std::sync::Arc;
 
@@ -31,10 +31,23 @@ use axum::Router;
 use bytes::Bytes;
 use confhub_client::wire::ReadyResponse;
 
+use crate::settings::Settings;
 use crate::store::Store;
 
-/// The application router.
-pub fn router(state: Arc<AppState>) -> Router {
+/// The application router, with the layers every request passes through.
+pub(crate) fn router(state: &Arc<AppState>, settings: &Settings) -> Router {
+    routes(state.clone()).layer((
+        // Outermost: request id, trace context, span and metrics see every answer.
+        axum::middleware::from_fn_with_state(state.core.metrics.clone(), observe::observe),
+        tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            settings.limits.request_timeout,
+        ),
+        axum::extract::DefaultBodyLimit::max(settings.limits.max_body_bytes),
+    ))
+}
+
+fn routes(state: Arc<AppState>) -> Router {
     // Everything that shows config (or manages it) needs a token once tokens exist.
     let protected = Router::new()
         .route("/v1/services", get(native::services))
@@ -101,7 +114,7 @@ async fn actuator_health(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
 ) -> Response {
     const MEDIA: &str = "application/vnd.spring-boot.actuator.v3+json";
-    if state.store.get().is_some() {
+    if state.core.store.get().is_some() {
         bytes_response(MEDIA, Bytes::from_static(br#"{"status":"UP"}"#))
     } else {
         let mut response = bytes_response(MEDIA, Bytes::from_static(br#"{"status":"DOWN"}"#));
@@ -118,7 +131,7 @@ async fn readyz(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
     headers: HeaderMap,
 ) -> Response {
-    match state.store.get() {
+    match state.core.store.get() {
         Some(store) => {
             let snap = store.snapshot();
             // Probes need no token; error details (file names, messages) only go to a
@@ -150,7 +163,7 @@ async fn readyz(
                 .auth
                 .authenticate(&headers)
                 .is_ok_and(|p| p.is_admin());
-            let reason = state.live_status.start_error().map(|e| {
+            let reason = state.core.live_status.start_error().map(|e| {
                 if admin {
                     e
                 } else {
@@ -194,7 +207,8 @@ pub(crate) fn not_modified(headers: &HeaderMap, digest: &str) -> bool {
 
 pub(crate) fn store(state: &AppState) -> Result<&Arc<Store>, ApiError> {
     state
+        .core
         .store
         .get()
-        .ok_or_else(|| ApiError::not_ready_because(state.live_status.start_error()))
+        .ok_or_else(|| ApiError::not_ready_because(state.core.live_status.start_error()))
 }

@@ -1,38 +1,78 @@
-//! The state every handler shares: set up once by `app`, read by every request.
+//! The state every handler shares: built once by [`AppState::new`], read by every
+//! request.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
+use std::time::Duration;
 
 use super::{guard, webhook};
+use crate::app::Core;
 use crate::auth::Auth;
-use crate::live::detect::Trigger;
-use crate::live::hub::Hub;
-use crate::live::status::LiveStatus;
-use crate::settings::Secret;
-use crate::store::Store;
+use crate::errors::ServerError;
+use crate::settings::{Secret, Settings};
+use crate::tools::history::HistoryCache;
 
-/// State shared by every handler.
-#[derive(Debug, Default)]
-pub struct AppState {
-    /// Set once the first snapshot is loaded.
-    pub store: OnceLock<Arc<Store>>,
-    /// WebSocket subscriptions and fan-out.
-    pub hub: Arc<Hub>,
-    /// Pokes the refresh loop (webhooks).
-    pub trigger: Arc<Trigger>,
-    /// What the refresh loop last did, for `/v1/status`.
-    pub live_status: Arc<LiveStatus>,
+/// State shared by every handler: the [`Core`] the background tasks share too, and what
+/// only the HTTP surface needs.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    /// The store, hub, refresh trigger, live status and metrics.
+    pub(crate) core: Arc<Core>,
     /// Secret that webhook calls must prove they know.
-    pub webhook_secret: Option<Secret>,
+    pub(crate) webhook_secret: Option<Secret>,
     /// Limits on webhook payloads, and on those still unauthenticated together.
-    pub webhook_bodies: webhook::BodyBudget,
+    pub(crate) webhook_bodies: webhook::BodyBudget,
     /// Access tokens (open when none).
-    pub auth: Auth,
+    pub(crate) auth: Auth,
     /// Per-token rate limits.
-    pub limiter: Option<guard::Limiter>,
+    pub(crate) limiter: Option<guard::Limiter>,
     /// Keys for `/encrypt` and `/decrypt`.
-    pub keyring: Option<crate::crypto::Keyring>,
-    /// This server's Prometheus metrics (`GET /metrics`, [`crate::metrics`]).
-    pub metrics: Arc<crate::metrics::Metrics>,
+    pub(crate) keyring: Option<crate::crypto::Keyring>,
     /// Pair histories kept between requests, and the permits of history and diff work.
-    pub history: Arc<crate::tools::history::HistoryCache>,
+    pub(crate) history: Arc<HistoryCache>,
+}
+
+impl AppState {
+    /// Fails on settings only this surface checks: tokens and the webhook budget.
+    pub(crate) fn new(core: Arc<Core>, settings: &Settings) -> Result<Arc<AppState>, ServerError> {
+        let auth = Auth::new(&settings.tokens)?;
+        if auth.is_open() {
+            tracing::warn!("no access tokens configured: every client can read every config (add [[tokens]] to the settings file)");
+        }
+        let webhook_bodies = webhook::BodyBudget::new(
+            settings.limits.webhook_max_body_bytes,
+            settings.limits.webhook_body_budget_bytes,
+        )?;
+        if settings.webhook_secret.is_none() {
+            tracing::debug!("no webhook secret configured: POST /v1/webhook is disabled");
+        }
+        let state = Arc::new(AppState {
+            core,
+            webhook_secret: settings.webhook_secret.clone(),
+            webhook_bodies,
+            auth,
+            limiter: guard::Limiter::new(&settings.limits),
+            keyring: settings.keyring.clone(),
+            history: Arc::new(HistoryCache::new(settings.limits.request_timeout)),
+        });
+        spawn_pruning(&state);
+        Ok(state)
+    }
+}
+
+/// Idle callers' rate-limit buckets are dropped once a minute so the key store stays
+/// small, until the server shuts down.
+fn spawn_pruning(state: &Arc<AppState>) {
+    if state.limiter.is_none() {
+        return;
+    }
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                () = state.core.hub.shutdown_signal() => break,
+                _ = tick.tick() => if let Some(l) = &state.limiter { l.prune() },
+            }
+        }
+    });
 }

@@ -27,9 +27,10 @@ pub(super) async fn status(
     let store = store(&state)?;
     let snap = store.snapshot();
     let visible = |service: &str, env: &str| snap.may_read(&principal, service, env).is_ok();
-    let live = state.live_status.get();
+    let live = state.core.live_status.get();
     let (source, uri) = source_of(store);
     let subscribers = state
+        .core
         .hub
         .subscriber_counts()
         .into_iter()
@@ -61,7 +62,7 @@ pub(super) async fn status(
             .filter(|e| principal.is_admin() || visible(&e.service, &e.env))
             .collect(),
         subscribers,
-        connections: state.hub.stats().connections,
+        connections: state.core.hub.stats().connections,
         webhooks: WebhookCounts {
             accepted: live.webhooks_accepted,
             rejected: live.webhooks_rejected,

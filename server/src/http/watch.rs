@@ -22,10 +22,10 @@ pub(super) async fn upgrade(
         Ok(ws) => ws,
         Err(e) => return ApiError::new(e.status(), "not_websocket", e.body_text()).into_response(),
     };
-    let Some(store) = state.store.get().cloned() else {
+    let Some(store) = state.core.store.get().cloned() else {
         return ApiError::not_ready().into_response();
     };
-    let hub = state.hub.clone();
+    let hub = state.core.hub.clone();
     let Some(conn) = hub.connect() else {
         tracing::warn!(
             limit = hub.settings().ws_max_connections,

@@ -158,11 +158,6 @@ pub fn precheck(headers: &HeaderMap, secret: &str) -> Result<Claim, Refusal> {
     Err(Refusal::Missing)
 }
 
-/// Check a webhook call's proof against `secret`.
-pub fn verify(headers: &HeaderMap, body: &[u8], secret: &str) -> Result<Provider, Refusal> {
-    precheck(headers, secret)?.verify(body, secret)
-}
-
 /// Webhook bodies: the largest one read, and the bytes that bodies whose HMAC is still
 /// unchecked may hold between them.
 #[derive(Debug)]
@@ -261,7 +256,7 @@ fn pushed_ref(body: &[u8]) -> Option<String> {
 }
 
 fn refused(state: &super::AppState, status: StatusCode, code: &str, message: String) -> Response {
-    state.live_status.record_webhook(false);
+    state.core.live_status.record_webhook(false);
     tracing::warn!(%status, reason = %message, "webhook call refused");
     ApiError::new(status, code, message).into_response()
 }
@@ -377,14 +372,14 @@ pub(super) async fn webhook(
         )
             .into_response();
     }
-    state.live_status.record_webhook(true);
+    state.core.live_status.record_webhook(true);
     let pushed = pushed_ref(&body);
     tracing::info!(
         provider = provider.name(),
         r#ref = pushed.as_deref().unwrap_or("-"),
         "webhook: fetching"
     );
-    state.trigger.request_fetch();
+    state.core.trigger.request_fetch();
     (
         StatusCode::ACCEPTED,
         axum::Json(serde_json::json!({"status": "accepted", "provider": provider.name()})),
@@ -427,13 +422,13 @@ pub(super) async fn monitor(
     };
     let services = services_of(&paths);
     if !services.is_empty() {
-        state.live_status.record_webhook(true);
+        state.core.live_status.record_webhook(true);
         tracing::info!(
             provider = provider.name(),
             services = %services.join(","),
             "monitor: fetching"
         );
-        state.trigger.request_fetch();
+        state.core.trigger.request_fetch();
     }
     axum::Json(services).into_response()
 }
@@ -573,6 +568,11 @@ fn services_of(paths: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Both halves of the check, as a handler runs them around reading the body.
+    fn verify(headers: &HeaderMap, body: &[u8], secret: &str) -> Result<Provider, Refusal> {
+        precheck(headers, secret)?.verify(body, secret)
+    }
 
     #[test]
     fn services_are_guessed_as_springs_property_path_endpoint_does() {

@@ -109,12 +109,6 @@ pub async fn start_watching(
     }
 }
 
-/// Delay before retry number `failures` (1-based): `base · 2^(failures-1)`, capped at
-/// `cap`, with jitter taking it down by up to half.
-pub(crate) fn backoff(base: Duration, cap: Duration, failures: u32) -> Duration {
-    confhub_client::retry::backoff(base, cap, failures, confhub_client::retry::Jitter::Equal)
-}
-
 type Watcher = Option<Debouncer<RecommendedWatcher, RecommendedCache>>;
 
 /// Start watching the source: refs of a local repository, files of a directory;
@@ -227,18 +221,6 @@ impl Filter {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let base = Duration::from_secs(1);
-        let cap = Duration::from_secs(30);
-        for failures in 1..40 {
-            let d = backoff(base, cap, failures);
-            let exp = base.saturating_mul(1 << (failures - 1).min(20)).min(cap);
-            assert!(d >= exp / 2 && d <= exp, "{failures}: {d:?} vs {exp:?}");
-        }
-        assert!(backoff(base, cap, 40) <= cap);
-    }
 
     #[test]
     fn git_filter_keeps_refs_only() {

@@ -17,7 +17,7 @@ use tokio::task::JoinError;
 use tokio::time::Instant;
 use tracing::{Instrument, Span};
 
-use super::detect::{backoff, Trigger};
+use super::detect::Trigger;
 use super::hub::Hub;
 use super::status::LiveStatus;
 use crate::errors::SourceError;
@@ -281,6 +281,12 @@ impl RefreshLoop {
     }
 }
 
+/// Delay before retry number `failures` (1-based): `base · 2^(failures-1)`, capped at
+/// `cap`, with jitter taking it down by up to half.
+pub(crate) fn backoff(base: Duration, cap: Duration, failures: u32) -> Duration {
+    confhub_client::retry::backoff(base, cap, failures, confhub_client::retry::Jitter::Equal)
+}
+
 /// Fetch (when asked) and refresh. Blocking.
 fn run_once(store: &Store, fetch: bool) -> RunResult {
     let mut out = RunResult {
@@ -396,5 +402,22 @@ async fn follow_extra_pairs(store: Arc<Store>, hub: Arc<Hub>, wake: Arc<Notify>)
             took_ms = started.elapsed().as_millis() as u64,
             "watched pairs outside the snapshot resolved"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::from_secs(1);
+        let cap = Duration::from_secs(30);
+        for failures in 1..40 {
+            let d = backoff(base, cap, failures);
+            let exp = base.saturating_mul(1 << (failures - 1).min(20)).min(cap);
+            assert!(d >= exp / 2 && d <= exp, "{failures}: {d:?} vs {exp:?}");
+        }
+        assert!(backoff(base, cap, 40) <= cap);
     }
 }

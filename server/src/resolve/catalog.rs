@@ -55,6 +55,45 @@ fn stem(name: &str) -> Option<&str> {
     EXTENSIONS.contains(&ext).then_some(stem)
 }
 
+/// The environments a repository without declared ones has: every `application-{env}`
+/// file; under Spring's search paths also those in folders, and `{profile}` folders.
+fn found_envs(view: &mut View<'_>, root_stems: &[String]) -> BTreeSet<String> {
+    let spring = matches!(*view.search, SearchPath::Spring(_));
+    // Under Spring's search paths, `orders/application-prod.yml` names `prod` too, and so
+    // does a `{profile}` folder.
+    let in_folders = view
+        .files
+        .keys()
+        .filter(|p| spring && p.contains('/'))
+        .filter_map(|p| stem(p.rsplit('/').next().unwrap_or(p)));
+    let folder_profiles = view
+        .files
+        .keys()
+        .filter(|_| spring)
+        .filter_map(|p| p.rsplit_once('/'))
+        .filter_map(|(dir, _)| view.search.captures(dir)?.profile);
+    let mut envs: BTreeSet<String> = root_stems
+        .iter()
+        .map(String::as_str)
+        .chain(in_folders)
+        .filter_map(|s| s.strip_prefix("application-"))
+        .filter(|e| !e.is_empty())
+        .map(str::to_string)
+        .chain(folder_profiles)
+        .collect();
+    // A Spring repository often has no `application-prod.yml`, only documents activated
+    // `on-profile: prod`: those profiles are envs too. Looked for only when a file name
+    // needs them (`orders-prod.properties` with no `application-prod`): every lookup
+    // builds a catalog, and most repositories need not have their files read for it.
+    let needs_profiles = root_stems.iter().any(|s| {
+        !s.starts_with("application-") && s.rsplit_once('-').is_some_and(|(_, e)| !envs.contains(e))
+    });
+    if needs_profiles {
+        envs.extend(activation_profiles(view).into_iter().flatten());
+    }
+    envs
+}
+
 impl Catalog {
     /// Read the catalog of a view: the manifest, then file names.
     pub fn of(view: &mut View<'_>) -> Result<Catalog, ConfigError> {
@@ -65,60 +104,10 @@ impl Catalog {
             .filter(|p| !p.contains('/') && p.as_str() != MANIFEST)
             .filter_map(|p| stem(p).map(str::to_string))
             .collect();
-        let spring = matches!(*view.search, SearchPath::Spring(_));
-        // Under Spring's search paths, `orders/application-prod.yml` names `prod` too,
-        // and so does a `{profile}` folder.
-        let folder_stems: Vec<String> = if spring {
-            view.files
-                .keys()
-                .filter(|p| p.contains('/'))
-                .filter_map(|p| stem(p.rsplit('/').next().unwrap_or(p)).map(str::to_string))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let folder_profiles: Vec<String> = if spring {
-            view.files
-                .keys()
-                .filter_map(|p| p.rsplit_once('/'))
-                .filter_map(|(dir, _)| view.search.captures(dir)?.profile)
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let (envs, envs_declared): (BTreeSet<String>, bool) = match &manifest.environments {
+        let (envs, envs_declared) = match &manifest.environments {
             Some(envs) => (envs.iter().cloned().collect(), true),
-            None => {
-                let mut envs: BTreeSet<String> = root_stems
-                    .iter()
-                    .chain(&folder_stems)
-                    .filter_map(|s| s.strip_prefix("application-"))
-                    .filter(|e| !e.is_empty())
-                    .map(str::to_string)
-                    .chain(folder_profiles)
-                    .collect();
-                // A Spring repository often has no `application-prod.yml`, only
-                // documents activated `on-profile: prod`: those profiles are envs too.
-                // Looked for only when a file name needs them (`orders-prod.properties`
-                // with no `application-prod`): every lookup builds a catalog, and most
-                // repositories need not have their files read for it.
-                let needs_profiles = root_stems.iter().any(|s| {
-                    !s.starts_with("application-")
-                        && s.rsplit_once('-').is_some_and(|(_, e)| !envs.contains(e))
-                });
-                if needs_profiles {
-                    envs.extend(activation_profiles(view).into_iter().flatten());
-                }
-                (envs, false)
-            }
+            None => (found_envs(view, &root_stems), false),
         };
-        let mut services = BTreeSet::new();
-        for s in &root_stems {
-            let (service, _) = split_stem(&envs, s);
-            if service != "application" && !service.is_empty() {
-                services.insert(service.to_string());
-            }
-        }
         let mut catalog = Catalog {
             envs,
             envs_declared,
@@ -126,31 +115,36 @@ impl Catalog {
             manifest,
             search: view.search.clone(),
         };
-        if spring {
-            for path in view.files.keys().filter(|p| p.contains('/')) {
-                if let Some(owner) = catalog.owner_of(path) {
-                    if owner.service != "application" && !owner.service.is_empty() {
-                        services.insert(owner.service);
-                    }
-                }
-            }
-            catalog.services = services;
-            return Ok(catalog);
-        }
-        for path in view.files.keys() {
-            if let Some((dir, file)) = path.split_once('/') {
-                if let Some(s) = stem(file) {
-                    if s == dir || s.starts_with(&format!("{dir}-")) {
-                        let (service, _) = split_stem(&catalog.envs, s);
-                        if service != "application" && !service.is_empty() {
-                            services.insert(service.to_string());
-                        }
-                    }
-                }
-            }
-        }
-        catalog.services = services;
+        let in_root = root_stems.iter().map(|s| catalog.service_of_stem(s));
+        let in_folders: Vec<Option<String>> = view
+            .files
+            .keys()
+            .filter(|p| p.contains('/'))
+            .map(|path| catalog.service_in_folder(path))
+            .collect();
+        catalog.services = in_root
+            .chain(in_folders)
+            .flatten()
+            .filter(|service| service != "application" && !service.is_empty())
+            .collect();
         Ok(catalog)
+    }
+
+    /// The service a root file's stem names (`orders-prod` → `orders`).
+    fn service_of_stem(&self, stem: &str) -> Option<String> {
+        Some(split_stem(&self.envs, stem).0.to_string())
+    }
+
+    /// The service a file in a folder belongs to. Under Spring's search paths, whatever
+    /// `{application}` folder it is in; otherwise a `dir/dir[-env].yml` file names `dir`.
+    fn service_in_folder(&self, path: &str) -> Option<String> {
+        if matches!(*self.search, SearchPath::Spring(_)) {
+            return self.owner_of(path).map(|owner| owner.service);
+        }
+        let (dir, file) = path.split_once('/')?;
+        let s = stem(file)?;
+        (s == dir || s.starts_with(&format!("{dir}-")))
+            .then(|| split_stem(&self.envs, s).0.to_string())
     }
 
     /// Is `env` acceptable here? Always, unless the manifest declares the envs.

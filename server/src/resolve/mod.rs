@@ -798,45 +798,14 @@ fn split_placeholders(s: &str) -> Result<Vec<Part>, String> {
             continue;
         }
         if bytes[i..].starts_with(b"${") {
-            // Find the matching brace, allowing nested placeholders in the default.
-            let mut depth = 0usize;
-            let mut end = None;
-            let mut j = i;
-            while j < s.len() {
-                if bytes[j..].starts_with(b"${") {
-                    depth += 1;
-                    j += 2;
-                    continue;
-                }
-                if bytes[j] == b'}' {
-                    depth -= 1;
-                    if depth == 0 {
-                        end = Some(j);
-                        break;
-                    }
-                }
-                j += 1;
-            }
-            let end = end.ok_or_else(|| {
+            let end = closing_brace(bytes, i).ok_or_else(|| {
                 let start: String = s[i..].chars().take(40).collect();
                 format!("unterminated placeholder `{start}…`")
             })?;
-            let inner = &s[i + 2..end];
-            let (name, default) = match inner.find(':') {
-                Some(c) => (&inner[..c], Some(inner[c + 1..].to_string())),
-                None => (inner, None),
-            };
-            let name = name.trim();
-            if name.is_empty() {
-                return Err("empty placeholder `${}`".to_string());
-            }
             if !text.is_empty() {
                 parts.push(Part::Text(std::mem::take(&mut text)));
             }
-            parts.push(Part::Placeholder {
-                name: name.to_string(),
-                default,
-            });
+            parts.push(placeholder(&s[i + 2..end])?);
             i = end + 1;
             continue;
         }
@@ -848,6 +817,44 @@ fn split_placeholders(s: &str) -> Result<Vec<Part>, String> {
         parts.push(Part::Text(text));
     }
     Ok(parts)
+}
+
+/// The `}` closing the placeholder opened at `start`, allowing nested placeholders in
+/// its default.
+fn closing_brace(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut j = start;
+    while j < bytes.len() {
+        if bytes[j..].starts_with(b"${") {
+            depth += 1;
+            j += 2;
+            continue;
+        }
+        if bytes[j] == b'}' {
+            depth = depth.saturating_sub(1);
+            if depth == 0 {
+                return Some(j);
+            }
+        }
+        j += 1;
+    }
+    None
+}
+
+/// `name` or `name:default`, the inside of `${…}`.
+fn placeholder(inner: &str) -> Result<Part, String> {
+    let (name, default) = match inner.split_once(':') {
+        Some((name, default)) => (name, Some(default.to_string())),
+        None => (inner, None),
+    };
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("empty placeholder `${}`".to_string());
+    }
+    Ok(Part::Placeholder {
+        name: name.to_string(),
+        default,
+    })
 }
 
 #[cfg(test)]
