@@ -110,6 +110,7 @@ fn builder(servers: &[&str]) -> ClientBuilder {
         .servers(servers.iter().copied())
         .service("orders")
         .env("prod")
+        .instance("client-test")
         .connect_timeout(Duration::from_secs(1))
         .request_timeout(Duration::from_secs(3))
         .retry(fast_retry())
@@ -964,7 +965,9 @@ async fn watch_survives_a_misbehaving_websocket() {
         Event::Subscribed(ClientFrame::Subscribe {
             service: "orders".into(),
             env: "prod".into(),
-            digest: Some("d1".into())
+            digest: Some("d1".into()),
+            instance: Some("client-test".into()),
+            labels: Some(Default::default()),
         })
     );
     let v = changed(&mut w, "v3").await;
@@ -978,7 +981,9 @@ async fn watch_survives_a_misbehaving_websocket() {
         Event::Subscribed(ClientFrame::Subscribe {
             service: "orders".into(),
             env: "prod".into(),
-            digest: Some("d3".into())
+            digest: Some("d3".into()),
+            instance: Some("client-test".into()),
+            labels: Some(Default::default()),
         })
     );
     assert_eq!(changed(&mut w, "v4").await.pool, 4);
@@ -1207,6 +1212,13 @@ async fn run_script(mut socket: WebSocket, script: Vec<Step>, state: Arc<FakeSta
                 while let Some(Ok(msg)) = socket.recv().await {
                     if let Message::Text(t) = msg {
                         let frame: ClientFrame = serde_json::from_str(t.as_str()).unwrap();
+                        // Answers to configs pushed before are not what a step expects.
+                        if matches!(
+                            frame,
+                            ClientFrame::Applied { .. } | ClientFrame::Rejected { .. }
+                        ) {
+                            continue;
+                        }
                         let _ = state.events.send(Event::Subscribed(frame));
                         break;
                     }
@@ -1251,6 +1263,7 @@ fn frame(service: &str, env: &str, version: &str, digest: &str, values: Value) -
         version: version.into(),
         digest: digest.into(),
         values,
+        rollout: None,
     })
     .unwrap()
 }

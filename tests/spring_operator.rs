@@ -195,14 +195,14 @@ async fn actuator_health_is_springs_and_needs_no_token() {
 
 /// confhub's own first path segments are never a Spring application name: an unknown path
 /// under them is a 404, where it used to be answered as the Environment of an app `v1`
-/// with profile `instances`. Spring application names next to them still work.
+/// with profile `consoles`. Spring application names next to them still work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reserved_paths_are_not_spring_application_names() {
     let repo = baseline_repo(&[]);
     let server = TestServer::start(Settings::new(repo.path_str())).await;
     for path in [
         "/v1",
-        "/v1/instances",
+        "/v1/consoles",
         "/v1/instances/orders",
         "/v1/anything/at/all/deep",
         "/ui",

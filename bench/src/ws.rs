@@ -37,9 +37,23 @@ pub fn source_addr(i: usize, count: usize) -> IpAddr {
 
 /// Value of `"version":"…"` in a frame.
 pub fn version_of(text: &str) -> Option<&str> {
-    let start = text.find("\"version\":\"")? + "\"version\":\"".len();
+    field_of(text, "version")
+}
+
+/// The string field `name` of a frame, without parsing the rest of it.
+fn field_of<'t>(text: &'t str, name: &str) -> Option<&'t str> {
+    let key = format!("\"{name}\":\"");
+    let start = text.find(&key)? + key.len();
     let end = text[start..].find('"')? + start;
     Some(&text[start..end])
+}
+
+/// What the client crate answers a config frame with, once the value is swapped in.
+fn applied(service: &str, env: &str, frame: &str) -> Option<Message> {
+    let digest = field_of(frame, "digest")?;
+    let ack =
+        serde_json::json!({"op": "applied", "service": service, "env": env, "digest": digest});
+    Some(Message::text(ack.to_string()))
 }
 
 /// Open TCP to `server` from `local`.
@@ -164,7 +178,7 @@ async fn subscriber(
     let mut attempt = 0;
     let (mut ws, bytes) = loop {
         attempt += 1;
-        match handshake(local, server, &service, &env).await {
+        match handshake(local, server, &service, &env, id).await {
             Ok(done) => break done,
             Err(e) if attempt >= 5 => {
                 let _ = ready.send((id, Err(e)));
@@ -176,18 +190,26 @@ async fn subscriber(
     drop(permit);
     let _ = ready.send((id, Ok(bytes)));
     loop {
-        tokio::select! {
+        let ack = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
                     let at = Instant::now();
-                    if text.as_str().contains("\"op\":\"config\"") {
-                        let version = version_of(text.as_str()).unwrap_or_default().to_string();
-                        let _ = tx.send(Arrival { id, at, version });
+                    if !text.as_str().contains("\"op\":\"config\"") {
+                        continue;
                     }
+                    let version = version_of(text.as_str()).unwrap_or_default().to_string();
+                    let _ = tx.send(Arrival { id, at, version });
+                    applied(&service, &env, text.as_str())
                 }
-                Some(Ok(_)) => {}
+                Some(Ok(_)) => continue,
                 Some(Err(_)) | None => return,
+            }
+        };
+        // Answer as the client crate does: the server records it.
+        if let Some(ack) = ack {
+            if ws.send(ack).await.is_err() {
+                return;
             }
         }
     }
@@ -201,6 +223,7 @@ async fn handshake(
     server: SocketAddr,
     service: &str,
     env: &str,
+    id: usize,
 ) -> Result<(Ws, usize)> {
     let stream = connect_from(local, server).await?;
     let config = WebSocketConfig::default()
@@ -213,13 +236,21 @@ async fn handshake(
     )
     .await
     .context("WebSocket handshake timed out")??;
-    let subscribe =
-        serde_json::json!({"op": "subscribe", "service": service, "env": env, "digest": null});
+    // Each subscriber is an instance with an id and labels, as the client crate sends.
+    let subscribe = serde_json::json!({
+        "op": "subscribe", "service": service, "env": env, "digest": null,
+        "instance": format!("bench-{id}"), "labels": {"zone": format!("zone-{}", id % 3)},
+    });
     ws.send(Message::text(subscribe.to_string())).await?;
     let first = tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(msg) = ws.next().await {
             match msg? {
-                Message::Text(t) if t.as_str().contains("\"op\":\"config\"") => return Ok(t.len()),
+                Message::Text(t) if t.as_str().contains("\"op\":\"config\"") => {
+                    if let Some(ack) = applied(service, env, t.as_str()) {
+                        ws.send(ack).await?;
+                    }
+                    return Ok(t.len());
+                }
                 Message::Text(t) => return Err(anyhow!("unexpected frame: {}", t.as_str())),
                 _ => {}
             }

@@ -195,6 +195,7 @@ mod tests {
             digest: "d1".into(),
             values: json!({"db": {"pool": 60}}),
             sources: vec!["orders-prod.yml".into()],
+            rollout: None,
         }
     }
 

@@ -13,11 +13,13 @@ use crate::breaker::{BreakerPolicy, ServerStatus};
 use crate::cache;
 use crate::config::{Config, Origin};
 use crate::error::Error;
+use crate::identity::Identity;
 use crate::retry::{RetryPolicy, MAX_DURATION};
 use crate::trace::TraceparentFn;
 use crate::transport::{Inner, Server, StatusInner, Validator};
 use crate::util::lock;
 use crate::watch::{self, Watched};
+use crate::wire::instance::Labels;
 use crate::wire::names::{check_label, check_name, NameError};
 
 /// Builds a [`Client`]. Get one with [`Client::builder`].
@@ -45,6 +47,8 @@ pub struct ClientBuilder {
     traceparent: Option<TraceparentFn>,
     watch_ping_interval: Duration,
     watch_silence_timeout: Duration,
+    instance: Option<String>,
+    instance_labels: Labels,
 }
 
 impl std::fmt::Debug for ClientBuilder {
@@ -66,6 +70,8 @@ impl std::fmt::Debug for ClientBuilder {
             .field("traceparent_from", &self.traceparent.is_some())
             .field("watch_ping_interval", &self.watch_ping_interval)
             .field("watch_silence_timeout", &self.watch_silence_timeout)
+            .field("instance", &self.instance)
+            .field("instance_labels", &self.instance_labels)
             .finish()
     }
 }
@@ -89,6 +95,8 @@ impl Default for ClientBuilder {
             traceparent: None,
             watch_ping_interval: Duration::from_secs(10),
             watch_silence_timeout: Duration::from_secs(25),
+            instance: None,
+            instance_labels: Labels::new(),
         }
     }
 }
@@ -115,6 +123,22 @@ impl ClientBuilder {
     /// The service whose config to read (`orders` reads `orders.yml`, `orders-prod.yml`, …).
     pub fn service(mut self, service: impl Into<String>) -> Self {
         self.service = Some(service.into());
+        self
+    }
+
+    /// This instance's id, as the server shows it in `GET /v1/instances` and as rollouts
+    /// pick it. Default: `CONFHUB_INSTANCE`, else `HOSTNAME` (a Kubernetes pod's name),
+    /// else the host name and the process id. 1 to 253 bytes of `[A-Za-z0-9._:-]`.
+    pub fn instance(mut self, id: impl Into<String>) -> Self {
+        self.instance = Some(id.into());
+        self
+    }
+
+    /// Add a label of this instance (`zone=eu-1a`, `canary=true`, the app's version),
+    /// which rollouts can select on. Labels from `CONFHUB_LABELS` (`k=v,k2=v2`) are
+    /// added first; one set here wins over the same key there.
+    pub fn instance_label(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.instance_labels.insert(key.into(), value.into());
         self
     }
 
@@ -288,6 +312,8 @@ impl ClientBuilder {
             check_label(label).map_err(bad_name)?;
         }
         self.check_timing()?;
+        let identity = Identity::resolve(self.instance.clone(), self.instance_labels.clone())
+            .map_err(Error::Builder)?;
         if let Some(token) = &self.token {
             HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| Error::Builder("the token is not a valid header value".into()))?;
@@ -331,6 +357,7 @@ impl ClientBuilder {
                 watch_silence_timeout: self.watch_silence_timeout,
                 preferred: AtomicUsize::new(0),
                 status: Mutex::new(StatusInner::default()),
+                identity,
             }),
         })
     }

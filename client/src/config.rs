@@ -76,6 +76,7 @@ impl Config {
                 digest: String::new(),
                 values,
                 sources: Vec::new(),
+                rollout: None,
             },
             origin: Origin::Server { url: String::new() },
         }
@@ -116,6 +117,12 @@ impl Config {
     /// servers in `--dev` mode).
     pub fn version(&self) -> &str {
         &self.response.version
+    }
+
+    /// The rollout this config comes from, when the server picked this instance for one
+    /// (README "Gray release").
+    pub fn rollout(&self) -> Option<&str> {
+        self.response.rollout.as_deref()
     }
 
     /// sha256 of the canonical JSON of the values, as computed by the server; equal

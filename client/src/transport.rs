@@ -18,6 +18,7 @@ use crate::error::Error;
 use crate::retry::RetryPolicy;
 use crate::trace::{self, TraceHeaders, TraceparentFn};
 use crate::util::{lock, truncate};
+use crate::wire::instance::{INSTANCE_HEADER, LABELS_HEADER};
 use crate::wire::{ConfigResponse, ErrorBody};
 
 /// Largest response body accepted from a server.
@@ -123,7 +124,7 @@ impl Drop for Permit<'_> {
 
 /// The result of one successful HTTP exchange.
 pub(crate) enum Fetched {
-    Fresh(Config),
+    Fresh(Box<Config>),
     /// 304: the server (base URL) holds the same digest.
     NotModified {
         server: String,
@@ -149,6 +150,8 @@ pub(crate) struct Inner {
     pub(crate) watch_silence_timeout: Duration,
     pub(crate) preferred: AtomicUsize,
     pub(crate) status: Mutex<StatusInner>,
+    /// Who this client says it is, on every request and subscription.
+    pub(crate) identity: crate::identity::Identity,
 }
 
 impl Inner {
@@ -218,7 +221,7 @@ impl Inner {
                 self.validate(&config)?;
                 self.write_cache(&config).await;
                 self.set_origin(config.origin().clone());
-                Ok(config)
+                Ok(*config)
             }
             Ok(Fetched::NotModified { .. }) => Err(Error::Protocol {
                 server: String::new(),
@@ -450,7 +453,8 @@ impl Inner {
         read_answer(server, status, &body)
     }
 
-    /// The GET of the config from `server`: token, conditional on `etag`, trace headers.
+    /// The GET of the config from `server`: token, conditional on `etag`, who this
+    /// instance is, trace headers.
     fn config_request(
         &self,
         server: &Server,
@@ -461,7 +465,11 @@ impl Inner {
             .http
             .get(server.config_url.clone())
             .timeout(timeout)
-            .header(ACCEPT, "application/json");
+            .header(ACCEPT, "application/json")
+            .header(INSTANCE_HEADER, &self.identity.id);
+        if !self.identity.labels.is_empty() {
+            req = req.header(LABELS_HEADER, &self.identity.labels_header);
+        }
         if let Some(token) = &self.token {
             req = req.bearer_auth(token);
         }
@@ -519,10 +527,10 @@ fn read_answer(server: &Server, status: u16, body: &[u8]) -> Result<Fetched, Err
         server: server.url.clone(),
         message: format!("not a config response: {e}"),
     })?;
-    Ok(Fetched::Fresh(Config::new(
+    Ok(Fetched::Fresh(Box::new(Config::new(
         response,
         Origin::Server {
             url: server.url.clone(),
         },
-    )))
+    ))))
 }

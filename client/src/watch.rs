@@ -246,6 +246,7 @@ where
         path,
         raw,
         label: config.label().to_string(),
+        ack: None,
     };
     let handle = tokio::spawn(task.run());
     Ok(Watched {
@@ -290,10 +291,11 @@ fn parse_frame(bytes: &[u8], server: &str) -> Result<ServerFrame, Error> {
     })
 }
 
-/// Ping the server; `Err(stalled)` ends the stream. A write can block too, on a peer
-/// that stopped reading: that is a stall, like silence.
-async fn send_ping<S>(
+/// Send a ping or an acknowledgement; `Err(stalled)` ends the stream. A write can block
+/// too, on a peer that stopped reading: that is a stall, like silence.
+async fn send<S>(
     ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    message: Message,
     deadline: tokio::time::Instant,
     server: &str,
     silence: std::time::Duration,
@@ -301,14 +303,14 @@ async fn send_ping<S>(
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
-    match tokio::time::timeout_at(deadline, ws.send(Message::Ping(Default::default()))).await {
+    match tokio::time::timeout_at(deadline, ws.send(message)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => {
-            tracing::warn!(server, error = %e, "pinging the server failed");
+            tracing::warn!(server, error = %e, "writing to the server failed");
             Err(false)
         }
         Err(_) => {
-            tracing::warn!(server, "the watch stream stalled: a ping could not be written for {silence:?}; trying the next server");
+            tracing::warn!(server, "the watch stream stalled: nothing could be written for {silence:?}; trying the next server");
             Err(true)
         }
     }
@@ -330,6 +332,8 @@ struct Task<T> {
     raw: Value,
     /// The label of the initial config; pushed frames carry none.
     label: String,
+    /// What to tell the server about the config last pushed: applied or rejected.
+    ack: Option<ClientFrame>,
 }
 
 impl<T> Task<T>
@@ -443,7 +447,7 @@ where
             let deadline = heard + silence;
             let next = tokio::select! {
                 next = ws.next() => next,
-                _ = ping.tick() => match send_ping(&mut ws, deadline, server, silence).await {
+                _ = ping.tick() => match send(&mut ws, Message::Ping(Default::default()), deadline, server, silence).await {
                     Ok(()) => continue,
                     Err(stalled) => break stalled,
                 },
@@ -456,6 +460,19 @@ where
             match self.on_message(next, server).await {
                 Some(well_formed) => healthy |= well_formed,
                 None => break false,
+            }
+            if let Some(ack) = self.ack.take().and_then(|a| serde_json::to_string(&a).ok()) {
+                if let Err(stalled) = send(
+                    &mut ws,
+                    Message::text(ack),
+                    heard + silence,
+                    server,
+                    silence,
+                )
+                .await
+                {
+                    break stalled;
+                }
             }
         };
         StreamEnd { healthy, stalled }
@@ -508,6 +525,8 @@ where
             service: self.inner.service.clone(),
             env: self.inner.env.clone(),
             digest: (!digest.is_empty()).then_some(digest),
+            instance: Some(self.inner.identity.id.clone()),
+            labels: Some(self.inner.identity.labels.clone()),
         };
         let text = match serde_json::to_string(&subscribe) {
             Ok(t) => t,
@@ -552,6 +571,7 @@ where
                 version,
                 digest,
                 values,
+                rollout,
             } => {
                 if service != self.inner.service || env != self.inner.env {
                     tracing::debug!(%service, %env, "ignored a frame for another pair");
@@ -565,11 +585,12 @@ where
                     digest,
                     values,
                     sources: Vec::new(),
+                    rollout,
                 };
                 let origin = Origin::Server {
                     url: server.to_string(),
                 };
-                self.apply(Config::new(config, origin)).await;
+                self.ack = Some(self.apply(Config::new(config, origin)).await);
             }
             ServerFrame::Error {
                 service,
@@ -593,8 +614,9 @@ where
     }
 
     /// Accept `config` if it passes the validator and deserializes; otherwise keep the
-    /// old value and record why.
-    async fn apply(&mut self, config: Config) {
+    /// old value and record why. This is where a pushed value is swapped in. Returns
+    /// what to tell the server: `applied`, or `rejected` with the error.
+    async fn apply(&mut self, config: Config) -> ClientFrame {
         let current = self.shared.current.load_full();
         if config.digest() == current.digest {
             if current.origin != *config.origin() {
@@ -603,7 +625,7 @@ where
                 self.inner.set_origin(config.origin().clone());
                 tracing::info!(origin = %config.origin(), "config confirmed by the server");
             }
-            return;
+            return self.applied(&config);
         }
         let accepted = self
             .inner
@@ -620,7 +642,7 @@ where
             self.shared.last_error.store(None);
             self.inner.set_origin(config.origin().clone());
             self.inner.write_cache(&config).await;
-            return;
+            return self.applied(&config);
         }
         let new: Arc<T> = match deserialize(&raw, self.path.as_deref()) {
             Ok(v) => Arc::new(v),
@@ -643,11 +665,27 @@ where
                 tracing::error!("an on_change callback panicked");
             }
         }
+        self.applied(&config)
     }
 
-    fn reject(&self, config: &Config, e: Error) {
+    fn applied(&self, config: &Config) -> ClientFrame {
+        ClientFrame::Applied {
+            service: self.inner.service.clone(),
+            env: self.inner.env.clone(),
+            digest: config.digest().to_string(),
+        }
+    }
+
+    fn reject(&self, config: &Config, e: Error) -> ClientFrame {
         tracing::warn!(version = %config.version(), error = %e, "config update rejected; keeping the current value");
+        let frame = ClientFrame::Rejected {
+            service: self.inner.service.clone(),
+            env: self.inner.env.clone(),
+            digest: config.digest().to_string(),
+            error: e.to_string(),
+        };
         self.shared.last_error.store(Some(Arc::new(e)));
+        frame
     }
 
     /// A config with the same (sub-)value: keep the value, take its version and origin.
@@ -666,7 +704,11 @@ where
             let digest = self.shared.current.load().digest.clone();
             let etag = (!digest.is_empty()).then_some(digest.as_str());
             match self.inner.fetch_remote(etag, &policy).await {
-                Ok(Fetched::Fresh(config)) => self.apply(config).await,
+                Ok(Fetched::Fresh(config)) => {
+                    // Over HTTP there is nobody to tell: pinned clients poll, and are in
+                    // no rollout.
+                    let _ = self.apply(*config).await;
+                }
                 Ok(Fetched::NotModified { server }) => {
                     let current = self.shared.current.load_full();
                     if matches!(current.origin, Origin::Cache { .. }) {

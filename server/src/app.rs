@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use crate::errors::{ServerError, SourceError};
 use crate::live::detect::{start_watching, Trigger};
 use crate::live::hub::Hub;
+use crate::live::instances::Instances;
 use crate::live::refresh::{backoff, RefreshLoop};
 use crate::live::status::LiveStatus;
 use crate::metrics::Metrics;
@@ -35,12 +36,18 @@ pub(crate) struct Core {
     pub(crate) live_status: Arc<LiveStatus>,
     /// This server's Prometheus metrics (`GET /metrics`, [`crate::metrics`]).
     pub(crate) metrics: Arc<Metrics>,
+    /// Which instance holds which config (`GET /v1/instances`).
+    pub(crate) instances: Arc<Instances>,
 }
 
 impl Core {
     pub(crate) fn new(settings: &Settings) -> Arc<Core> {
         let core = Core {
             hub: Arc::new(Hub::new(settings.live.clone())),
+            instances: Arc::new(Instances::new(
+                settings.live.instance_ttl,
+                settings.live.max_instances,
+            )),
             ..Core::default()
         };
         core.live_status
@@ -59,6 +66,17 @@ fn opens_a_remote(settings: &Settings) -> bool {
 /// Tasks that only keep things tidy, for the life of the server.
 pub(crate) fn spawn_upkeep(core: &Arc<Core>) {
     tokio::spawn(core.metrics.clone().run_upkeep(core.hub.shutdown_signal()));
+    // Instances last heard of over HTTP longer than the TTL ago leave the listing.
+    let core = core.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                () = core.hub.shutdown_signal() => break,
+                _ = tick.tick() => core.instances.prune(),
+            }
+        }
+    });
 }
 
 /// Open the store, then follow the source until shutdown. A fatal error (the source

@@ -26,6 +26,11 @@ enum Command {
     History(cli::history::HistoryArgs),
     /// Key-level diff of a pair's resolved config between two labels.
     Diff(cli::diff::DiffArgs),
+    /// Which instance holds which config, from a running server.
+    Instances(cli::instances::InstancesArgs),
+    /// End a rollout with a commit: promote (merge the candidate) or abandon it.
+    #[command(subcommand)]
+    Rollout(cli::rollout::RolloutCommand),
     /// Encrypt stdin into a `{cipher}…` value to commit.
     Encrypt(cli::encrypt::EncryptArgs),
     /// Print a fresh random encryption key (base64 of 32 bytes).
@@ -63,6 +68,8 @@ fn main() -> anyhow::Result<ExitCode> {
         Command::Get(args) => cli::get::run(args),
         Command::History(args) => cli::history::run(args),
         Command::Diff(args) => cli::diff::run(args),
+        Command::Instances(args) => cli::instances::run(args),
+        Command::Rollout(command) => cli::rollout::run(command),
         Command::Encrypt(args) => cli::encrypt::run(args),
         Command::Keygen => cli::encrypt::keygen(),
         Command::Token(command) => cli::token::run(command),

@@ -339,6 +339,7 @@ impl Metrics {
                 escape_label(&snap.label),
             ));
         }
+        render_instances(&mut text, readings);
         text
     }
 
@@ -356,6 +357,38 @@ impl Metrics {
         }
     }
 }
+
+/// Rendered here rather than through the recorder: a series whose digest is no longer
+/// current or previous must disappear, which registered gauges never do.
+fn render_instances(text: &mut String, readings: &Readings) {
+    use std::fmt::Write;
+    text.push_str(&format!(
+        "# HELP {INSTANCES} Instances holding each release of a pair: its current and previous digest, or any other.\n# TYPE {INSTANCES} gauge\n"
+    ));
+    for ((service, env), digest, n) in &readings.instances {
+        let _ = writeln!(
+            text,
+            "{INSTANCES}{{service=\"{}\",env=\"{}\",digest=\"{}\"}} {n}",
+            escape_label(service),
+            escape_label(env),
+            escape_label(digest)
+        );
+    }
+    text.push_str(&format!(
+        "# HELP {REJECTED} Configs instances refused (deserialization or their validator), by pair.\n# TYPE {REJECTED} counter\n"
+    ));
+    for ((service, env), n) in &readings.rejected {
+        let _ = writeln!(
+            text,
+            "{REJECTED}{{service=\"{}\",env=\"{}\"}} {n}",
+            escape_label(service),
+            escape_label(env)
+        );
+    }
+}
+
+const INSTANCES: &str = "confhub_instances";
+const REJECTED: &str = "confhub_config_rejected_total";
 
 /// The values read from the rest of the server when `/metrics` is scraped
 /// (`http::metrics` gathers them), so this module depends on nothing else.
@@ -379,6 +412,11 @@ pub struct Readings {
     pub history_pairs: usize,
     /// The served snapshot's figures, once there is one.
     pub snapshot: Option<SnapshotReadings>,
+    /// Listed instances per (pair, digest): the pair's current and previous release by
+    /// digest, every other one as `other`.
+    pub instances: Vec<((String, String), String, u64)>,
+    /// `rejected` answers per pair since start.
+    pub rejected: Vec<((String, String), u64)>,
 }
 
 /// What `/metrics` reads of the served snapshot and the store.

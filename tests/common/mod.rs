@@ -617,6 +617,18 @@ pub async fn node_load(
     label: Option<&str>,
     keys: &[&str],
 ) -> Value {
+    node_load_with(server, name, profiles, label, keys, &[]).await
+}
+
+/// [`node_load`], with extra request `headers` given to the client's `headers` option.
+pub async fn node_load_with(
+    server: &TestServer,
+    name: &str,
+    profiles: &str,
+    label: Option<&str>,
+    keys: &[&str],
+    headers: &[(&str, &str)],
+) -> Value {
     tokio::task::spawn_blocking(ensure_node_modules)
         .await
         .unwrap();
@@ -631,6 +643,13 @@ pub async fn node_load(
         .kill_on_drop(true);
     if let Some(label) = label {
         cmd.args(["--label", label]);
+    }
+    if !headers.is_empty() {
+        let map: Map<String, Value> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), Value::String(v.to_string())))
+            .collect();
+        cmd.args(["--headers", &Value::Object(map).to_string()]);
     }
     let out = tokio::time::timeout(Duration::from_secs(60), cmd.output())
         .await

@@ -71,6 +71,8 @@ pub struct Cfg {
     pub version: String,
     pub digest: String,
     pub values: Value,
+    /// The rollout it comes from, if any.
+    pub rollout: Option<String>,
 }
 
 /// What the reader task saw: a text frame, or the end of the connection (with the close
@@ -212,12 +214,14 @@ impl Watcher {
                 version,
                 digest,
                 values,
+                rollout,
             } => Cfg {
                 service,
                 env,
                 version,
                 digest,
                 values,
+                rollout,
             },
             other => panic!("{what}: expected a config frame, got {other:?}"),
         }

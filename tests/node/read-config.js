@@ -5,6 +5,7 @@
 //
 //   node read-config.js --endpoint http://127.0.0.1:8888 --name orders --profiles prod,eu
 //                       [--label feature/x] [--keys db.pool,db.url]
+//                       [--headers '{"X-Confhub-Instance":"orders-1"}']
 //
 // Output: {"name", "profiles", "label", "version", "sources": [property source names],
 //          "properties": {flat merged keys}, "object": config.toObject(),
@@ -20,7 +21,7 @@ function parseArgs (argv) {
     const flag = argv[i]
     const value = argv[i + 1]
     if (!flag.startsWith('--') || value === undefined) {
-      throw new Error('usage: read-config.js --endpoint URL --name NAME --profiles P1,P2 [--label L] [--keys K1,K2]')
+      throw new Error('usage: read-config.js --endpoint URL --name NAME --profiles P1,P2 [--label L] [--keys K1,K2] [--headers JSON]')
     }
     args[flag.slice(2)] = value
   }
@@ -38,6 +39,9 @@ async function main () {
     profiles: args.profiles.split(',')
   }
   if (args.label) options.label = args.label
+  // The client's own option for extra request headers (how a Node service names its
+  // instance to confhub).
+  if (args.headers) options.headers = JSON.parse(args.headers)
   const config = await client.load(options)
   const raw = config.raw
   const keys = {}

@@ -5,6 +5,7 @@
 //! that decide what a request may name ([`names`]) and how a key names a value in a
 //! config ([`keys`]) cross the network too, and are defined here once for both sides.
 
+pub mod instance;
 pub mod keys;
 pub mod names;
 
@@ -28,6 +29,9 @@ pub struct ConfigResponse {
     pub values: Value,
     /// The files that contributed, highest precedence first.
     pub sources: Vec<String>,
+    /// The rollout this config comes from, when the caller is an instance in one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<String>,
 }
 
 /// One service of `GET /v1/services`.
@@ -144,6 +148,35 @@ pub enum ClientFrame {
         /// Digest of the config the client holds; a `config` frame follows at once if it differs.
         #[serde(default)]
         digest: Option<String>,
+        /// Who the client is ([`instance::check_instance_id`]); without it the connection
+        /// is an anonymous instance, known by its address.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        instance: Option<String>,
+        /// The instance's labels (`zone`, `canary`, the app's version), which rollouts
+        /// select on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        labels: Option<instance::Labels>,
+    },
+    /// The client swapped in the config with this digest.
+    Applied {
+        /// Service name.
+        service: String,
+        /// Environment name.
+        env: String,
+        /// Digest of the config now in use.
+        digest: String,
+    },
+    /// The client refused the config with this digest (it did not deserialize, or the
+    /// app's validator said no) and keeps the one it had.
+    Rejected {
+        /// Service name.
+        service: String,
+        /// Environment name.
+        env: String,
+        /// Digest of the config refused.
+        digest: String,
+        /// Why, as the client saw it.
+        error: String,
     },
     /// Stop receiving frames for a pair.
     Unsubscribe {
@@ -170,6 +203,9 @@ pub enum ServerFrame {
         digest: String,
         /// Resolved nested configuration.
         values: Value,
+        /// The rollout this config comes from, when the instance is in one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        rollout: Option<String>,
     },
     /// A subscription that cannot be served (forbidden, unknown or broken pair, bad frame).
     Error {
@@ -457,4 +493,120 @@ pub fn new_request_id() -> String {
         &h[16..20],
         &h[20..]
     )
+}
+
+/// Body of `GET /v1/instances` (ARCHITECTURE.md §6.2): the instances connected now, and
+/// those that fetched over HTTP within `instance_ttl`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstancesResponse {
+    /// Sorted by id.
+    pub instances: Vec<InstanceInfo>,
+}
+
+/// One instance, in [`InstancesResponse`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstanceInfo {
+    /// The id it sent, or, for an anonymous one, its address.
+    pub id: String,
+    /// Whether it sent no id (then `id` is its address).
+    pub anonymous: bool,
+    /// Its labels.
+    pub labels: instance::Labels,
+    /// The address it connects from (the last one, over HTTP).
+    pub address: String,
+    /// `websocket` while connected, else `http`.
+    pub transport: String,
+    /// When its WebSocket connection opened (RFC 3339), while connected.
+    pub connected_since: Option<String>,
+    /// When it was last heard from (RFC 3339).
+    pub last_seen: String,
+    /// What it holds, per pair it reads.
+    pub pairs: Vec<InstancePair>,
+}
+
+/// What one instance holds of one pair, in [`InstanceInfo`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InstancePair {
+    /// Service name.
+    pub service: String,
+    /// Environment(s), as the instance asked.
+    pub env: String,
+    /// Commit of the newest config sent to it.
+    pub version: Option<String>,
+    /// Digest of the newest config sent to it.
+    pub digest: Option<String>,
+    /// `sent` (pushed or served, no answer yet; HTTP fetches stay so), `applied` or
+    /// `rejected`.
+    pub state: String,
+    /// Why it rejected the newest config (truncated).
+    pub error: Option<String>,
+    /// Since when `state` holds (RFC 3339).
+    pub since: String,
+    /// The rollout whose candidate it was sent, if any.
+    pub rollout: Option<String>,
+}
+
+/// Body of `GET /v1/rollouts` (ARCHITECTURE.md §6.3): each rollout the tracked version
+/// declares, sorted by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutsResponse {
+    /// The declared rollouts.
+    pub rollouts: Vec<RolloutInfo>,
+}
+
+/// One rollout, in [`RolloutsResponse`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutInfo {
+    /// Its name.
+    pub name: String,
+    /// The service rolled out (empty for a declaration too broken to say).
+    pub service: String,
+    /// The environments rolled out in.
+    pub envs: Vec<String>,
+    /// The branch, tag or sha of the candidate.
+    pub label: String,
+    /// Who gets the candidate.
+    pub to: RolloutSelector,
+    /// Whether the first rejection halts it.
+    pub halt_on_reject: bool,
+    /// `active` (served to the instances it picks), `halted` (an instance rejected the
+    /// candidate: nobody gets it until a commit changes the rollout) or `broken` (the
+    /// candidate or the declaration has an error: nobody gets it).
+    pub state: String,
+    /// The commit the label names.
+    pub candidate_version: Option<String>,
+    /// The candidate's digest per env.
+    pub candidate_digests: std::collections::BTreeMap<String, String>,
+    /// Why it was halted.
+    pub halt: Option<RolloutHalt>,
+    /// Why it is broken.
+    pub errors: Vec<ErrorBody>,
+    /// Instances known now (connected, or fetched within the TTL) that it picks.
+    pub instances: Vec<String>,
+    /// Answers `applied` to the candidate since the rollout was last changed.
+    pub applied: u64,
+    /// Answers `rejected` to the candidate since the rollout was last changed.
+    pub rejected: u64,
+}
+
+/// A rollout's selector, in [`RolloutInfo`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RolloutSelector {
+    /// Share of the instances, by a stable hash of (rollout name, instance id).
+    pub percent: Option<f64>,
+    /// Instance ids always in.
+    pub instances: Vec<String>,
+    /// Labels an instance must carry.
+    pub labels: instance::Labels,
+}
+
+/// Why a rollout was halted, in [`RolloutInfo`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutHalt {
+    /// The instance whose rejection halted it.
+    pub instance: String,
+    /// What it reported.
+    pub error: String,
+    /// When (RFC 3339).
+    pub at: String,
 }

@@ -8,6 +8,8 @@
 //! - `check`: `tools::check` over a repository, `file:line: message` or JSON;
 //! - `get`, `history`, `diff`: ask a running server, or (`history`, `diff`) read a
 //!   repository directly through `tools::history`;
+//! - `instances`: who holds which config, from a running server;
+//! - `rollout promote|abandon`: the commit that ends a rollout, from `tools::rollout`;
 //! - `encrypt` (and `keygen`): `{cipher}` values from the keys in `keys`;
 //! - `token`: `token new`, a fresh token and its `[[tokens]]` entry;
 //! - `health`: a 2xx probe for container health checks;
@@ -20,7 +22,9 @@ pub(crate) mod encrypt;
 pub(crate) mod get;
 pub(crate) mod health;
 pub(crate) mod history;
+pub(crate) mod instances;
 pub(crate) mod keys;
 pub(crate) mod remote;
+pub(crate) mod rollout;
 pub(crate) mod serve;
 pub(crate) mod token;

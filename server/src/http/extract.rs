@@ -4,8 +4,9 @@
 //! a Spring request's path and query that several Spring routes share.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 
-use axum::extract::{FromRequestParts, Path, Query};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::Extension;
@@ -14,7 +15,11 @@ use serde::de::DeserializeOwned;
 use super::guard::require_read;
 use super::{rejection, ApiError};
 use crate::auth::Principal;
+use crate::live::instances::{Identity, InstanceKey};
 use crate::names::{check_name, parse_envs, parse_label};
+use confhub_client::wire::instance::{
+    check_instance_id, parse_labels, Labels, INSTANCE_HEADER, LABELS_HEADER,
+};
 
 /// A request's query parameters by name.
 pub(super) type Params = HashMap<String, String>;
@@ -63,6 +68,70 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
             .await
             .map_err(|e| ApiError::internal(format!("no caller on a protected route: {e}")))?;
         Ok(Caller(principal))
+    }
+}
+
+/// The address the request came from (set by the accept loop, [`crate::net`]).
+pub(super) struct PeerAddr(pub SocketAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for PeerAddr {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| PeerAddr(c.0))
+            .ok_or_else(|| ApiError::internal("no peer address on the request"))
+    }
+}
+
+/// Who the caller says it is: `X-Confhub-Instance` and `X-Confhub-Labels`, checked by
+/// the client crate's rules (a 400 `bad_instance` otherwise), or an anonymous instance
+/// known by its IP (ARCHITECTURE.md §6.2).
+pub(super) struct Instance {
+    pub who: Identity,
+    /// The IP it asks from.
+    pub address: String,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Instance {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let bad = |e: String| ApiError::new(StatusCode::BAD_REQUEST, "bad_instance", e);
+        let header = |name: &str| -> Result<Option<String>, ApiError> {
+            parts
+                .headers
+                .get(name)
+                .map(|v| {
+                    v.to_str()
+                        .map(str::to_string)
+                        .map_err(|_| bad(format!("the {name} header is not visible ASCII")))
+                })
+                .transpose()
+        };
+        let labels = match header(LABELS_HEADER)? {
+            Some(text) => parse_labels(&text).map_err(|e| bad(format!("{LABELS_HEADER}: {e}")))?,
+            None => Labels::new(),
+        };
+        let named = header(INSTANCE_HEADER)?
+            .map(|id| {
+                check_instance_id(&id)
+                    .map(|()| id.clone())
+                    .map_err(|e| bad(format!("{INSTANCE_HEADER}: {e}")))
+            })
+            .transpose()?;
+        let PeerAddr(peer) = PeerAddr::from_request_parts(parts, state).await?;
+        let address = peer.ip().to_string();
+        let key = match named {
+            Some(id) => InstanceKey::Named(id),
+            None => InstanceKey::Anonymous(address.clone()),
+        };
+        Ok(Instance {
+            who: Identity { key, labels },
+            address,
+        })
     }
 }
 

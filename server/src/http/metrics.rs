@@ -52,5 +52,7 @@ fn readings(state: &AppState) -> Readings {
                 label_cache_bytes,
             }
         }),
+        instances: state.core.instances.release_counts(),
+        rejected: state.core.instances.rejected_counts(),
     }
 }

@@ -7,11 +7,13 @@ mod admin;
 mod error;
 mod extract;
 pub mod guard;
+mod instances;
 mod manage;
 mod metrics;
 mod native;
 pub mod observe;
 mod resource;
+mod rollouts;
 mod spring;
 mod state;
 mod status;
@@ -55,6 +57,8 @@ fn routes(state: Arc<AppState>) -> Router {
         .route("/v1/history/{service}/{env}", get(manage::history))
         .route("/v1/diff/{service}/{env}", get(manage::diff))
         .route("/v1/status", get(status::status))
+        .route("/v1/instances", get(instances::instances))
+        .route("/v1/rollouts", get(rollouts::rollouts))
         .route("/v1/watch", get(watch::upgrade))
         .route("/encrypt", post(admin::encrypt))
         .route("/decrypt", post(admin::decrypt))
@@ -141,6 +145,7 @@ async fn readyz(
                 .errors()
                 .into_iter()
                 .chain(store.source_errors())
+                .chain(store.rollout_errors())
                 .filter(|e| {
                     principal
                         .as_ref()

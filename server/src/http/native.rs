@@ -6,8 +6,9 @@ use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use super::extract::{Caller, PairRequest};
+use super::extract::{Caller, Instance, PairRequest};
 use super::{bytes_response, not_modified, store, ApiError, AppState};
+use crate::live::instances::Sent;
 use crate::store::entry::Body;
 
 pub(super) async fn services(
@@ -35,6 +36,7 @@ pub(super) async fn services(
 pub(super) async fn config(
     State(state): State<Arc<AppState>>,
     pair: PairRequest,
+    instance: Instance,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let label = pair.label("label")?;
@@ -60,9 +62,19 @@ pub(super) async fn config(
             ))
         }
     };
-    let entry = store(&state)?
+    let store = store(&state)?;
+    let mut entry = store
         .lookup(&principal, label.as_deref(), &service, &envs)
         .await?;
+    // A pinned request (an explicit label) is never in a rollout.
+    if label.is_none() {
+        let who = &instance.who;
+        if let Some(candidate) =
+            store.candidate(&principal, &service, &envs, who.key.id(), &who.labels)?
+        {
+            entry = candidate;
+        }
+    }
     if !entry.service_known {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -70,6 +82,12 @@ pub(super) async fn config(
             format!("unknown service `{service}`: no {service}.yml or {service}-{{env}}.yml at label `{}`", entry.label),
         ));
     }
+    state.core.instances.fetched(
+        &instance.who,
+        &instance.address,
+        &(service, entry.env_string()),
+        Sent::of(&entry),
+    );
     if not_modified(&headers, entry.digest()) {
         let mut resp = StatusCode::NOT_MODIFIED.into_response();
         resp.headers_mut().insert(header::ETAG, entry.etag.clone());

@@ -8,11 +8,12 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::Response;
 use confhub_client::wire::SPRING_V2_MEDIA_TYPE;
 
-use super::extract::{not_reserved, resolve_flag, ApiPath, ApiQuery, Caller, Params};
+use super::extract::{not_reserved, resolve_flag, ApiPath, ApiQuery, Caller, Instance, Params};
 use super::guard::require_read;
 use super::{bytes_response, store, ApiError, AppState};
 use crate::auth::Principal;
 use crate::errors::{ErrorKind, LookupError};
+use crate::live::instances::Sent;
 use crate::names::{parse_envs, parse_label, parse_labels, parse_names};
 use crate::resolve::parse::Format;
 use crate::store::entry::{Body, Placeholders};
@@ -35,11 +36,12 @@ pub(super) async fn two_segments(
     ApiPath((a, b)): ApiPath<(String, String)>,
     ApiQuery(query): ApiQuery,
     headers: HeaderMap,
+    instance: Instance,
 ) -> Result<Response, ApiError> {
     if split_file(&b).is_some() {
         return serve_file(&state, &principal, Some(&a), &b, &query).await;
     }
-    environment(&state, &principal, &a, &b, None, &headers).await
+    environment(&state, &principal, &a, &b, None, &headers, Some(&instance)).await
 }
 
 /// `/{name}/{profiles}/{label}`, or `/{name}/{profile}/{path}?useDefaultLabel`: a
@@ -57,7 +59,16 @@ pub(super) async fn environment_at_label(
         )
         .await;
     }
-    environment(&state, &principal, &name, &profiles, Some(&label), &headers).await
+    environment(
+        &state,
+        &principal,
+        &name,
+        &profiles,
+        Some(&label),
+        &headers,
+        None,
+    )
+    .await
 }
 
 /// Check each of Spring's comma-separated application names (`orders,common`) and that
@@ -81,6 +92,7 @@ async fn environment(
     profiles: &str,
     label: Option<&str>,
     headers: &HeaderMap,
+    instance: Option<&Instance>,
 ) -> Result<Response, ApiError> {
     let envs = parse_envs(profiles)?;
     require_each(principal, name, &envs)?;
@@ -96,9 +108,24 @@ async fn environment(
     let label = labels.and_then(|mut l| l.pop());
     // Placeholders are left as written in this form: clients may resolve them from
     // their own environment, so an unresolvable one is not an error here.
-    let entry = store(state)?
+    let store = store(state)?;
+    let mut entry = store
         .lookup_as_written(principal, label.as_deref(), name, &envs)
         .await?;
+    if label.is_none() {
+        if let Some(who) = instance {
+            let id = who.who.key.id();
+            if let Some(candidate) = store.candidate(principal, name, &envs, id, &who.who.labels)? {
+                entry = candidate;
+            }
+            state.core.instances.fetched(
+                &who.who,
+                &who.address,
+                &(name.to_string(), profiles.to_string()),
+                Sent::of(&entry),
+            );
+        }
+    }
     Ok(if v2 {
         bytes_response(SPRING_V2_MEDIA_TYPE, entry.body(Body::SpringEnvV2))
     } else {

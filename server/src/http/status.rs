@@ -59,6 +59,7 @@ pub(super) async fn status(
             .errors()
             .into_iter()
             .chain(store.source_errors())
+            .chain(store.rollout_errors())
             .filter(|e| principal.is_admin() || visible(&e.service, &e.env))
             .collect(),
         subscribers,

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::extract::Caller;
+use super::extract::{Caller, PeerAddr};
 use super::{ApiError, AppState};
 use crate::live::session::run_session;
 
@@ -16,6 +16,7 @@ use crate::live::session::run_session;
 pub(super) async fn upgrade(
     State(state): State<Arc<AppState>>,
     Caller(principal): Caller,
+    PeerAddr(peer): PeerAddr,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     let ws = match ws {
@@ -39,11 +40,12 @@ pub(super) async fn upgrade(
         .into_response();
     };
     let max = hub.settings().ws_max_message;
+    let instances = state.core.instances.clone();
     ws.max_frame_size(max)
         .max_message_size(max)
         // Small buffers keep an idle connection cheap; they grow for large frames.
         .read_buffer_size(1024)
         .write_buffer_size(0)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "WebSocket upgrade failed"))
-        .on_upgrade(move |socket| run_session(socket, conn, store, principal))
+        .on_upgrade(move |socket| run_session(socket, conn, store, principal, (peer, instances)))
 }

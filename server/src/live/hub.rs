@@ -25,9 +25,11 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{mpsc, watch, Notify};
 
+use super::instances::{Identity, Sent};
 use crate::resolve::catalog::Access;
 use crate::settings::LiveSettings;
 use crate::store::entry::{Body, PairEntry};
+use crate::store::rollouts::Rollout;
 
 /// (service, env as written: `prod` or `prod,eu`).
 pub type PairKey = (String, String);
@@ -39,6 +41,10 @@ pub struct Frame {
     pub key: PairKey,
     /// Digest of the values in `text`.
     pub digest: Arc<str>,
+    /// The commit (or content hash) it was resolved at.
+    pub version: Arc<str>,
+    /// The rollout it comes from, if any.
+    pub rollout: Option<Arc<str>>,
     /// Whose files the config read: each subscriber's token is checked against it.
     pub access: Access,
     /// `{"op":"config",...}`.
@@ -52,16 +58,73 @@ impl Frame {
         Some(Arc::new(Frame {
             key: (entry.service.clone(), entry.env_string()),
             digest: entry.digest().into(),
+            version: entry.version.as_str().into(),
+            rollout: entry.rollout.clone(),
             access: entry.access.clone(),
             text,
         }))
+    }
+
+    /// What the instance table records when this frame is sent.
+    pub(crate) fn sent(&self) -> Sent<'_> {
+        Sent {
+            version: &self.version,
+            digest: &self.digest,
+            rollout: self.rollout.as_deref(),
+        }
+    }
+}
+
+/// A pair's new state, as queued to each of its subscribers: the tracked config's
+/// frame, and when a rollout is on the pair, the rollout with its candidate's frame. Each
+/// session picks the one for its instance ([`Update::frame_for`]); both are serialized
+/// once, whatever the number of subscribers.
+#[derive(Debug)]
+pub struct Update {
+    /// The pair.
+    pub key: PairKey,
+    /// What instances outside the rollout get.
+    pub tracked: Arc<Frame>,
+    /// The rollout, and the frame of its candidate.
+    pub rollout: Option<(Arc<Rollout>, Arc<Frame>)>,
+}
+
+impl Update {
+    /// The update for `tracked` (the pair's tracked entry) under `rollout`.
+    pub(crate) fn of(tracked: &PairEntry, rollout: Option<&Arc<Rollout>>) -> Option<Arc<Update>> {
+        let frame = Frame::of(tracked)?;
+        let env = &frame.key.1;
+        let rollout = rollout.and_then(|r| {
+            let candidate = r.candidate.as_ref().ok()?.entries.get(env)?;
+            Some((r.clone(), Frame::of(candidate)?))
+        });
+        Some(Arc::new(Update {
+            key: frame.key.clone(),
+            tracked: frame,
+            rollout,
+        }))
+    }
+
+    /// The frame for the instance `who`: the candidate's when a served rollout picks
+    /// it (checked now, so a halt made since this was queued is honoured).
+    pub(crate) fn frame_for(&self, who: Option<&Identity>) -> &Arc<Frame> {
+        match (&self.rollout, who) {
+            (Some((rollout, candidate)), Some(who))
+                if rollout
+                    .candidate_for(&self.key.1, who.key.id(), &who.labels)
+                    .is_some() =>
+            {
+                candidate
+            }
+            _ => &self.tracked,
+        }
     }
 }
 
 /// The hub's handle on one connection.
 #[derive(Debug)]
 pub(crate) struct Peer {
-    tx: mpsc::Sender<Arc<Frame>>,
+    tx: mpsc::Sender<Arc<Update>>,
     /// Woken when the hub gives up on this connection (its queue overflowed).
     pub(super) slow: Notify,
 }
@@ -192,34 +255,32 @@ impl Hub {
         })
     }
 
-    /// Push `entry` to every subscriber of its pair. Never waits: a subscriber whose
+    /// Push `update` to every subscriber of its pair. Never waits: a subscriber whose
     /// queue is full is disconnected as a slow consumer.
-    pub fn publish(&self, entry: &PairEntry) {
-        self.fan_out(entry, false);
+    pub fn publish(&self, update: Arc<Update>) {
+        self.fan_out(update, false);
     }
 
-    /// Like [`Hub::publish`], but only if the digest differs from the last one
+    /// Like [`Hub::publish`], but only if the tracked digest differs from the last one
     /// published for that pair (for pairs recomputed by lookup after each refresh).
-    pub fn publish_if_new(&self, entry: &PairEntry) {
-        self.fan_out(entry, true);
+    pub fn publish_if_new(&self, update: Arc<Update>) {
+        self.fan_out(update, true);
     }
 
-    fn fan_out(&self, entry: &PairEntry, only_if_new: bool) {
-        let key = (entry.service.clone(), entry.env_string());
+    fn fan_out(&self, update: Arc<Update>, only_if_new: bool) {
+        let key = &update.key;
         let mut topics = self.topics();
-        let Some(topic) = topics.map.get_mut(&key) else {
+        let Some(topic) = topics.map.get_mut(key) else {
             return;
         };
-        if only_if_new && topic.published.as_deref() == Some(entry.digest()) {
+        let frame = &update.tracked;
+        if only_if_new && topic.published.as_deref() == Some(&*frame.digest) {
             return;
         }
-        let Some(frame) = Frame::of(entry) else {
-            return;
-        };
         topic.published = Some(frame.digest.clone());
         let mut gone = Vec::new();
         for (id, peer) in &topic.subscribers {
-            match peer.tx.try_send(frame.clone()) {
+            match peer.tx.try_send(update.clone()) {
                 Ok(()) => {
                     self.frames_sent.fetch_add(1, Ordering::Relaxed);
                 }
@@ -236,7 +297,7 @@ impl Hub {
         }
         tracing::debug!(service = %key.0, env = %key.1, digest = %frame.digest, subscribers = topic.subscribers.len(), "pushed");
         if topic.subscribers.is_empty() {
-            topics.remove(&key);
+            topics.remove(key);
         }
     }
 
@@ -320,7 +381,7 @@ pub(crate) struct Connection {
     pub(super) hub: Arc<Hub>,
     id: u64,
     pub(super) peer: Arc<Peer>,
-    pub(super) rx: mpsc::Receiver<Arc<Frame>>,
+    pub(super) rx: mpsc::Receiver<Arc<Update>>,
     /// Pair → digest of the config the client holds (`None`: nothing yet).
     pub(super) subs: HashMap<PairKey, Option<Arc<str>>>,
 }
@@ -406,6 +467,10 @@ mod tests {
         .expect("entry")
     }
 
+    fn update(dir: &std::path::Path, pool: u32) -> Arc<Update> {
+        Update::of(&entry(dir, pool), None).expect("an update")
+    }
+
     #[test]
     fn fan_out_shares_one_serialization() {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -421,10 +486,10 @@ mod tests {
                 .expect("subscribed");
             c
         };
-        hub.publish(&entry(dir.path(), 1));
+        hub.publish(update(dir.path(), 1));
         let frames: Vec<Arc<Frame>> = conns
             .iter_mut()
-            .map(|c| c.rx.try_recv().expect("a frame"))
+            .map(|c| c.rx.try_recv().expect("a frame").tracked.clone())
             .collect();
         for f in &frames[1..] {
             assert!(
@@ -437,7 +502,7 @@ mod tests {
         let mut other = other;
         assert!(other.rx.try_recv().is_err(), "other pairs get nothing");
         // Only if new: the same digest is not published twice.
-        hub.publish_if_new(&entry(dir.path(), 1));
+        hub.publish_if_new(update(dir.path(), 1));
         assert!(conns[0].rx.try_recv().is_err());
         assert_eq!(hub.stats().frames_sent, 3);
     }
@@ -459,7 +524,7 @@ mod tests {
         fast.subscribe(key.clone(), None, false)
             .expect("subscribed");
         for pool in 0..3 {
-            hub.publish(&entry(dir.path(), pool));
+            hub.publish(update(dir.path(), pool));
             fast.rx.try_recv().expect("fast keeps up");
         }
         // Capacity 2: the third frame did not fit; the slow one is out and told so.

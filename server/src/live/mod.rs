@@ -1,9 +1,10 @@
 //! Live updates: noticing that the configuration changed ([`detect`]), the refresh loop
 //! that turns a new version into pushes, and the hub that fans them out to WebSocket
-//! subscribers ([`hub`]). See ARCHITECTURE.md §3.1 and §6.
+//! subscribers ([`hub`]), and who holds what ([`instances`]). See ARCHITECTURE.md §3.1 and §6.
 
 pub mod detect;
 pub mod hub;
+pub mod instances;
 pub mod refresh;
 pub mod session;
 pub mod status;

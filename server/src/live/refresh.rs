@@ -18,12 +18,14 @@ use tokio::time::Instant;
 use tracing::{Instrument, Span};
 
 use super::detect::Trigger;
-use super::hub::Hub;
+use super::hub::{Hub, Update};
 use super::status::LiveStatus;
 use crate::errors::SourceError;
 use crate::metrics::Metrics;
 use crate::names::parse_envs;
 use crate::settings::{LiveSettings, Settings};
+use crate::store::rollouts::Rollouts;
+use crate::store::snapshot::Snapshot;
 use crate::store::{Changes, Source, Store};
 
 /// What one run on the blocking thread produced.
@@ -269,6 +271,11 @@ impl RefreshLoop {
                     span.in_scope(|| publish(&self.store, &self.hub, changes, took));
                     self.metrics.pushed(triggered_at.elapsed());
                     self.extra_pairs.notify_one();
+                } else if !changes.rollouts_changed.is_empty() {
+                    span.in_scope(|| {
+                        tracing::info!(pairs = changes.rollouts_changed.len(), "rollouts changed");
+                        publish_changes(&self.store, &self.hub, &changes);
+                    });
                 }
             }
             Err(e) => {
@@ -335,8 +342,46 @@ fn publish(store: &Store, hub: &Hub, changes: Changes, took: Duration) {
             "pair fails to resolve; it keeps serving its last good config"
         );
     }
+    publish_changes(store, hub, &changes);
+}
+
+/// Queue an update for every pair whose tracked config changed, and for every pair whose
+/// rollout changed (its instances in and out of the rollout may need another config; the
+/// sessions send nothing to those whose digest stays the same).
+pub(crate) fn publish_changes(store: &Store, hub: &Hub, changes: &Changes) {
+    let rollouts = store.rollouts();
     for entry in &changes.changed {
-        hub.publish(entry);
+        let rollout = rollouts.on(&entry.service, &entry.env_string());
+        if let Some(update) = Update::of(entry, rollout) {
+            hub.publish(update);
+        }
+    }
+    let snapshot = store.snapshot();
+    for (service, env) in &changes.rollouts_changed {
+        let already = changes
+            .changed
+            .iter()
+            .any(|e| e.service == *service && e.envs.len() == 1 && e.envs[0] == *env);
+        if already {
+            continue;
+        }
+        republish(&snapshot, &rollouts, hub, service, env);
+    }
+}
+
+/// Queue the pair's current state again (its rollout changed, or was halted).
+pub(crate) fn republish(
+    snapshot: &Snapshot,
+    rollouts: &Rollouts,
+    hub: &Hub,
+    service: &str,
+    env: &str,
+) {
+    let Some(entry) = snapshot.pair(service, env).and_then(|p| p.entry.as_ref()) else {
+        return;
+    };
+    if let Some(update) = Update::of(entry, rollouts.on(service, env)) {
+        hub.publish(update);
     }
 }
 
@@ -384,7 +429,11 @@ async fn follow_extra_pairs(store: Arc<Store>, hub: Arc<Hub>, wake: Arc<Notify>)
             Ok(Ok(results)) => {
                 for ((service, env), result) in keys.iter().zip(results) {
                     match result {
-                        Ok(entry) if entry.service_known => hub.publish_if_new(&entry),
+                        Ok(entry) if entry.service_known => {
+                            if let Some(update) = Update::of(&entry, None) {
+                                hub.publish_if_new(update);
+                            }
+                        }
                         Ok(_) => {}
                         Err(e) => {
                             tracing::debug!(%service, %env, error = %e, "watched pair does not resolve at the new version")

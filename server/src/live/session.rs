@@ -4,20 +4,24 @@
 //! peer silent for `ws_idle_timeout`. Frames from the hub arrive on the queue; frames
 //! from the client are `subscribe` and `unsubscribe`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket};
+use confhub_client::wire::instance::{check_instance_id, check_labels, Labels};
 use confhub_client::wire::{ClientFrame, ServerFrame};
 use futures_util::SinkExt;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::hub::{Connection, Frame, PairKey, Peer};
+use super::hub::{Connection, Frame, PairKey, Peer, Update};
+use super::instances::{Connected, Identity, InstanceKey, Instances};
 use crate::auth::Principal;
-use crate::errors::LookupCode;
+use crate::errors::{LookupCode, LookupError};
 use crate::names::{check_name, parse_envs, shown_at_most};
 use crate::settings::LiveSettings;
+use crate::store::entry::PairEntry;
 use crate::store::Store;
 
 /// Why a session ends.
@@ -48,6 +52,11 @@ struct Session {
     /// Set when the server stops: a write blocked on a peer that does not read gives
     /// way to the 1001 close at once instead of holding shutdown for `ws_write_timeout`.
     stopping: watch::Receiver<bool>,
+    /// Where the connection comes from: an instance that names itself not is known by it.
+    peer_addr: SocketAddr,
+    instances: Arc<Instances>,
+    /// This connection's instance, from its first `subscribe`.
+    me: Option<Connected>,
 }
 
 /// Serve one upgraded connection until it ends.
@@ -56,9 +65,11 @@ pub(crate) async fn run_session(
     conn: Connection,
     store: Arc<Store>,
     principal: Principal,
+    peer: (SocketAddr, Arc<Instances>),
 ) {
     let hub = conn.hub.clone();
     let settings = hub.settings().clone();
+    let (peer_addr, instances) = peer;
     let mut session = Session {
         socket,
         conn,
@@ -66,6 +77,9 @@ pub(crate) async fn run_session(
         bad_frames: 0,
         principal,
         stopping: hub.stopping(),
+        peer_addr,
+        instances,
+        me: None,
     };
     let end = session.serve(&settings).await;
     session.end(end, &settings).await;
@@ -88,8 +102,8 @@ impl Session {
                 biased;
                 () = &mut shutdown => Err(End::Close(close_code::AWAY, "going away")),
                 () = peer.slow.notified() => Err(End::Slow),
-                frame = self.conn.rx.recv() => match frame {
-                    Some(frame) => self.push(&frame, settings, &peer).await,
+                update = self.conn.rx.recv() => match update {
+                    Some(update) => self.push(&update, settings, &peer).await,
                     None => Err(End::Gone),
                 },
                 msg = self.socket.recv() => {
@@ -216,17 +230,23 @@ impl Session {
         .await;
     }
 
-    /// A frame from the hub: send it unless the client already holds that digest.
+    /// An update from the hub: send this instance's frame of it (the tracked config, or
+    /// a rollout's candidate) unless the client already holds that digest.
     async fn push(
         &mut self,
-        frame: &Frame,
+        update: &Update,
         settings: &LiveSettings,
         peer: &Peer,
     ) -> Result<(), End> {
+        let frame = update.frame_for(self.me.as_ref().map(Connected::identity));
         let Some(held) = self.conn.subs.get_mut(&frame.key) else {
             return Ok(()); // unsubscribed meanwhile
         };
         if held.as_deref() == Some(&*frame.digest) {
+            // Nothing to send; the rollout it holds this under may have changed.
+            if let Some(me) = &self.me {
+                me.sent(&frame.key, frame.sent());
+            }
             return Ok(());
         }
         // The pair itself was checked at `subscribe`; a commit can make it read another
@@ -240,6 +260,9 @@ impl Session {
             }
         }
         *held = Some(frame.digest.clone());
+        if let Some(me) = &self.me {
+            me.sent(&frame.key, frame.sent());
+        }
         self.send(Message::Text(frame.text.clone()), settings, peer)
             .await
     }
@@ -315,10 +338,10 @@ impl Session {
             }
         };
         match value.get("op").and_then(|op| op.as_str()) {
-            Some("subscribe" | "unsubscribe") => {}
+            Some("subscribe" | "unsubscribe" | "applied" | "rejected") => {}
             Some(op) => {
                 let message = format!(
-                    "unknown op `{}`: use `subscribe` or `unsubscribe`",
+                    "unknown op `{}`: use `subscribe`, `unsubscribe`, `applied` or `rejected`",
                     shown_at_most(op, 64)
                 );
                 return self.bad_frame("unknown_op", message, settings, peer).await;
@@ -347,11 +370,120 @@ impl Session {
                 service,
                 env,
                 digest,
-            } => self.subscribe(service, env, digest, settings, peer).await,
+                instance,
+                labels,
+            } => {
+                if let Err(refusal) = self.identify(instance, labels) {
+                    return self
+                        .bad_frame("bad_instance", refusal, settings, peer)
+                        .await;
+                }
+                self.subscribe(service, env, digest, settings, peer).await
+            }
             ClientFrame::Unsubscribe { service, env } => {
-                self.conn.unsubscribe(&(service, env));
+                let key = (service, env);
+                self.conn.unsubscribe(&key);
+                if let Some(me) = &self.me {
+                    me.left(&key);
+                }
                 Ok(())
             }
+            ClientFrame::Applied {
+                service,
+                env,
+                digest,
+            } => {
+                self.answered((service, env), &digest, Ok(()));
+                Ok(())
+            }
+            ClientFrame::Rejected {
+                service,
+                env,
+                digest,
+                error,
+            } => {
+                self.answered((service, env), &digest, Err(&error));
+                Ok(())
+            }
+        }
+    }
+
+    /// The connection's instance, set by its first `subscribe`: the id and labels it
+    /// names, or its address. A later `subscribe` naming another id is refused (one
+    /// connection is one instance); its labels must be valid, and are not taken.
+    fn identify(&mut self, instance: Option<String>, labels: Option<Labels>) -> Result<(), String> {
+        let labels = labels.unwrap_or_default();
+        if let Some(id) = &instance {
+            check_instance_id(id).map_err(|e| e.to_string())?;
+        }
+        check_labels(&labels).map_err(|e| e.to_string())?;
+        let key = match instance {
+            Some(id) => InstanceKey::Named(id),
+            None => InstanceKey::Anonymous(self.peer_addr.to_string()),
+        };
+        if let Some(me) = &self.me {
+            let held = &me.identity().key;
+            if *held != key && matches!(key, InstanceKey::Named(_)) {
+                return Err(format!(
+                    "this connection is instance `{}`; a connection is one instance: open another for `{}`",
+                    held.id(),
+                    key.id()
+                ));
+            }
+            return Ok(());
+        }
+        let who = Identity { key, labels };
+        self.me = Some(self.instances.connect(who, self.peer_addr));
+        Ok(())
+    }
+
+    /// A rollout's candidate for this connection's instance instead of the tracked
+    /// config of (service, envs), if a served rollout picks it.
+    fn candidate(
+        &self,
+        service: &str,
+        envs: &[String],
+    ) -> Result<Option<Arc<PairEntry>>, LookupError> {
+        let Some(me) = &self.me else { return Ok(None) };
+        let who = me.identity();
+        self.store
+            .candidate(&self.principal, service, envs, who.key.id(), &who.labels)
+    }
+
+    /// An `applied` or `rejected` answer: recorded for pairs this connection watches;
+    /// a rejection of a rollout's candidate may halt the rollout.
+    fn answered(&mut self, key: PairKey, digest: &str, outcome: Result<(), &str>) {
+        if !self.conn.subs.contains_key(&key) {
+            return;
+        }
+        let Some(me) = &self.me else { return };
+        if outcome.is_err() {
+            self.instances.count_rejected(&key);
+        }
+        me.answered(&key, digest, outcome);
+        let rollouts = self.store.rollouts();
+        let Some(rollout) = rollouts.on(&key.0, &key.1) else {
+            return;
+        };
+        if rollout.candidate_digest(&key.1) != Some(digest) {
+            return;
+        }
+        rollout.count(outcome.is_ok());
+        let who = me.identity();
+        let Err(error) = outcome else { return };
+        if !rollout.spec.halt_on_reject || !rollout.spec.selects(who.key.id(), &who.labels) {
+            return;
+        }
+        let error = shown_at_most(error, crate::live::instances::MAX_ERROR_CHARS);
+        if rollout.halt(who.key.id(), &error) {
+            tracing::warn!(rollout = %rollout.name, service = %key.0, env = %key.1, instance = %who.key.id(), error = %error, "rollout halted: an instance rejected its candidate; its instances get the tracked config back");
+            super::refresh::republish(
+                &self.store.snapshot(),
+                &rollouts,
+                &self.conn.hub,
+                &key.0,
+                &key.1,
+            );
         }
     }
 
@@ -417,6 +549,9 @@ impl Session {
         // Register before looking up: a change published meanwhile reaches the queue,
         // and is sent after whatever the lookup finds, so the client ends on the newest.
         let extra = self.store.snapshot().pair(&key.0, &key.1).is_none();
+        if let (Some(me), Some(digest)) = (&self.me, &digest) {
+            me.holds(&key, digest);
+        }
         if self
             .conn
             .subscribe(key.clone(), digest.map(Arc::from), extra)
@@ -448,12 +583,26 @@ impl Session {
                 format!("unknown service `{service}`: no {service}.yml or {service}-{{env}}.yml on the tracked branch; a commit that adds one will be pushed"),
             )),
             Ok(entry) => {
+                let entry = match self.candidate(service, envs) {
+                    Ok(Some(candidate)) => candidate,
+                    Ok(None) => entry,
+                    Err(e) => {
+                        let body = e.to_body();
+                        return Some(error_frame(Some(service), Some(env), &body.error, body.message));
+                    }
+                };
                 let held = self.conn.subs.get_mut(key)?;
                 if held.as_deref() == Some(entry.digest()) {
+                    if let Some(me) = &self.me {
+                        me.sent(key, crate::live::instances::Sent::of(&entry));
+                    }
                     return None;
                 }
                 let frame = Frame::of(&entry)?;
                 *held = Some(frame.digest.clone());
+                if let Some(me) = &self.me {
+                    me.sent(key, frame.sent());
+                }
                 Some(Message::Text(frame.text.clone()))
             }
             Err(e) => {

@@ -23,6 +23,10 @@ pub struct Manifest {
     /// Per-service settings.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceManifest>,
+    /// Rollouts, as written: each is read on its own ([`super::rollout::parse_rollouts`]),
+    /// so a mistake in one breaks that rollout, not the manifest.
+    #[serde(default)]
+    pub rollouts: Option<serde_json::Value>,
 }
 
 /// Per-service entry of `confhub.yml`.

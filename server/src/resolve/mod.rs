@@ -5,6 +5,7 @@
 pub mod catalog;
 pub mod keys;
 pub mod parse;
+pub mod rollout;
 pub mod schema;
 
 use std::collections::{BTreeSet, HashMap, HashSet};

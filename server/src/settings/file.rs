@@ -210,6 +210,10 @@ pub struct FileLimits {
     pub ws_send_buffer: Option<usize>,
     /// Distinct watched pairs outside the snapshot, for all connections.
     pub ws_max_extra_pairs: Option<usize>,
+    /// How long an instance that fetched over HTTP stays listed (`10m`).
+    pub instance_ttl: Option<String>,
+    /// Instances listed at once.
+    pub max_instances: Option<usize>,
     /// Ping interval (`20s`).
     pub ws_ping_interval: Option<String>,
     /// Idle peers are dropped after this (`60s`).
@@ -278,6 +282,8 @@ const KEYS: &[(&str, Kind)] = &[
     ("limits.ws_max_connections", Kind::Int),
     ("limits.ws_send_buffer", Kind::Int),
     ("limits.ws_max_extra_pairs", Kind::Int),
+    ("limits.instance_ttl", Kind::Str),
+    ("limits.max_instances", Kind::Int),
     ("limits.ws_ping_interval", Kind::Str),
     ("limits.ws_idle_timeout", Kind::Str),
     ("limits.fetch_timeout", Kind::Str),
@@ -716,6 +722,8 @@ impl FileLimits {
             ws_max_connections: self.ws_max_connections.unwrap_or(live.ws_max_connections),
             ws_send_buffer: self.ws_send_buffer.unwrap_or(live.ws_send_buffer),
             ws_max_extra_pairs: self.ws_max_extra_pairs.unwrap_or(live.ws_max_extra_pairs),
+            instance_ttl: duration("limits.instance_ttl", &self.instance_ttl, live.instance_ttl)?,
+            max_instances: self.max_instances.unwrap_or(live.max_instances),
             ws_ping_interval: duration(
                 "limits.ws_ping_interval",
                 &self.ws_ping_interval,

@@ -229,6 +229,10 @@ pub struct LiveSettings {
     /// unknown services), for all connections together: each is resolved again after
     /// every new version. Subscriptions to more are refused.
     pub ws_max_extra_pairs: usize,
+    /// An instance that fetched over HTTP stays listed in `/v1/instances` this long.
+    pub instance_ttl: Duration,
+    /// Instances listed at once; past it a new one is served but not listed.
+    pub max_instances: usize,
 }
 
 impl Default for LiveSettings {
@@ -245,6 +249,8 @@ impl Default for LiveSettings {
             ws_idle_timeout: Duration::from_secs(60),
             ws_max_connections: 10_000,
             ws_max_extra_pairs: 1024,
+            instance_ttl: Duration::from_secs(600),
+            max_instances: 20_000,
         }
     }
 }

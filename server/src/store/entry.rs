@@ -112,6 +112,8 @@ pub struct PairEntry {
     /// Set when a `{cipher}` value of a layer could not be decrypted: Spring's forms
     /// serve the rest (the key as `invalid.<key>: <n/a>`); the native API refuses.
     pub(crate) cipher_error: Option<ConfigError>,
+    /// The rollout this entry is the candidate of (named in the native body and frame).
+    pub(crate) rollout: Option<Arc<str>>,
     uri: Arc<str>,
     bodies: [OnceLock<Bytes>; BODIES],
 }
@@ -195,9 +197,30 @@ impl PairEntry {
             resolved,
             placeholder_error,
             cipher_error,
+            rollout: None,
             uri: uri.clone(),
             bodies: Default::default(),
         })
+    }
+
+    /// This entry as the candidate of `rollout`: the same resolution, with bodies of its
+    /// own that name the rollout.
+    pub(crate) fn in_rollout(&self, rollout: &Arc<str>) -> PairEntry {
+        PairEntry {
+            service: self.service.clone(),
+            envs: self.envs.clone(),
+            label: self.label.clone(),
+            version: self.version.clone(),
+            service_known: self.service_known,
+            access: self.access.clone(),
+            resolved: self.resolved.clone(),
+            etag: self.etag.clone(),
+            placeholder_error: self.placeholder_error.clone(),
+            cipher_error: self.cipher_error.clone(),
+            rollout: Some(rollout.clone()),
+            uri: self.uri.clone(),
+            bodies: Default::default(),
+        }
     }
 
     /// Whether this entry was resolved from exactly `layers` (the very same parsed
@@ -244,6 +267,7 @@ impl PairEntry {
                 digest: r.digest.clone(),
                 values: r.values.clone(),
                 sources: r.layers.iter().map(|l| l.path.clone()).collect(),
+                rollout: self.rollout.as_deref().map(str::to_string),
             }),
             Body::Frame => json(&ServerFrame::Config {
                 service: self.service.clone(),
@@ -251,6 +275,7 @@ impl PairEntry {
                 version: self.version.clone(),
                 digest: r.digest.clone(),
                 values: r.values.clone(),
+                rollout: self.rollout.as_deref().map(str::to_string),
             }),
             Body::Yaml => render::yaml(&r.values),
             Body::Properties => render::properties(&r.values, "="),

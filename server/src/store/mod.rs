@@ -4,6 +4,7 @@
 
 pub mod entry;
 pub(crate) mod render;
+pub(crate) mod rollouts;
 pub mod snapshot;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +24,7 @@ use crate::source::dir::DirSource;
 use crate::source::git::{GitSource, Integrity};
 use crate::source::{Ciphers, View};
 use crate::store::entry::{Body, PairEntry};
+use crate::store::rollouts::Rollouts;
 use crate::store::snapshot::{PairState, Snapshot};
 
 pub(crate) mod resource;
@@ -136,6 +138,8 @@ pub struct Store {
     resolving: tokio::sync::Semaphore,
     recovery: RecoverySettings,
     opening_fetch: Option<OpeningFetch>,
+    /// The rollouts of the served snapshot, with their candidates resolved.
+    rollouts: ArcSwap<Rollouts>,
 }
 
 /// How the fetch made while opening a remote went: a failed one does not stop the
@@ -159,6 +163,9 @@ pub struct Changes {
     pub(crate) new_version: String,
     /// (service, env) pairs whose digest changed, with their new entry.
     pub changed: Vec<Arc<PairEntry>>,
+    /// Pairs whose rollout was added, removed or rebuilt (a new declaration or candidate
+    /// commit): some of their instances may need another config.
+    pub(crate) rollouts_changed: Vec<rollouts::PairKey>,
 }
 
 /// Which API a lookup serves, and so which failed configs it may still be given.
@@ -312,7 +319,7 @@ impl Store {
         }
         let capacity =
             NonZeroUsize::new(settings.cache_capacity.max(1)).unwrap_or(NonZeroUsize::MIN);
-        Ok(Store {
+        let store = Store {
             source,
             uri,
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -321,12 +328,86 @@ impl Store {
             resolving: tokio::sync::Semaphore::new(resolve_permits()),
             recovery: settings.recovery.clone(),
             opening_fetch,
-        })
+            rollouts: ArcSwap::default(),
+        };
+        store.refresh_rollouts(&store.snapshot());
+        Ok(store)
+    }
+
+    /// The rollouts of the served version.
+    pub(crate) fn rollouts(&self) -> Arc<Rollouts> {
+        self.rollouts.load_full()
+    }
+
+    /// Rebuild the rollouts for `snap` (reusing those that did not change) and swap them
+    /// in; the pairs whose rollout changed. Blocking.
+    fn refresh_rollouts(&self, snap: &Snapshot) -> Vec<rollouts::PairKey> {
+        let old = self.rollouts.load_full();
+        let new = self.build_rollouts(snap, &old);
+        for r in new
+            .list
+            .iter()
+            .filter(|r| !old.list.iter().any(|o| Arc::ptr_eq(o, r)))
+        {
+            match &r.candidate {
+                Ok(c) => {
+                    tracing::info!(rollout = %r.name, service = %r.spec.service, candidate = %c.version, "rollout active")
+                }
+                Err(errors) => {
+                    tracing::warn!(rollout = %r.name, service = %r.spec.service, error = %errors.first().map(|e| e.message.as_str()).unwrap_or(""), "rollout broken: nobody gets its candidate")
+                }
+            }
+        }
+        let changed = new.changed_since(&old);
+        self.rollouts.store(Arc::new(new));
+        changed
+    }
+
+    /// The candidate the instance `id` with `labels` gets instead of the tracked config
+    /// of (service, envs), if a served rollout picks it; `principal` must be able to read
+    /// what the candidate reads. Requests that name a label never come here.
+    pub(crate) fn candidate(
+        &self,
+        principal: &Principal,
+        service: &str,
+        envs: &[String],
+        id: &str,
+        labels: &confhub_client::wire::instance::Labels,
+    ) -> Result<Option<Arc<PairEntry>>, LookupError> {
+        let [env] = envs else { return Ok(None) };
+        let rollouts = self.rollouts.load();
+        let Some(entry) = rollouts
+            .on(service, env)
+            .and_then(|r| r.candidate_for(env, id, labels))
+        else {
+            return Ok(None);
+        };
+        allow(principal, &entry.access)?;
+        Ok(Some(entry.clone()))
     }
 
     /// How the fetch made while opening went (remotes only).
     pub(crate) fn opening_fetch(&self) -> Option<&OpeningFetch> {
         self.opening_fetch.as_ref()
+    }
+
+    /// Rollouts that cannot be served (a broken candidate, a refused declaration), one
+    /// entry per pair they name, for `/v1/status` and `/readyz`: code `rollout_broken`.
+    pub(crate) fn rollout_errors(&self) -> Vec<PairError> {
+        let version = self.snapshot().version.clone();
+        self.rollouts()
+            .errors()
+            .into_iter()
+            .map(|((service, env), _, e)| PairError {
+                service,
+                env,
+                version: version.clone(),
+                error: ErrorBody {
+                    error: "rollout_broken".into(),
+                    ..e.to_body()
+                },
+            })
+            .collect()
     }
 
     /// Problems of the source as a whole (the tracked branch is gone, the clone is
@@ -429,6 +510,7 @@ impl Store {
             old_version: old.version.clone(),
             new_version: old.version.clone(),
             changed: Vec::new(),
+            rollouts_changed: Vec::new(),
         };
         let repaired = self.check_clone(&old);
         let mut built = build_tracked(
@@ -443,6 +525,7 @@ impl Store {
             built = build_tracked(&self.source, &self.uri, Some(&old), true, &self.recovery);
         }
         let Some(new) = built? else {
+            changes.rollouts_changed = self.refresh_rollouts(&old);
             return Ok(changes);
         };
         changes.new_version = new.version.clone();
@@ -458,7 +541,9 @@ impl Store {
                 }
             }
         }
-        self.snapshot.store(Arc::new(new));
+        let new = Arc::new(new);
+        self.snapshot.store(new.clone());
+        changes.rollouts_changed = self.refresh_rollouts(&new);
         Ok(changes)
     }
 

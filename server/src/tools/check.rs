@@ -9,11 +9,13 @@ use crate::crypto::Keyring;
 use crate::errors::{ConfigError, ErrorKind, SourceError};
 use crate::resolve::catalog::MANIFEST;
 use crate::resolve::catalog::{activation_profiles, Catalog};
+use crate::resolve::rollout::{parse_rollouts, RolloutSpec};
 use crate::settings::Settings;
 use crate::source::dir::DirSource;
 use crate::source::git::GitSource;
 use crate::source::{Ciphers, View};
 use crate::store::entry::PairEntry;
+use crate::store::rollouts::{known_pairs, servable};
 
 /// What `check` found.
 #[derive(Debug, Default)]
@@ -75,7 +77,24 @@ pub fn check_as(
     if !is_git {
         let dir = DirSource::open(&repo_str, search_path)?.with_ciphers(ciphers);
         let mut view = dir.view()?;
-        return Ok(check_view(&mut view, clients));
+        let mut report = check_view(&mut view, clients);
+        if let Ok(catalog) = Catalog::of(&mut view) {
+            if catalog
+                .manifest
+                .rollouts
+                .as_ref()
+                .is_some_and(|r| !r.is_null())
+            {
+                report.problems.push(
+                    ConfigError::new(
+                        ErrorKind::Manifest,
+                        "rollouts need a git repository: their labels are git refs".to_string(),
+                    )
+                    .in_file(MANIFEST),
+                );
+            }
+        }
+        return Ok(report);
     }
     let mut settings = Settings::new(repo_str);
     settings.search_path = search_path.map(str::to_string);
@@ -94,8 +113,87 @@ pub fn check_as(
             .peel_to_commit()
             .map_or_else(|_| tree.id().to_string(), |c| c.id().to_string());
         let mut view = git.view_tree(r, tree, version)?;
-        Ok(check_view(&mut view, clients))
+        let mut report = check_view(&mut view, clients);
+        report.problems.extend(check_rollouts(&git, r, &mut view));
+        Ok(report)
     })
+}
+
+/// The rollouts `confhub.yml` declares, as the server would build them: well-formed
+/// declarations on known pairs, none sharing a pair, each label naming a commit, and each
+/// candidate resolving whole (and passing its schema) at that commit.
+fn check_rollouts(
+    git: &GitSource,
+    repo: &git2::Repository,
+    view: &mut View<'_>,
+) -> Vec<ConfigError> {
+    let Ok(catalog) = Catalog::of(view) else {
+        return Vec::new(); // already reported
+    };
+    let text = match view.parsed(MANIFEST) {
+        Some(Ok(file)) => file.text.clone(),
+        _ => Default::default(),
+    };
+    let (specs, refused) = parse_rollouts(catalog.manifest.rollouts.as_ref(), &text, MANIFEST);
+    let mut problems: Vec<ConfigError> = refused.into_iter().map(|d| d.error).collect();
+    for spec in &specs {
+        let in_manifest = |message: String| spec.error(message);
+        if let Err(message) = known_pairs(&catalog, spec) {
+            problems.push(in_manifest(message));
+            continue;
+        }
+        let oid = match git.resolve_label(repo, &spec.label) {
+            Ok(Some(oid)) => oid,
+            Ok(None) => {
+                let message = format!(
+                    "rollout `{}`: label `{}` names no branch, tag or commit",
+                    spec.name, spec.label
+                );
+                problems.push(in_manifest(message));
+                continue;
+            }
+            Err(e) => {
+                problems.push(in_manifest(format!(
+                    "rollout `{}`: reading label `{}`: {e}",
+                    spec.name, spec.label
+                )));
+                continue;
+            }
+        };
+        problems.extend(check_candidate(git, repo, oid, spec));
+    }
+    problems
+}
+
+fn check_candidate(
+    git: &GitSource,
+    repo: &git2::Repository,
+    oid: git2::Oid,
+    spec: &RolloutSpec,
+) -> Vec<ConfigError> {
+    let at = |e: ConfigError| ConfigError {
+        message: format!("rollout `{}` at `{}`: {}", spec.name, spec.label, e.message),
+        ..e
+    };
+    let mut view = match git.view(repo, oid) {
+        Ok(view) => view,
+        Err(e) => return vec![at(ConfigError::new(ErrorKind::Git, e.to_string()))],
+    };
+    let catalog = match Catalog::of(&mut view) {
+        Ok(c) => c,
+        Err(e) => return vec![at(e)],
+    };
+    let uri: Arc<str> = Arc::from("check");
+    spec.envs
+        .iter()
+        .filter_map(|env| {
+            let envs = [env.clone()];
+            PairEntry::build(&mut view, &catalog, &uri, &spec.label, &spec.service, &envs)
+                .and_then(|entry| servable(&entry, spec))
+                .err()
+                .map(at)
+        })
+        .collect()
 }
 
 fn check_view(view: &mut View<'_>, clients: Clients) -> Report {
