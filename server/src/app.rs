@@ -150,6 +150,7 @@ async fn follow(core: Arc<Core>, store: Arc<Store>, settings: Settings) {
         core.live_status.clone(),
         &settings,
         core.metrics.clone(),
+        core.instances.clone(),
     )
     .run()
     .await;

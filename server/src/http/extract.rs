@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use super::guard::require_read;
 use super::{rejection, ApiError};
 use crate::auth::Principal;
-use crate::live::instances::{Identity, InstanceKey};
+use crate::live::instances::{Identity, InstanceKey, InstanceLabels};
 use crate::names::{check_name, parse_envs, parse_label};
 use confhub_client::wire::instance::{
     check_instance_id, parse_labels, Labels, INSTANCE_HEADER, LABELS_HEADER,
@@ -125,11 +125,14 @@ impl<S: Send + Sync> FromRequestParts<S> for Instance {
         let PeerAddr(peer) = PeerAddr::from_request_parts(parts, state).await?;
         let address = peer.ip().to_string();
         let key = match named {
-            Some(id) => InstanceKey::Named(id),
-            None => InstanceKey::Anonymous(address.clone()),
+            Some(id) => InstanceKey::Named(id.into()),
+            None => InstanceKey::Anonymous(address.as_str().into()),
         };
         Ok(Instance {
-            who: Identity { key, labels },
+            who: Identity {
+                key,
+                labels: InstanceLabels::new(&labels),
+            },
             address,
         })
     }

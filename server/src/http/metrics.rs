@@ -52,7 +52,30 @@ fn readings(state: &AppState) -> Readings {
                 label_cache_bytes,
             }
         }),
-        instances: state.core.instances.release_counts(),
+        instances: release_counts(state),
         rejected: state.core.instances.rejected_counts(),
     }
+}
+
+/// Instances per pair and release: a pair's current config and its rollout's candidate
+/// are named by digest (with the release before the current one, which the table keeps).
+fn release_counts(state: &AppState) -> Vec<((String, String), String, u64)> {
+    let Some(store) = state.core.store.get() else {
+        return Vec::new();
+    };
+    let snap = store.snapshot();
+    let rollouts = store.rollouts();
+    state
+        .core
+        .instances
+        .release_counts(|(service, env), digest| {
+            let current = snap
+                .pair(service, env)
+                .and_then(|p| p.entry.as_ref())
+                .is_some_and(|e| e.digest() == digest);
+            current
+                || rollouts
+                    .on(service, env)
+                    .is_some_and(|r| r.candidate_digest(env) == Some(digest))
+        })
 }

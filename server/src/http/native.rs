@@ -70,7 +70,9 @@ pub(super) async fn config(
     if label.is_none() {
         let who = &instance.who;
         if let Some(candidate) =
-            store.candidate(&principal, &service, &envs, who.key.id(), &who.labels)?
+            store.candidate(&principal, &service, &envs, who.key.id(), |k| {
+                who.labels.get(k)
+            })?
         {
             entry = candidate;
         }

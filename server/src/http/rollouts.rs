@@ -109,7 +109,7 @@ fn info(state: &AppState, r: &Rollout) -> RolloutInfo {
         instances: state
             .core
             .instances
-            .picked(&pairs, |id, labels| spec.selects(id, labels)),
+            .picked(&pairs, |id, labels| spec.selects(id, |k| labels.get(k))),
         applied,
         rejected,
     }

@@ -115,7 +115,9 @@ async fn environment(
     if label.is_none() {
         if let Some(who) = instance {
             let id = who.who.key.id();
-            if let Some(candidate) = store.candidate(principal, name, &envs, id, &who.who.labels)? {
+            if let Some(candidate) =
+                store.candidate(principal, name, &envs, id, |k| who.who.labels.get(k))?
+            {
                 entry = candidate;
             }
             state.core.instances.fetched(

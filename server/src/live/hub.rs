@@ -57,8 +57,8 @@ impl Frame {
         let text = Utf8Bytes::try_from(entry.body(Body::Frame)).ok()?;
         Some(Arc::new(Frame {
             key: (entry.service.clone(), entry.env_string()),
-            digest: entry.digest().into(),
-            version: entry.version.as_str().into(),
+            version: entry.ids.0.clone(),
+            digest: entry.ids.1.clone(),
             rollout: entry.rollout.clone(),
             access: entry.access.clone(),
             text,
@@ -70,7 +70,7 @@ impl Frame {
         Sent {
             version: &self.version,
             digest: &self.digest,
-            rollout: self.rollout.as_deref(),
+            rollout: self.rollout.as_ref(),
         }
     }
 }
@@ -111,7 +111,7 @@ impl Update {
         match (&self.rollout, who) {
             (Some((rollout, candidate)), Some(who))
                 if rollout
-                    .candidate_for(&self.key.1, who.key.id(), &who.labels)
+                    .candidate_for(&self.key.1, who.key.id(), |k| who.labels.get(k))
                     .is_some() =>
             {
                 candidate

@@ -19,6 +19,7 @@ use tracing::{Instrument, Span};
 
 use super::detect::Trigger;
 use super::hub::{Hub, Update};
+use super::instances::Instances;
 use super::status::LiveStatus;
 use crate::errors::SourceError;
 use crate::metrics::Metrics;
@@ -41,6 +42,8 @@ pub struct RefreshLoop {
     trigger: Arc<Trigger>,
     status: Arc<LiveStatus>,
     metrics: Arc<Metrics>,
+    /// Told of each new release, so the metrics can name the one before.
+    instances: Arc<Instances>,
     live: LiveSettings,
     poll: Duration,
     /// The source is a remote that gets fetched.
@@ -76,6 +79,7 @@ impl RefreshLoop {
         status: Arc<LiveStatus>,
         settings: &Settings,
         metrics: Arc<Metrics>,
+        instances: Arc<Instances>,
     ) -> RefreshLoop {
         let poll = settings.poll.max(Duration::from_millis(100));
         let remote = matches!(store.source(), Source::Git(g) if g.is_remote());
@@ -85,6 +89,7 @@ impl RefreshLoop {
             trigger,
             status,
             metrics,
+            instances,
             live: settings.live.clone(),
             poll,
             remote,
@@ -268,13 +273,15 @@ impl RefreshLoop {
                 self.status
                     .record_refresh_ok(took, moved.then_some(changes.changed.len()));
                 if moved {
-                    span.in_scope(|| publish(&self.store, &self.hub, changes, took));
+                    span.in_scope(|| {
+                        publish(&self.store, &self.hub, &self.instances, changes, took)
+                    });
                     self.metrics.pushed(triggered_at.elapsed());
                     self.extra_pairs.notify_one();
                 } else if !changes.rollouts_changed.is_empty() {
                     span.in_scope(|| {
                         tracing::info!(pairs = changes.rollouts_changed.len(), "rollouts changed");
-                        publish_changes(&self.store, &self.hub, &changes);
+                        publish_changes(&self.store, &self.hub, &self.instances, &changes);
                     });
                 }
             }
@@ -320,7 +327,7 @@ fn run_once(store: &Store, fetch: bool) -> RunResult {
 }
 
 /// Push what changed, log what broke.
-fn publish(store: &Store, hub: &Hub, changes: Changes, took: Duration) {
+fn publish(store: &Store, hub: &Hub, instances: &Instances, changes: Changes, took: Duration) {
     let snapshot = store.snapshot();
     let errors = snapshot.errors();
     tracing::info!(
@@ -342,15 +349,17 @@ fn publish(store: &Store, hub: &Hub, changes: Changes, took: Duration) {
             "pair fails to resolve; it keeps serving its last good config"
         );
     }
-    publish_changes(store, hub, &changes);
+    publish_changes(store, hub, instances, &changes);
 }
 
 /// Queue an update for every pair whose tracked config changed, and for every pair whose
 /// rollout changed (its instances in and out of the rollout may need another config; the
 /// sessions send nothing to those whose digest stays the same).
-pub(crate) fn publish_changes(store: &Store, hub: &Hub, changes: &Changes) {
+pub(crate) fn publish_changes(store: &Store, hub: &Hub, instances: &Instances, changes: &Changes) {
     let rollouts = store.rollouts();
     for entry in &changes.changed {
+        // What instances held before this becomes the pair's previous release.
+        instances.note_release(&(entry.service.clone(), entry.env_string()), &entry.ids.1);
         let rollout = rollouts.on(&entry.service, &entry.env_string());
         if let Some(update) = Update::of(entry, rollout) {
             hub.publish(update);

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::hub::{Connection, Frame, PairKey, Peer, Update};
-use super::instances::{Connected, Identity, InstanceKey, Instances};
+use super::instances::{Connected, Identity, InstanceKey, InstanceLabels, Instances};
 use crate::auth::Principal;
 use crate::errors::{LookupCode, LookupError};
 use crate::names::{check_name, parse_envs, shown_at_most};
@@ -418,8 +418,8 @@ impl Session {
         }
         check_labels(&labels).map_err(|e| e.to_string())?;
         let key = match instance {
-            Some(id) => InstanceKey::Named(id),
-            None => InstanceKey::Anonymous(self.peer_addr.to_string()),
+            Some(id) => InstanceKey::Named(id.into()),
+            None => InstanceKey::Anonymous(self.peer_addr.to_string().into()),
         };
         if let Some(me) = &self.me {
             let held = &me.identity().key;
@@ -432,7 +432,10 @@ impl Session {
             }
             return Ok(());
         }
-        let who = Identity { key, labels };
+        let who = Identity {
+            key,
+            labels: InstanceLabels::new(&labels),
+        };
         self.me = Some(self.instances.connect(who, self.peer_addr));
         Ok(())
     }
@@ -447,7 +450,9 @@ impl Session {
         let Some(me) = &self.me else { return Ok(None) };
         let who = me.identity();
         self.store
-            .candidate(&self.principal, service, envs, who.key.id(), &who.labels)
+            .candidate(&self.principal, service, envs, who.key.id(), |k| {
+                who.labels.get(k)
+            })
     }
 
     /// An `applied` or `rejected` answer: recorded for pairs this connection watches;
@@ -471,7 +476,9 @@ impl Session {
         rollout.count(outcome.is_ok());
         let who = me.identity();
         let Err(error) = outcome else { return };
-        if !rollout.spec.halt_on_reject || !rollout.spec.selects(who.key.id(), &who.labels) {
+        if !rollout.spec.halt_on_reject
+            || !rollout.spec.selects(who.key.id(), |k| who.labels.get(k))
+        {
             return;
         }
         let error = shown_at_most(error, crate::live::instances::MAX_ERROR_CHARS);

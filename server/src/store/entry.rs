@@ -114,6 +114,9 @@ pub struct PairEntry {
     pub(crate) cipher_error: Option<ConfigError>,
     /// The rollout this entry is the candidate of (named in the native body and frame).
     pub(crate) rollout: Option<Arc<str>>,
+    /// `version` and the digest, shared: every instance record and frame that names
+    /// them holds these, not copies.
+    pub(crate) ids: (Arc<str>, Arc<str>),
     uri: Arc<str>,
     bodies: [OnceLock<Bytes>; BODIES],
 }
@@ -186,7 +189,12 @@ impl PairEntry {
             }
         };
         let etag = etag_of(&resolved.digest);
+        let ids = (
+            view.version.as_str().into(),
+            resolved.digest.as_str().into(),
+        );
         Ok(PairEntry {
+            ids,
             etag,
             service: service.to_string(),
             envs: envs.to_vec(),
@@ -218,6 +226,7 @@ impl PairEntry {
             placeholder_error: self.placeholder_error.clone(),
             cipher_error: self.cipher_error.clone(),
             rollout: Some(rollout.clone()),
+            ids: self.ids.clone(),
             uri: self.uri.clone(),
             bodies: Default::default(),
         }

@@ -363,22 +363,23 @@ impl Store {
         changed
     }
 
-    /// The candidate the instance `id` with `labels` gets instead of the tracked config
-    /// of (service, envs), if a served rollout picks it; `principal` must be able to read
-    /// what the candidate reads. Requests that name a label never come here.
-    pub(crate) fn candidate(
+    /// The candidate the instance `id` (whose labels `label` gives) gets instead of the
+    /// tracked config of (service, envs), if a served rollout picks it; `principal` must
+    /// be able to read what the candidate reads. Requests that name a label never come
+    /// here.
+    pub(crate) fn candidate<'l>(
         &self,
         principal: &Principal,
         service: &str,
         envs: &[String],
         id: &str,
-        labels: &confhub_client::wire::instance::Labels,
+        label: impl Fn(&str) -> Option<&'l str>,
     ) -> Result<Option<Arc<PairEntry>>, LookupError> {
         let [env] = envs else { return Ok(None) };
         let rollouts = self.rollouts.load();
         let Some(entry) = rollouts
             .on(service, env)
-            .and_then(|r| r.candidate_for(env, id, labels))
+            .and_then(|r| r.candidate_for(env, id, label))
         else {
             return Ok(None);
         };

@@ -14,8 +14,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
-use confhub_client::wire::instance::Labels;
-
 use super::entry::PairEntry;
 use super::snapshot::Snapshot;
 use super::Source;
@@ -81,15 +79,15 @@ impl Rollout {
         }
     }
 
-    /// The candidate entry of `env` for the instance `id` with `labels`, when this
-    /// rollout is served and picks it.
-    pub(crate) fn candidate_for(
+    /// The candidate entry of `env` for the instance `id` (whose labels `label` gives),
+    /// when this rollout is served and picks it.
+    pub(crate) fn candidate_for<'l>(
         &self,
         env: &str,
         id: &str,
-        labels: &Labels,
+        label: impl Fn(&str) -> Option<&'l str>,
     ) -> Option<&Arc<PairEntry>> {
-        if self.halt.get().is_some() || !self.spec.selects(id, labels) {
+        if self.halt.get().is_some() || !self.spec.selects(id, label) {
             return None;
         }
         self.candidate.as_ref().ok()?.entries.get(env)
@@ -185,6 +183,21 @@ impl Rollouts {
         })
     }
 
+    /// `built`, or the rollout of `self` it equals (the same declaration, broken for the
+    /// same reasons): a rollout that stays broken is not rebuilt, re-announced and
+    /// republished by every refresh.
+    pub(crate) fn unchanged(&self, built: Rollout) -> Arc<Rollout> {
+        let same = self.list.iter().find(|old| {
+            old.spec.same_declaration(&built.spec)
+                && match (&old.candidate, &built.candidate) {
+                    (Ok(a), Ok(b)) => a.version == b.version,
+                    (Err(a), Err(b)) => a == b,
+                    _ => false,
+                }
+        });
+        same.cloned().unwrap_or_else(|| Arc::new(built))
+    }
+
     /// The rollout of `previous` to keep instead of a new one for `spec` at `version`.
     pub(crate) fn reusable(
         &self,
@@ -242,11 +255,6 @@ impl Rollouts {
     }
 }
 
-/// Why a rollout cannot be served: one error, in `confhub.yml`.
-pub(crate) fn broken(message: String) -> Vec<ConfigError> {
-    vec![ConfigError::new(ErrorKind::Manifest, message).in_file(MANIFEST)]
-}
-
 impl super::Store {
     /// The rollouts `snap`'s manifest declares, each with its candidate resolved; those
     /// whose declaration and candidate commit are unchanged from `old` are kept as they
@@ -267,39 +275,38 @@ impl super::Store {
     }
 
     fn build_rollout(&self, snap: &Snapshot, old: &Rollouts, spec: RolloutSpec) -> Arc<Rollout> {
-        let broken_now =
-            |spec: RolloutSpec, message: String| Arc::new(Rollout::new(spec, Err(broken(message))));
-        if let Err(message) = known_pairs(&snap.catalog, &spec) {
-            return broken_now(spec, message);
-        }
-        let Source::Git(git) = &self.source else {
-            let message =
-                "rollouts need a git repository: a `--dev` directory has no labels".to_string();
-            return broken_now(spec, message);
-        };
-        let oid = match git.with_repo(|repo| git.resolve_label(repo, &spec.label)) {
-            Ok(Some(oid)) => oid,
-            Ok(None) => {
-                let message = format!(
-                    "rollout `{}`: label `{}` names no branch, tag or commit",
-                    spec.name, spec.label
-                );
-                return broken_now(spec, message);
-            }
-            Err(e) => {
-                let message = format!(
-                    "rollout `{}`: reading label `{}`: {e}",
-                    spec.name, spec.label
-                );
-                return broken_now(spec, message);
+        let version = match self.candidate_commit(snap, &spec) {
+            Ok(version) => version,
+            Err(message) => {
+                let error = spec.error(message);
+                return old.unchanged(Rollout::new(spec, Err(vec![error])));
             }
         };
-        let version = oid.to_string();
+        // Resolved already at this commit: keep it, with what it gathered.
         if let Some(same) = old.reusable(&spec, Some(&version)) {
             return same;
         }
         let candidate = self.resolve_candidate(&spec, version);
-        Arc::new(Rollout::new(spec, candidate))
+        old.unchanged(Rollout::new(spec, candidate))
+    }
+
+    /// The commit the rollout's label names, if the rollout can have a candidate at all.
+    fn candidate_commit(&self, snap: &Snapshot, spec: &RolloutSpec) -> Result<String, String> {
+        known_pairs(&snap.catalog, spec)?;
+        let Source::Git(git) = &self.source else {
+            return Err("rollouts need a git repository: a `--dev` directory has no labels".into());
+        };
+        match git.with_repo(|repo| git.resolve_label(repo, &spec.label)) {
+            Ok(Some(oid)) => Ok(oid.to_string()),
+            Ok(None) => Err(format!(
+                "rollout `{}`: label `{}` names no branch, tag or commit",
+                spec.name, spec.label
+            )),
+            Err(e) => Err(format!(
+                "rollout `{}`: reading label `{}`: {e}",
+                spec.name, spec.label
+            )),
+        }
     }
 
     /// Each env of the rollout resolved at its label, through the label cache (a
@@ -380,5 +387,61 @@ pub(crate) fn known_pairs(catalog: &Catalog, spec: &RolloutSpec) -> Result<(), S
             spec.name
         )),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::rollout::parse_rollouts;
+
+    fn spec(percent: u32) -> RolloutSpec {
+        let raw = serde_json::json!([{"name": "r", "service": "orders", "envs": ["prod"],
+            "label": "rollout/r", "to": {"percent": percent}}]);
+        parse_rollouts(Some(&raw), "", MANIFEST).0.remove(0)
+    }
+
+    fn broken_for(spec: RolloutSpec, why: &str) -> Rollout {
+        let error = spec.error(why.to_string());
+        Rollout::new(spec, Err(vec![error]))
+    }
+
+    #[test]
+    fn a_rollout_that_stays_broken_is_kept_and_a_changed_one_is_new() {
+        let old = Rollouts::new(vec![Arc::new(broken_for(spec(10), "no label"))], Vec::new());
+        let again = old.unchanged(broken_for(spec(10), "no label"));
+        assert!(Arc::ptr_eq(&again, &old.list[0]), "the same breakage: kept");
+        let other = old.unchanged(broken_for(spec(10), "another reason"));
+        assert!(!Arc::ptr_eq(&other, &old.list[0]));
+        let changed = old.unchanged(broken_for(spec(20), "no label"));
+        assert!(
+            !Arc::ptr_eq(&changed, &old.list[0]),
+            "a new declaration: new"
+        );
+        let new = Rollouts::new(vec![again], Vec::new());
+        assert!(new.changed_since(&old).is_empty());
+        let new = Rollouts::new(vec![changed], Vec::new());
+        assert_eq!(
+            new.changed_since(&old),
+            [("orders".to_string(), "prod".to_string())]
+        );
+    }
+
+    #[test]
+    fn a_halt_is_once_and_stops_serving() {
+        let r = broken_for(spec(100), "x");
+        assert_eq!(r.state(), "broken");
+        let r = Rollout::new(
+            spec(100),
+            Ok(Candidate {
+                version: "c".into(),
+                entries: BTreeMap::new(),
+            }),
+        );
+        assert_eq!(r.state(), "active");
+        assert!(r.halt("a", "bad"));
+        assert!(!r.halt("b", "worse"), "the first halt stays");
+        assert_eq!(r.state(), "halted");
+        assert_eq!(r.halted().map(|h| h.instance.as_str()), Some("a"));
     }
 }
