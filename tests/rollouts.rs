@@ -311,12 +311,13 @@ async fn a_rejection_halts_the_rollout_and_gives_the_others_the_tracked_config_b
     let all = [picky, fine, outside];
     wait_pools(&all, "the tracked config everywhere", |_| 20).await;
     assert!(all[0].watched.last_error().is_some());
-    let listed = instances(&server, "?service=orders&env=prod").await;
-    let picky_row = listed.instances.iter().find(|i| i.id == "picky").unwrap();
-    assert_eq!(
-        picky_row.pairs[0].state, "applied",
-        "back on the tracked config"
-    );
+    // Its answer to the tracked config it was pushed back comes within the answer delay.
+    wait_until(LIVE, "picky to answer the tracked config", || async {
+        let listed = instances(&server, "?service=orders&env=prod").await;
+        let picky = listed.instances.iter().find(|i| i.id == "picky");
+        picky.is_some_and(|i| i.pairs[0].state == "applied")
+    })
+    .await;
     // A new commit that changes the rollout starts it again, for `fine` only.
     declare(&repo, "{instances: [fine]}", true);
     wait_state(&server, "active", "the changed rollout to be active").await;

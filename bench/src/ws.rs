@@ -48,6 +48,12 @@ fn field_of<'t>(text: &'t str, name: &str) -> Option<&'t str> {
     Some(&text[start..end])
 }
 
+/// A delay up to 250 ms (the client crate's `ACK_DELAY`), spread evenly over the
+/// subscribers.
+fn ack_delay(id: usize) -> Duration {
+    Duration::from_micros((id as u64).wrapping_mul(7_919) % 250_000)
+}
+
 /// What the client crate answers a config frame with, once the value is swapped in.
 fn applied(service: &str, env: &str, frame: &str) -> Option<Message> {
     let digest = field_of(frame, "digest")?;
@@ -189,27 +195,36 @@ async fn subscriber(
     };
     drop(permit);
     let _ = ready.send((id, Ok(bytes)));
+    // The answer to the newest config, sent after a delay as the client crate does (a
+    // random one up to its `ACK_DELAY`, 250 ms; here spread by the subscriber's number).
+    let mut answer: Option<(tokio::time::Instant, Message)> = None;
     loop {
-        let ack = tokio::select! {
+        let due = answer.as_ref().map(|(at, _)| *at);
+        let send_now = tokio::select! {
             _ = stop.wait_for(|s| *s) => break,
+            () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => true,
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
                     let at = Instant::now();
-                    if !text.as_str().contains("\"op\":\"config\"") {
-                        continue;
+                    if text.as_str().contains("\"op\":\"config\"") {
+                        let version = version_of(text.as_str()).unwrap_or_default().to_string();
+                        let _ = tx.send(Arrival { id, at, version });
+                        if let Some(ack) = applied(&service, &env, text.as_str()) {
+                            let at = due.unwrap_or_else(|| tokio::time::Instant::now() + ack_delay(id));
+                            answer = Some((at, ack));
+                        }
                     }
-                    let version = version_of(text.as_str()).unwrap_or_default().to_string();
-                    let _ = tx.send(Arrival { id, at, version });
-                    applied(&service, &env, text.as_str())
+                    false
                 }
-                Some(Ok(_)) => continue,
+                Some(Ok(_)) => false,
                 Some(Err(_)) | None => return,
             }
         };
-        // Answer as the client crate does: the server records it.
-        if let Some(ack) = ack {
-            if ws.send(ack).await.is_err() {
-                return;
+        if send_now {
+            if let Some((_, ack)) = answer.take() {
+                if ws.send(ack).await.is_err() {
+                    return;
+                }
             }
         }
     }

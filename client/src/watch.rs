@@ -291,6 +291,16 @@ fn parse_frame(bytes: &[u8], server: &str) -> Result<ServerFrame, Error> {
     })
 }
 
+/// The longest an answer (`applied` / `rejected`) waits before it is sent: a random
+/// delay up to this, so the instances answering one push do not all answer while the
+/// server is still pushing it to the others.
+pub(crate) const ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
+
+fn ack_delay() -> std::time::Duration {
+    use rand::Rng;
+    ACK_DELAY.mul_f64(rand::rng().random::<f64>())
+}
+
 /// Send a ping or an acknowledgement; `Err(stalled)` ends the stream. A write can block
 /// too, on a peer that stopped reading: that is a stall, like silence.
 async fn send<S>(
@@ -443,14 +453,26 @@ where
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heard = tokio::time::Instant::now();
         let mut healthy = false;
+        // The answer to the last config, sent a moment later (see `ACK_DELAY`).
+        let mut answer: Option<(tokio::time::Instant, ClientFrame)> = None;
         let stalled = loop {
             let deadline = heard + silence;
+            let answer_due = answer.as_ref().map(|(at, _)| *at);
             let next = tokio::select! {
                 next = ws.next() => next,
                 _ = ping.tick() => match send(&mut ws, Message::Ping(Default::default()), deadline, server, silence).await {
                     Ok(()) => continue,
                     Err(stalled) => break stalled,
                 },
+                () = tokio::time::sleep_until(answer_due.unwrap_or(deadline)), if answer_due.is_some() => {
+                    let Some(text) = answer.take().and_then(|(_, a)| serde_json::to_string(&a).ok()) else {
+                        continue;
+                    };
+                    match send(&mut ws, Message::text(text), deadline, server, silence).await {
+                        Ok(()) => continue,
+                        Err(stalled) => break stalled,
+                    }
+                }
                 () = tokio::time::sleep_until(deadline) => {
                     tracing::warn!(server, "nothing from the server for {silence:?} (not even a pong): the watch stream stalled; trying the next server");
                     break true;
@@ -461,18 +483,12 @@ where
                 Some(well_formed) => healthy |= well_formed,
                 None => break false,
             }
-            if let Some(ack) = self.ack.take().and_then(|a| serde_json::to_string(&a).ok()) {
-                if let Err(stalled) = send(
-                    &mut ws,
-                    Message::text(ack),
-                    heard + silence,
-                    server,
-                    silence,
-                )
-                .await
-                {
-                    break stalled;
-                }
+            // Only the newest answer matters: the server keeps the newest config's.
+            if let Some(ack) = self.ack.take() {
+                let at = answer
+                    .as_ref()
+                    .map_or_else(|| heard + ack_delay(), |(at, _)| *at);
+                answer = Some((at, ack));
             }
         };
         StreamEnd { healthy, stalled }

@@ -251,7 +251,7 @@ impl Hub {
                 slow: Notify::new(),
             }),
             rx,
-            subs: HashMap::new(),
+            subs: Subs::default(),
         })
     }
 
@@ -375,6 +375,52 @@ impl Hub {
     }
 }
 
+/// A connection's subscriptions: pair → digest of the config the client holds. Most
+/// connections hold one or two (at most `ws_max_subscriptions`), so a list searched in
+/// place: one small allocation per connection, where a map costs a table.
+#[derive(Debug, Default)]
+pub(crate) struct Subs(Vec<(PairKey, Option<Arc<str>>)>);
+
+impl Subs {
+    fn position(&self, key: &PairKey) -> Option<usize> {
+        self.0.iter().position(|(k, _)| k == key)
+    }
+
+    pub(super) fn get_mut(&mut self, key: &PairKey) -> Option<&mut Option<Arc<str>>> {
+        let i = self.position(key)?;
+        Some(&mut self.0[i].1)
+    }
+
+    pub(super) fn contains_key(&self, key: &PairKey) -> bool {
+        self.position(key).is_some()
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn insert(&mut self, key: PairKey, digest: Option<Arc<str>>) {
+        match self.get_mut(&key) {
+            Some(held) => *held = digest,
+            None => {
+                if self.0.capacity() == 0 {
+                    self.0.reserve_exact(1);
+                }
+                self.0.push((key, digest));
+            }
+        }
+    }
+
+    fn remove(&mut self, key: &PairKey) -> Option<Option<Arc<str>>> {
+        let i = self.position(key)?;
+        Some(self.0.swap_remove(i).1)
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = (PairKey, Option<Arc<str>>)> + '_ {
+        self.0.drain(..)
+    }
+}
+
 /// One connection's side of the hub: its queue and subscriptions. Unregisters
 /// everything when dropped.
 pub(crate) struct Connection {
@@ -383,7 +429,7 @@ pub(crate) struct Connection {
     pub(super) peer: Arc<Peer>,
     pub(super) rx: mpsc::Receiver<Arc<Update>>,
     /// Pair → digest of the config the client holds (`None`: nothing yet).
-    pub(super) subs: HashMap<PairKey, Option<Arc<str>>>,
+    pub(super) subs: Subs,
 }
 
 impl Connection {

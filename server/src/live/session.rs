@@ -324,6 +324,11 @@ impl Session {
         settings: &LiveSettings,
         peer: &Peer,
     ) -> Result<(), End> {
+        // The frames clients send: parsed in one pass. Anything else is looked at
+        // again, for an error that says what is wrong with it.
+        if let Ok(frame) = serde_json::from_str::<ClientFrame>(text) {
+            return self.on_frame(frame, settings, peer).await;
+        }
         let value: serde_json::Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(e) => {
@@ -365,6 +370,15 @@ impl Session {
                     .await
             }
         };
+        self.on_frame(frame, settings, peer).await
+    }
+
+    async fn on_frame(
+        &mut self,
+        frame: ClientFrame,
+        settings: &LiveSettings,
+        peer: &Peer,
+    ) -> Result<(), End> {
         match frame {
             ClientFrame::Subscribe {
                 service,
