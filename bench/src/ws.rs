@@ -48,10 +48,10 @@ fn field_of<'t>(text: &'t str, name: &str) -> Option<&'t str> {
     Some(&text[start..end])
 }
 
-/// A delay up to 250 ms (the client crate's `ACK_DELAY`), spread evenly over the
-/// subscribers.
+/// A delay between 250 ms and 1 s (the client crate's `ACK_DELAY`), spread evenly over
+/// the subscribers.
 fn ack_delay(id: usize) -> Duration {
-    Duration::from_micros((id as u64).wrapping_mul(7_919) % 250_000)
+    Duration::from_micros(250_000 + (id as u64).wrapping_mul(7_919) % 750_000)
 }
 
 /// What the client crate answers a config frame with, once the value is swapped in.
@@ -196,7 +196,8 @@ async fn subscriber(
     drop(permit);
     let _ = ready.send((id, Ok(bytes)));
     // The answer to the newest config, sent after a delay as the client crate does (a
-    // random one up to its `ACK_DELAY`, 250 ms; here spread by the subscriber's number).
+    // random one within its `ACK_DELAY`, 250 ms to 1 s; here spread by the subscriber's
+    // number).
     let mut answer: Option<(tokio::time::Instant, Message)> = None;
     loop {
         let due = answer.as_ref().map(|(at, _)| *at);

@@ -291,14 +291,19 @@ fn parse_frame(bytes: &[u8], server: &str) -> Result<ServerFrame, Error> {
     })
 }
 
-/// The longest an answer (`applied` / `rejected`) waits before it is sent: a random
-/// delay up to this, so the instances answering one push do not all answer while the
-/// server is still pushing it to the others.
-pub(crate) const ACK_DELAY: std::time::Duration = std::time::Duration::from_millis(250);
+/// How long an answer (`applied` / `rejected`) waits before it is sent: a random delay
+/// between these, longer than a push to 10,000 subscribers takes on a small machine, so
+/// the instances answering a push do not slow its delivery to the others. A rejection
+/// halts a rollout within `ACK_DELAY.1`.
+pub(crate) const ACK_DELAY: (std::time::Duration, std::time::Duration) = (
+    std::time::Duration::from_millis(250),
+    std::time::Duration::from_millis(1000),
+);
 
 fn ack_delay() -> std::time::Duration {
     use rand::Rng;
-    ACK_DELAY.mul_f64(rand::rng().random::<f64>())
+    let (min, max) = ACK_DELAY;
+    min + (max - min).mul_f64(rand::rng().random::<f64>())
 }
 
 /// Send a ping or an acknowledgement; `Err(stalled)` ends the stream. A write can block
