@@ -2,7 +2,9 @@
 //! socket, the connection's queue and its subscriptions (pair → last digest the client
 //! holds, used to send only what differs), pings every `ws_ping_interval` and drops a
 //! peer silent for `ws_idle_timeout`. Frames from the hub arrive on the queue; frames
-//! from the client are `subscribe` and `unsubscribe`.
+//! from the client are `subscribe` and `unsubscribe`, and `applied` / `rejected`, the
+//! client's answers to the configs it was sent (recorded in [`super::instances`]; a
+//! rejected rollout candidate may halt the rollout).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,7 +54,8 @@ struct Session {
     /// Set when the server stops: a write blocked on a peer that does not read gives
     /// way to the 1001 close at once instead of holding shutdown for `ws_write_timeout`.
     stopping: watch::Receiver<bool>,
-    /// Where the connection comes from: an instance that names itself not is known by it.
+    /// Where the connection comes from: an instance that does not name itself is known
+    /// by it.
     peer_addr: SocketAddr,
     instances: Arc<Instances>,
     /// This connection's instance, from its first `subscribe`.
