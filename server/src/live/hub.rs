@@ -131,6 +131,8 @@ pub(crate) struct Peer {
 
 #[derive(Debug, Default)]
 struct Topic {
+    /// The pair, shared with every subscription to it (and the instance records).
+    key: Arc<PairKey>,
     subscribers: HashMap<u64, Arc<Peer>>,
     /// Digest last published for this pair (used for pairs recomputed by lookup).
     published: Option<Arc<str>>,
@@ -379,16 +381,26 @@ impl Hub {
 /// connections hold one or two (at most `ws_max_subscriptions`), so a list searched in
 /// place: one small allocation per connection, where a map costs a table.
 #[derive(Debug, Default)]
-pub(crate) struct Subs(Vec<(PairKey, Option<Arc<str>>)>);
+pub(crate) struct Subs(Vec<(Arc<PairKey>, Option<Arc<str>>)>);
 
 impl Subs {
     fn position(&self, key: &PairKey) -> Option<usize> {
-        self.0.iter().position(|(k, _)| k == key)
+        self.0.iter().position(|(k, _)| **k == *key)
     }
 
     pub(super) fn get_mut(&mut self, key: &PairKey) -> Option<&mut Option<Arc<str>>> {
         let i = self.position(key)?;
         Some(&mut self.0[i].1)
+    }
+
+    /// The subscription to `key`: the shared key, and the digest the client holds.
+    pub(super) fn entry(
+        &mut self,
+        key: &PairKey,
+    ) -> Option<(&Arc<PairKey>, &mut Option<Arc<str>>)> {
+        let i = self.position(key)?;
+        let (k, held) = &mut self.0[i];
+        Some((&*k, held))
     }
 
     pub(super) fn contains_key(&self, key: &PairKey) -> bool {
@@ -399,7 +411,7 @@ impl Subs {
         self.0.len()
     }
 
-    fn insert(&mut self, key: PairKey, digest: Option<Arc<str>>) {
+    fn insert(&mut self, key: Arc<PairKey>, digest: Option<Arc<str>>) {
         match self.get_mut(&key) {
             Some(held) => *held = digest,
             None => {
@@ -416,7 +428,7 @@ impl Subs {
         Some(self.0.swap_remove(i).1)
     }
 
-    fn drain(&mut self) -> impl Iterator<Item = (PairKey, Option<Arc<str>>)> + '_ {
+    fn drain(&mut self) -> impl Iterator<Item = (Arc<PairKey>, Option<Arc<str>>)> + '_ {
         self.0.drain(..)
     }
 }
@@ -441,7 +453,7 @@ impl Connection {
         key: PairKey,
         digest: Option<Arc<str>>,
         extra: bool,
-    ) -> Result<(), TooManyExtraPairs> {
+    ) -> Result<Arc<PairKey>, TooManyExtraPairs> {
         let mut topics = self.hub.topics();
         if !topics.map.contains_key(&key) {
             if extra {
@@ -453,17 +465,22 @@ impl Connection {
             topics.map.insert(
                 key.clone(),
                 Topic {
+                    key: Arc::new(key.clone()),
                     extra,
                     ..Topic::default()
                 },
             );
         }
-        if let Some(topic) = topics.map.get_mut(&key) {
-            topic.subscribers.insert(self.id, self.peer.clone());
-        }
+        let shared = match topics.map.get_mut(&key) {
+            Some(topic) => {
+                topic.subscribers.insert(self.id, self.peer.clone());
+                topic.key.clone()
+            }
+            None => Arc::new(key),
+        };
         drop(topics);
-        self.subs.insert(key, digest);
-        Ok(())
+        self.subs.insert(shared.clone(), digest);
+        Ok(shared)
     }
 
     pub(super) fn unsubscribe(&mut self, key: &PairKey) {

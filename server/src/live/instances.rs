@@ -120,11 +120,11 @@ struct Hold {
 /// An instance's pairs: a few at most (64), so a list, searched in place, costs one
 /// small allocation where a map would cost a table.
 #[derive(Debug, Default)]
-struct Holds(Vec<(PairKey, Hold)>);
+struct Holds(Vec<(Arc<PairKey>, Hold)>);
 
 impl Holds {
     fn position(&self, pair: &PairKey) -> Option<usize> {
-        self.0.iter().position(|(k, _)| k == pair)
+        self.0.iter().position(|(k, _)| **k == *pair)
     }
 
     fn get_mut(&mut self, pair: &PairKey) -> Option<&mut Hold> {
@@ -138,8 +138,10 @@ impl Holds {
         }
     }
 
-    /// The hold of `pair`, made (making room if need be) if there is none.
-    fn hold(&mut self, pair: &PairKey) -> &mut Hold {
+    /// The hold of `pair`, made (making room if need be) if there is none, keyed by
+    /// `shared` (the hub's key of the pair when there is one: the record then holds no
+    /// copy of the names).
+    fn hold(&mut self, pair: &PairKey, shared: impl FnOnce() -> Arc<PairKey>) -> &mut Hold {
         let i = match self.position(pair) {
             Some(i) => i,
             None => {
@@ -152,7 +154,7 @@ impl Holds {
                 if self.0.capacity() == 0 {
                     self.0.reserve_exact(1);
                 }
-                self.0.push((pair.clone(), Hold::new()));
+                self.0.push((shared(), Hold::new()));
                 self.0.len() - 1
             }
         };
@@ -199,13 +201,33 @@ struct HttpSide {
 #[derive(Debug)]
 struct Record {
     labels: InstanceLabels,
-    /// Its open WebSocket connections.
-    live: Vec<Arc<Live>>,
+    /// Its open WebSocket connections: almost always one, so no list for it.
+    live: Option<Arc<Live>>,
+    more_live: Vec<Arc<Live>>,
     /// Its HTTP fetches, kept for the TTL after the last one.
     http: Option<Box<HttpSide>>,
 }
 
 impl Record {
+    fn lives(&self) -> impl Iterator<Item = &Arc<Live>> {
+        self.live.iter().chain(&self.more_live)
+    }
+
+    fn add_live(&mut self, live: Arc<Live>) {
+        match self.live {
+            None => self.live = Some(live),
+            Some(_) => self.more_live.push(live),
+        }
+    }
+
+    fn remove_live(&mut self, live: &Arc<Live>) {
+        if self.live.as_ref().is_some_and(|l| Arc::ptr_eq(l, live)) {
+            self.live = self.more_live.pop();
+        } else {
+            self.more_live.retain(|l| !Arc::ptr_eq(l, live));
+        }
+    }
+
     fn http_current(&self, now: Instant, ttl: Duration) -> Option<&HttpSide> {
         self.http
             .as_deref()
@@ -213,7 +235,7 @@ impl Record {
     }
 
     fn expired(&self, now: Instant, ttl: Duration) -> bool {
-        self.live.is_empty() && self.http_current(now, ttl).is_none()
+        self.live.is_none() && self.http_current(now, ttl).is_none()
     }
 
     /// Every pair it holds, newest word per pair, through `f`.
@@ -227,7 +249,7 @@ impl Record {
         if let Some(http) = self.http_current(now, ttl) {
             http.pairs.0.iter().for_each(|(p, h)| add(p, h));
         }
-        for live in &self.live {
+        for live in self.lives() {
             lock(&live.state)
                 .pairs
                 .0
@@ -341,7 +363,8 @@ impl Instances {
             }
             let record = Record {
                 labels: who.labels.clone(),
-                live: Vec::new(),
+                live: None,
+                more_live: Vec::new(),
                 http: None,
             };
             table.insert(who.key.clone(), record);
@@ -366,7 +389,7 @@ impl Instances {
                     last_seen: now,
                 }),
             });
-            record.live.push(live.clone());
+            record.add_live(live.clone());
             live
         });
         Connected {
@@ -395,7 +418,7 @@ impl Instances {
         if http.address != ip {
             ip.clone_into(&mut http.address);
         }
-        set_sent(http.pairs.hold(pair), sent);
+        set_sent(http.pairs.hold(pair, || Arc::new(pair.clone())), sent);
     }
 
     /// Forget instances that have no connection and have not fetched within the TTL.
@@ -553,7 +576,7 @@ fn instance_info(
     let mut address = None;
     let mut connected_since: Option<SystemTime> = None;
     let mut last_seen: Option<SystemTime> = None;
-    for live in &record.live {
+    for live in record.lives() {
         let state = lock(&live.state);
         address.get_or_insert_with(|| state.address.to_string());
         connected_since =
@@ -569,7 +592,7 @@ fn instance_info(
         anonymous: matches!(key, InstanceKey::Anonymous(_)),
         labels: record.labels.to_map(),
         address: address.unwrap_or_default(),
-        transport: if record.live.is_empty() {
+        transport: if record.live.is_none() {
             "http"
         } else {
             "websocket"
@@ -606,15 +629,15 @@ impl Connected {
         }
     }
 
-    /// `sent` was queued to the instance for `pair`.
-    pub(crate) fn sent(&self, pair: &PairKey, sent: Sent<'_>) {
-        self.with_state(|s| set_sent(s.pairs.hold(pair), sent));
+    /// `sent` was queued to the instance for `pair` (the hub's key).
+    pub(crate) fn sent(&self, pair: &Arc<PairKey>, sent: Sent<'_>) {
+        self.with_state(|s| set_sent(s.pairs.hold(pair, || pair.clone()), sent));
     }
 
     /// The instance subscribed holding `digest`: it has applied it.
-    pub(crate) fn holds(&self, pair: &PairKey, digest: &str) {
+    pub(crate) fn holds(&self, pair: &Arc<PairKey>, digest: &str) {
         self.with_state(|s| {
-            let hold = s.pairs.hold(pair);
+            let hold = s.pairs.hold(pair, || pair.clone());
             hold.heard = Instant::now();
             if hold.digest.as_deref() != Some(digest) {
                 hold.digest = Some(digest.into());
@@ -663,7 +686,7 @@ impl Drop for Connected {
         let now = Instant::now();
         let ttl = self.instances.ttl;
         let gone = table.get_mut(&self.who.key).is_some_and(|r| {
-            r.live.retain(|l| !Arc::ptr_eq(l, &live));
+            r.remove_live(&live);
             r.expired(now, ttl)
         });
         if gone {
@@ -722,7 +745,8 @@ mod tests {
         let peer: SocketAddr = "127.0.0.1:4000".parse().expect("addr");
         let conn = instances.connect(named("a"), peer);
         let ids = ids();
-        conn.sent(&pair(), sent(&ids));
+        let shared = Arc::new(pair());
+        conn.sent(&shared, sent(&ids));
         conn.answered(&pair(), "d0", Err("stale")); // not the digest sent: ignored
         let list = instances.list(|_| true, true);
         assert_eq!(list[0].pairs[0].state, "sent");
@@ -753,6 +777,26 @@ mod tests {
             .clone();
         assert!(Arc::ptr_eq(held.digest.as_ref().expect("digest"), &ids.1));
         drop(conn);
+        assert!(instances.list(|_| true, true).is_empty());
+    }
+
+    #[test]
+    fn an_instance_with_two_connections_stays_until_both_close() {
+        let instances = Arc::new(Instances::default());
+        let (a, b): (SocketAddr, SocketAddr) = (
+            "127.0.0.1:4000".parse().expect("addr"),
+            "127.0.0.1:4001".parse().expect("addr"),
+        );
+        let first = instances.connect(named("a"), a);
+        let second = instances.connect(named("a"), b);
+        let ids = ids();
+        second.sent(&Arc::new(pair()), sent(&ids));
+        assert_eq!(instances.list(|_| true, true).len(), 1, "one instance");
+        drop(first);
+        let list = instances.list(|_| true, true);
+        assert_eq!(list[0].transport, "websocket");
+        assert_eq!(list[0].pairs.len(), 1, "the second connection's pair");
+        drop(second);
         assert!(instances.list(|_| true, true).is_empty());
     }
 

@@ -71,7 +71,8 @@ pub(crate) async fn run_session(
     peer: (SocketAddr, Arc<Instances>),
 ) {
     let hub = conn.hub.clone();
-    let settings = hub.settings().clone();
+    // Borrowed from the hub, not copied: every idle connection keeps this task's state.
+    let settings = hub.settings();
     let (peer_addr, instances) = peer;
     let mut session = Session {
         socket,
@@ -84,8 +85,8 @@ pub(crate) async fn run_session(
         instances,
         me: None,
     };
-    let end = session.serve(&settings).await;
-    session.end(end, &settings).await;
+    let end = session.serve(settings).await;
+    session.end(end, settings).await;
 }
 
 impl Session {
@@ -242,13 +243,13 @@ impl Session {
         peer: &Peer,
     ) -> Result<(), End> {
         let frame = update.frame_for(self.me.as_ref().map(Connected::identity));
-        let Some(held) = self.conn.subs.get_mut(&frame.key) else {
+        let Some((key, held)) = self.conn.subs.entry(&frame.key) else {
             return Ok(()); // unsubscribed meanwhile
         };
         if held.as_deref() == Some(&*frame.digest) {
             // Nothing to send; the rollout it holds this under may have changed.
             if let Some(me) = &self.me {
-                me.sent(&frame.key, frame.sent());
+                me.sent(key, frame.sent());
             }
             return Ok(());
         }
@@ -264,7 +265,7 @@ impl Session {
         }
         *held = Some(frame.digest.clone());
         if let Some(me) = &self.me {
-            me.sent(&frame.key, frame.sent());
+            me.sent(key, frame.sent());
         }
         self.send(Message::Text(frame.text.clone()), settings, peer)
             .await
@@ -573,14 +574,12 @@ impl Session {
         // Register before looking up: a change published meanwhile reaches the queue,
         // and is sent after whatever the lookup finds, so the client ends on the newest.
         let extra = self.store.snapshot().pair(&key.0, &key.1).is_none();
-        if let (Some(me), Some(digest)) = (&self.me, &digest) {
-            me.holds(&key, digest);
+        let held: Option<Arc<str>> = digest.map(Arc::from);
+        let subscribed = self.conn.subscribe(key.clone(), held.clone(), extra);
+        if let (Some(me), Ok(shared), Some(digest)) = (&self.me, &subscribed, &held) {
+            me.holds(shared, digest);
         }
-        if self
-            .conn
-            .subscribe(key.clone(), digest.map(Arc::from), extra)
-            .is_err()
-        {
+        if subscribed.is_err() {
             let max = settings.ws_max_extra_pairs;
             return Err(error_frame(
                 Some(&key.0),
@@ -615,17 +614,17 @@ impl Session {
                         return Some(error_frame(Some(service), Some(env), &body.error, body.message));
                     }
                 };
-                let held = self.conn.subs.get_mut(key)?;
+                let (shared, held) = self.conn.subs.entry(key)?;
                 if held.as_deref() == Some(entry.digest()) {
                     if let Some(me) = &self.me {
-                        me.sent(key, crate::live::instances::Sent::of(&entry));
+                        me.sent(shared, crate::live::instances::Sent::of(&entry));
                     }
                     return None;
                 }
                 let frame = Frame::of(&entry)?;
                 *held = Some(frame.digest.clone());
                 if let Some(me) = &self.me {
-                    me.sent(key, frame.sent());
+                    me.sent(shared, frame.sent());
                 }
                 Some(Message::Text(frame.text.clone()))
             }
