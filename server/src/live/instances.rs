@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
-use confhub_client::wire::instance::Labels;
+use confhub_client::wire::instance::{format_labels, Labels};
 use confhub_client::wire::names::shown_at_most;
 use confhub_client::wire::{InstanceInfo, InstancePair};
 
@@ -56,37 +56,36 @@ impl InstanceKey {
     }
 }
 
-/// An instance's labels in one allocation (none for no labels), sorted by key: most
-/// instances carry a handful, and every connection keeps them.
+/// An instance's labels in one small allocation (none for no labels): the checked
+/// `k=v,k2=v2` form, sorted by key, which is also what the header carries. Most
+/// instances carry a handful, every connection keeps them, and a lookup by key is a
+/// short scan.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(crate) struct InstanceLabels(Option<Arc<[Label]>>);
-
-/// One label: key and value.
-type Label = (Box<str>, Box<str>);
+pub(crate) struct InstanceLabels(Option<Arc<str>>);
 
 impl InstanceLabels {
     pub(crate) fn new(labels: &Labels) -> InstanceLabels {
         if labels.is_empty() {
             return InstanceLabels(None);
         }
-        let pairs: Vec<Label> = labels
-            .iter()
-            .map(|(k, v)| (k.as_str().into(), v.as_str().into()))
-            .collect();
-        InstanceLabels(Some(pairs.into()))
+        InstanceLabels(Some(format_labels(labels).into()))
+    }
+
+    fn pairs(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0
+            .as_deref()
+            .into_iter()
+            .flat_map(|text| text.split(','))
+            .filter_map(|item| item.split_once('='))
     }
 
     /// The value of label `key`.
     pub(crate) fn get(&self, key: &str) -> Option<&str> {
-        let pairs = self.0.as_deref()?;
-        let i = pairs.binary_search_by(|(k, _)| (**k).cmp(key)).ok()?;
-        Some(&pairs[i].1)
+        self.pairs().find(|(k, _)| *k == key).map(|(_, v)| v)
     }
 
     fn to_map(&self) -> Labels {
-        self.0
-            .iter()
-            .flat_map(|pairs| pairs.iter())
+        self.pairs()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
     }
