@@ -13,13 +13,15 @@ use axum::Extension;
 use serde::de::DeserializeOwned;
 
 use super::guard::require_read;
-use super::{rejection, ApiError};
+use super::{rejection, store, ApiError, AppState};
 use crate::auth::Principal;
-use crate::live::instances::{Identity, InstanceKey, InstanceLabels};
+use crate::live::instances::{Identity, InstanceKey, InstanceLabels, Sent};
 use crate::names::{check_name, parse_envs, parse_label};
+use crate::store::entry::PairEntry;
 use confhub_client::wire::instance::{
     check_instance_id, parse_labels, Labels, INSTANCE_HEADER, LABELS_HEADER,
 };
+use std::sync::Arc;
 
 /// A request's query parameters by name.
 pub(super) type Params = HashMap<String, String>;
@@ -135,6 +137,36 @@ impl<S: Send + Sync> FromRequestParts<S> for Instance {
             },
             address,
         })
+    }
+}
+
+impl Instance {
+    /// What this instance is served instead of `entry` (the tracked, or pinned, config
+    /// of a pair): a rollout's candidate when a served rollout picks it, unless the
+    /// request is `pinned` to a label (never in a rollout). The fetch is recorded in the
+    /// instance table either way. One rule for every HTTP surface that serves config.
+    pub(super) fn receives(
+        &self,
+        state: &AppState,
+        principal: &Principal,
+        pinned: bool,
+        entry: Arc<PairEntry>,
+    ) -> Result<Arc<PairEntry>, ApiError> {
+        let who = &self.who;
+        let candidate = if pinned {
+            None
+        } else {
+            store(state)?.candidate(principal, &entry.service, &entry.envs, who.key.id(), |k| {
+                who.labels.get(k)
+            })?
+        };
+        let entry = candidate.unwrap_or(entry);
+        let pair = (entry.service.clone(), entry.env_string());
+        state
+            .core
+            .instances
+            .fetched(who, &self.address, &pair, Sent::of(&entry));
+        Ok(entry)
     }
 }
 

@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Response};
 
 use super::extract::{Caller, Instance, PairRequest};
 use super::{bytes_response, not_modified, store, ApiError, AppState};
-use crate::live::instances::Sent;
 use crate::store::entry::Body;
 
 pub(super) async fn services(
@@ -62,21 +61,9 @@ pub(super) async fn config(
             ))
         }
     };
-    let store = store(&state)?;
-    let mut entry = store
+    let entry = store(&state)?
         .lookup(&principal, label.as_deref(), &service, &envs)
         .await?;
-    // A pinned request (an explicit label) is never in a rollout.
-    if label.is_none() {
-        let who = &instance.who;
-        if let Some(candidate) =
-            store.candidate(&principal, &service, &envs, who.key.id(), |k| {
-                who.labels.get(k)
-            })?
-        {
-            entry = candidate;
-        }
-    }
     if !entry.service_known {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -84,12 +71,7 @@ pub(super) async fn config(
             format!("unknown service `{service}`: no {service}.yml or {service}-{{env}}.yml at label `{}`", entry.label),
         ));
     }
-    state.core.instances.fetched(
-        &instance.who,
-        &instance.address,
-        &(service, entry.env_string()),
-        Sent::of(&entry),
-    );
+    let entry = instance.receives(&state, &principal, label.is_some(), entry)?;
     if not_modified(&headers, entry.digest()) {
         let mut resp = StatusCode::NOT_MODIFIED.into_response();
         resp.headers_mut().insert(header::ETAG, entry.etag.clone());

@@ -13,7 +13,6 @@ use super::guard::require_read;
 use super::{bytes_response, store, ApiError, AppState};
 use crate::auth::Principal;
 use crate::errors::{ErrorKind, LookupError};
-use crate::live::instances::Sent;
 use crate::names::{parse_envs, parse_label, parse_labels, parse_names};
 use crate::resolve::parse::Format;
 use crate::store::entry::{Body, Placeholders};
@@ -108,25 +107,11 @@ async fn environment(
     let label = labels.and_then(|mut l| l.pop());
     // Placeholders are left as written in this form: clients may resolve them from
     // their own environment, so an unresolvable one is not an error here.
-    let store = store(state)?;
-    let mut entry = store
+    let mut entry = store(state)?
         .lookup_as_written(principal, label.as_deref(), name, &envs)
         .await?;
-    if label.is_none() {
-        if let Some(who) = instance {
-            let id = who.who.key.id();
-            if let Some(candidate) =
-                store.candidate(principal, name, &envs, id, |k| who.who.labels.get(k))?
-            {
-                entry = candidate;
-            }
-            state.core.instances.fetched(
-                &who.who,
-                &who.address,
-                &(name.to_string(), profiles.to_string()),
-                Sent::of(&entry),
-            );
-        }
+    if let Some(instance) = instance {
+        entry = instance.receives(state, principal, label.is_some(), entry)?;
     }
     Ok(if v2 {
         bytes_response(SPRING_V2_MEDIA_TYPE, entry.body(Body::SpringEnvV2))

@@ -57,8 +57,8 @@ impl Frame {
         let text = Utf8Bytes::try_from(entry.body(Body::Frame)).ok()?;
         Some(Arc::new(Frame {
             key: (entry.service.clone(), entry.env_string()),
-            version: entry.ids.0.clone(),
-            digest: entry.ids.1.clone(),
+            version: entry.version.clone(),
+            digest: entry.resolved.digest.clone(),
             rollout: entry.rollout.clone(),
             access: entry.access.clone(),
             text,
@@ -454,31 +454,28 @@ impl Connection {
         digest: Option<Arc<str>>,
         extra: bool,
     ) -> Result<Arc<PairKey>, TooManyExtraPairs> {
-        let mut topics = self.hub.topics();
-        if !topics.map.contains_key(&key) {
-            if extra {
-                if topics.extra >= self.hub.settings.ws_max_extra_pairs {
-                    return Err(TooManyExtraPairs);
+        let mut guard = self.hub.topics();
+        let topics = &mut *guard;
+        let topic = match topics.map.entry(key) {
+            std::collections::hash_map::Entry::Occupied(topic) => topic.into_mut(),
+            std::collections::hash_map::Entry::Vacant(new) => {
+                if extra {
+                    if topics.extra >= self.hub.settings.ws_max_extra_pairs {
+                        return Err(TooManyExtraPairs);
+                    }
+                    topics.extra += 1;
                 }
-                topics.extra += 1;
-            }
-            topics.map.insert(
-                key.clone(),
-                Topic {
-                    key: Arc::new(key.clone()),
+                let key = Arc::new(new.key().clone());
+                new.insert(Topic {
+                    key,
                     extra,
                     ..Topic::default()
-                },
-            );
-        }
-        let shared = match topics.map.get_mut(&key) {
-            Some(topic) => {
-                topic.subscribers.insert(self.id, self.peer.clone());
-                topic.key.clone()
+                })
             }
-            None => Arc::new(key),
         };
-        drop(topics);
+        topic.subscribers.insert(self.id, self.peer.clone());
+        let shared = topic.key.clone();
+        drop(guard);
         self.subs.insert(shared.clone(), digest);
         Ok(shared)
     }

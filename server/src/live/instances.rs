@@ -279,8 +279,8 @@ impl<'a> Sent<'a> {
     /// What serving `entry` sends.
     pub(crate) fn of(entry: &'a PairEntry) -> Sent<'a> {
         Sent {
-            version: &entry.ids.0,
-            digest: &entry.ids.1,
+            version: &entry.version,
+            digest: &entry.resolved.digest,
             rollout: entry.rollout.as_ref(),
         }
     }

@@ -25,6 +25,7 @@ use crate::errors::SourceError;
 use crate::metrics::Metrics;
 use crate::names::parse_envs;
 use crate::settings::{LiveSettings, Settings};
+use crate::store::entry::PairEntry;
 use crate::store::rollouts::Rollouts;
 use crate::store::snapshot::Snapshot;
 use crate::store::{Changes, Source, Store};
@@ -358,12 +359,10 @@ fn publish(store: &Store, hub: &Hub, instances: &Instances, changes: Changes, to
 pub(crate) fn publish_changes(store: &Store, hub: &Hub, instances: &Instances, changes: &Changes) {
     let rollouts = store.rollouts();
     for entry in &changes.changed {
+        let pair = (entry.service.clone(), entry.env_string());
         // What instances held before this becomes the pair's previous release.
-        instances.note_release(&(entry.service.clone(), entry.env_string()), &entry.ids.1);
-        let rollout = rollouts.on(&entry.service, &entry.env_string());
-        if let Some(update) = Update::of(entry, rollout) {
-            hub.publish(update);
-        }
+        instances.note_release(&pair, &entry.resolved.digest);
+        publish_entry(hub, &rollouts, entry, &pair.1);
     }
     let snapshot = store.snapshot();
     for (service, env) in &changes.rollouts_changed {
@@ -371,10 +370,9 @@ pub(crate) fn publish_changes(store: &Store, hub: &Hub, instances: &Instances, c
             .changed
             .iter()
             .any(|e| e.service == *service && e.envs.len() == 1 && e.envs[0] == *env);
-        if already {
-            continue;
+        if !already {
+            republish(&snapshot, &rollouts, hub, service, env);
         }
-        republish(&snapshot, &rollouts, hub, service, env);
     }
 }
 
@@ -386,10 +384,14 @@ pub(crate) fn republish(
     service: &str,
     env: &str,
 ) {
-    let Some(entry) = snapshot.pair(service, env).and_then(|p| p.entry.as_ref()) else {
-        return;
-    };
-    if let Some(update) = Update::of(entry, rollouts.on(service, env)) {
+    if let Some(entry) = snapshot.pair(service, env).and_then(|p| p.entry.as_ref()) {
+        publish_entry(hub, rollouts, entry, env);
+    }
+}
+
+/// Queue `entry` (the tracked config of its pair, in `env`) with the pair's rollout.
+fn publish_entry(hub: &Hub, rollouts: &Rollouts, entry: &PairEntry, env: &str) {
+    if let Some(update) = Update::of(entry, rollouts.on(&entry.service, env)) {
         hub.publish(update);
     }
 }

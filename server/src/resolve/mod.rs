@@ -153,8 +153,9 @@ pub struct Resolved {
     pub spring_values: Entries,
     /// Why even that lenient resolution failed (a cycle, a limit): Spring answers 400.
     pub spring_error: Option<ConfigError>,
-    /// sha256 (hex) of the canonical JSON of `values`.
-    pub digest: String,
+    /// sha256 (hex) of the canonical JSON of `values`; shared by every frame and
+    /// instance record that names it.
+    pub digest: Arc<str>,
     /// Length of that canonical JSON: what a cache weighs this resolution by.
     pub size: usize,
     /// Flat keys whose resolved value is, or was built from, a decrypted secret: set
@@ -268,7 +269,7 @@ pub fn merge_only_for(layers: Vec<Arc<ParsedFile>>, profiles: &[String]) -> Reso
         inputs: layers,
         sources: m.sources,
         values: merged.clone(),
-        digest,
+        digest: digest.into(),
         size,
         merged,
         spring_values,
@@ -357,7 +358,7 @@ pub fn resolve_for(
     };
     let (digest, size) = digest_and_size(&values);
     Ok(Resolved {
-        digest,
+        digest: digest.into(),
         size,
         secret_keys,
         layers: m.layers,

@@ -96,8 +96,9 @@ pub struct PairEntry {
     pub(crate) envs: Vec<String>,
     /// The label this entry answers to (echoed in responses).
     pub(crate) label: String,
-    /// Commit sha or content hash.
-    pub(crate) version: String,
+    /// Commit sha or content hash; shared by every frame and instance record that
+    /// names it.
+    pub(crate) version: Arc<str>,
     /// False when the service has no file of its own (Spring then serves `application*` only; the native API says 404).
     pub(crate) service_known: bool,
     /// Whose files it read: what a token needs to be shown it.
@@ -114,9 +115,6 @@ pub struct PairEntry {
     pub(crate) cipher_error: Option<ConfigError>,
     /// The rollout this entry is the candidate of (named in the native body and frame).
     pub(crate) rollout: Option<Arc<str>>,
-    /// `version` and the digest, shared: every instance record and frame that names
-    /// them holds these, not copies.
-    pub(crate) ids: (Arc<str>, Arc<str>),
     uri: Arc<str>,
     bodies: [OnceLock<Bytes>; BODIES],
 }
@@ -189,17 +187,12 @@ impl PairEntry {
             }
         };
         let etag = etag_of(&resolved.digest);
-        let ids = (
-            view.version.as_str().into(),
-            resolved.digest.as_str().into(),
-        );
         Ok(PairEntry {
-            ids,
             etag,
             service: service.to_string(),
             envs: envs.to_vec(),
             label: label.to_string(),
-            version: view.version.clone(),
+            version: view.version.as_str().into(),
             service_known,
             access,
             resolved,
@@ -226,7 +219,6 @@ impl PairEntry {
             placeholder_error: self.placeholder_error.clone(),
             cipher_error: self.cipher_error.clone(),
             rollout: Some(rollout.clone()),
-            ids: self.ids.clone(),
             uri: self.uri.clone(),
             bodies: Default::default(),
         }
@@ -272,8 +264,8 @@ impl PairEntry {
                 service: self.service.clone(),
                 env: self.env_string(),
                 label: self.label.clone(),
-                version: self.version.clone(),
-                digest: r.digest.clone(),
+                version: self.version.to_string(),
+                digest: r.digest.to_string(),
                 values: r.values.clone(),
                 sources: r.layers.iter().map(|l| l.path.clone()).collect(),
                 rollout: self.rollout.as_deref().map(str::to_string),
@@ -281,8 +273,8 @@ impl PairEntry {
             Body::Frame => json(&ServerFrame::Config {
                 service: self.service.clone(),
                 env: self.env_string(),
-                version: self.version.clone(),
-                digest: r.digest.clone(),
+                version: self.version.to_string(),
+                digest: r.digest.to_string(),
                 values: r.values.clone(),
                 rollout: self.rollout.as_deref().map(str::to_string),
             }),

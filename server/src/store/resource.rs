@@ -304,7 +304,7 @@ impl Store {
         form: ResourceForm,
     ) -> Result<Arc<Read>, LookupError> {
         let key: Key = (
-            entry.version.clone(),
+            entry.version.to_string(),
             service.to_string(),
             envs.join(","),
             path.to_string(),
