@@ -435,21 +435,21 @@ impl Session {
             check_instance_id(id).map_err(|e| e.to_string())?;
         }
         check_labels(&labels).map_err(|e| e.to_string())?;
+        if let Some(me) = &self.me {
+            let held = &me.identity().key;
+            return match &instance {
+                Some(id) if !matches!(held, InstanceKey::Named(h) if **h == **id) => Err(format!(
+                    "this connection is instance `{}`; a connection is one instance: open another for `{}`",
+                    held.id(),
+                    id
+                )),
+                _ => Ok(()),
+            };
+        }
         let key = match instance {
             Some(id) => InstanceKey::Named(id.into()),
             None => InstanceKey::Anonymous(self.peer_addr.to_string().into()),
         };
-        if let Some(me) = &self.me {
-            let held = &me.identity().key;
-            if *held != key && matches!(key, InstanceKey::Named(_)) {
-                return Err(format!(
-                    "this connection is instance `{}`; a connection is one instance: open another for `{}`",
-                    held.id(),
-                    key.id()
-                ));
-            }
-            return Ok(());
-        }
         let who = Identity {
             key,
             labels: InstanceLabels::new(&labels),

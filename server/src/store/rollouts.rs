@@ -20,6 +20,7 @@ use super::Source;
 use crate::errors::{ConfigError, ErrorKind};
 use crate::resolve::catalog::{Catalog, MANIFEST};
 use crate::resolve::rollout::{parse_rollouts, DeclarationError, RolloutSpec};
+use crate::source::git::GitSource;
 
 /// (service, env).
 pub(crate) type PairKey = (String, String);
@@ -292,21 +293,18 @@ impl super::Store {
 
     /// The commit the rollout's label names, if the rollout can have a candidate at all.
     fn candidate_commit(&self, snap: &Snapshot, spec: &RolloutSpec) -> Result<String, String> {
-        known_pairs(&snap.catalog, spec)?;
         let Source::Git(git) = &self.source else {
+            known_pairs(&snap.catalog, spec)?;
             return Err("rollouts need a git repository: a `--dev` directory has no labels".into());
         };
-        match git.with_repo(|repo| git.resolve_label(repo, &spec.label)) {
-            Ok(Some(oid)) => Ok(oid.to_string()),
-            Ok(None) => Err(format!(
-                "rollout `{}`: label `{}` names no branch, tag or commit",
-                spec.name, spec.label
-            )),
-            Err(e) => Err(format!(
-                "rollout `{}`: reading label `{}`: {e}",
-                spec.name, spec.label
-            )),
-        }
+        git.with_repo(|repo| Ok(candidate_commit(git, repo, &snap.catalog, spec)))
+            .unwrap_or_else(|e| {
+                Err(format!(
+                    "rollout `{}`: reading label `{}`: {e}",
+                    spec.name, spec.label
+                ))
+            })
+            .map(|oid| oid.to_string())
     }
 
     /// Each env of the rollout resolved at its label, through the label cache (a
@@ -373,8 +371,31 @@ pub(crate) fn servable(entry: &PairEntry, spec: &RolloutSpec) -> Result<(), Conf
     }
 }
 
+/// The commit a rollout's label names in `repo`, if the rollout may have a candidate
+/// there: its pairs are pairs of `catalog` (the tracked version's) and the label names a
+/// commit. The server and `confhub check` both ask this.
+pub(crate) fn candidate_commit(
+    git: &GitSource,
+    repo: &git2::Repository,
+    catalog: &Catalog,
+    spec: &RolloutSpec,
+) -> Result<git2::Oid, String> {
+    known_pairs(catalog, spec)?;
+    match git.resolve_label(repo, &spec.label) {
+        Ok(Some(oid)) => Ok(oid),
+        Ok(None) => Err(format!(
+            "rollout `{}`: label `{}` names no branch, tag or commit",
+            spec.name, spec.label
+        )),
+        Err(e) => Err(format!(
+            "rollout `{}`: reading label `{}`: {e}",
+            spec.name, spec.label
+        )),
+    }
+}
+
 /// A rollout may only name pairs the tracked version serves.
-pub(crate) fn known_pairs(catalog: &Catalog, spec: &RolloutSpec) -> Result<(), String> {
+fn known_pairs(catalog: &Catalog, spec: &RolloutSpec) -> Result<(), String> {
     if !catalog.services.contains(&spec.service) {
         return Err(format!(
             "rollout `{}`: unknown service `{}` (no {}.yml on the tracked branch)",

@@ -15,7 +15,7 @@ use crate::source::dir::DirSource;
 use crate::source::git::GitSource;
 use crate::source::{Ciphers, View};
 use crate::store::entry::PairEntry;
-use crate::store::rollouts::{known_pairs, servable};
+use crate::store::rollouts::{candidate_commit, servable};
 
 /// What `check` found.
 #[derive(Debug, Default)]
@@ -137,26 +137,10 @@ fn check_rollouts(
     let (specs, refused) = parse_rollouts(catalog.manifest.rollouts.as_ref(), &text, MANIFEST);
     let mut problems: Vec<ConfigError> = refused.into_iter().map(|d| d.error).collect();
     for spec in &specs {
-        let in_manifest = |message: String| spec.error(message);
-        if let Err(message) = known_pairs(&catalog, spec) {
-            problems.push(in_manifest(message));
-            continue;
-        }
-        let oid = match git.resolve_label(repo, &spec.label) {
-            Ok(Some(oid)) => oid,
-            Ok(None) => {
-                let message = format!(
-                    "rollout `{}`: label `{}` names no branch, tag or commit",
-                    spec.name, spec.label
-                );
-                problems.push(in_manifest(message));
-                continue;
-            }
-            Err(e) => {
-                problems.push(in_manifest(format!(
-                    "rollout `{}`: reading label `{}`: {e}",
-                    spec.name, spec.label
-                )));
+        let oid = match candidate_commit(git, repo, &catalog, spec) {
+            Ok(oid) => oid,
+            Err(message) => {
+                problems.push(spec.error(message));
                 continue;
             }
         };
