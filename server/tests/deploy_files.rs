@@ -2,6 +2,8 @@
 //! paths, flags, subcommands and `CONFHUB_*` names that exist, and probes that answer.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -251,11 +253,7 @@ fn the_probes_answer_with_the_manifest_environment() {
     let docs = k8s_docs();
     let deployment = docs.iter().find(|d| d["kind"] == "Deployment").unwrap();
     let container = &deployment["spec"]["template"]["spec"]["containers"][0];
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let data = tempfile::tempdir().unwrap();
     let example: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config-repo");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_confhub"));

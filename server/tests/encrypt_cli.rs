@@ -88,11 +88,7 @@ fn keygen_encrypt_commit_check_serve() {
         ),
     )
     .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = common::free_port();
     let mut server = confhub()
         .args(["serve", "--config"])
         .arg(&settings)

@@ -127,31 +127,10 @@ fn abandon_removes_the_rollout_and_refuses_what_it_cannot_do() {
 /// subscribed over the WebSocket, is listed with its pair, state and rollout.
 #[tokio::test]
 async fn instances_lists_who_holds_what() {
-    use common::ws::Watcher;
     use std::time::{Duration, Instant};
     let repo = repo();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let data = tempfile::tempdir().unwrap();
-    let mut child = confhub()
-        .args(["serve", "--repo", &repo.path_str()])
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(data.path())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let url = format!("ws://127.0.0.1:{port}/v1/watch");
-    let mut ws = loop {
-        assert!(Instant::now() < deadline, "server did not come up");
-        match Watcher::try_connect(&url, None).await {
-            Ok(ws) => break ws.within(Duration::from_secs(10)),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    };
+    let served = common::serve_repo(repo.path());
+    let mut ws = served.watch().await;
     // bigger-pool takes 10 %: name the instance so that it is in.
     let id = (0..)
         .map(|i| format!("orders-{i}"))
@@ -165,7 +144,8 @@ async fn instances_lists_who_holds_what() {
     assert_eq!(frame["values"]["db"]["pool"], 40, "{frame}");
     ws.send_json(serde_json::json!({"op": "applied", "service": "orders", "env": "prod", "digest": frame["digest"]}))
         .await;
-    let server = format!("http://127.0.0.1:{port}");
+    let server = format!("http://127.0.0.1:{}", served.port);
+    let deadline = Instant::now() + Duration::from_secs(20);
     let listed = loop {
         let out = confhub()
             .args(["instances", "orders", "prod", "--server", &server])
@@ -182,8 +162,7 @@ async fn instances_lists_who_holds_what() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(served);
     let row = listed
         .lines()
         .find(|l| l.starts_with(&id))

@@ -4,11 +4,10 @@
 
 mod common;
 
-use common::ws::Watcher;
 use common::{confhub, TestRepo};
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn print_settings(file: &Path, env: &[(&str, &str)], flags: &[&str]) -> toml::Table {
@@ -156,41 +155,19 @@ fn print_settings_masks_secrets() {
 async fn sigterm_closes_subscribers_with_1001_and_exits_0() {
     let repo = TestRepo::new();
     repo.write("orders.yml", "pool: 1\n").commit("init");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let data = tempfile::tempdir().unwrap();
-    let mut child = confhub()
-        .args(["serve", "--repo"])
-        .arg(repo.path())
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(data.path())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut served = common::serve_repo(repo.path());
     let mut sockets = Vec::new();
     while sockets.len() < 3 {
-        assert!(Instant::now() < deadline, "server did not come up");
-        let url = format!("ws://127.0.0.1:{port}/v1/watch");
-        match Watcher::try_connect(&url, None).await {
-            Ok(ws) => {
-                let mut ws = ws.within(Duration::from_secs(10));
-                ws.subscribe("orders", "default", None).await;
-                if ws.next_or_close("the first frame").await.is_ok() {
-                    sockets.push(ws);
-                }
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        let mut ws = served.watch().await;
+        ws.subscribe("orders", "default", None).await;
+        if ws.next_or_close("the first frame").await.is_ok() {
+            sockets.push(ws);
         }
     }
 
     let sent = Instant::now();
     let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &served.child.id().to_string()])
         .status()
         .unwrap();
     assert!(killed.success());
@@ -200,7 +177,7 @@ async fn sigterm_closes_subscribers_with_1001_and_exits_0() {
         assert_eq!(frame.0, 1001, "{frame:?}");
     }
     let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = served.child.try_wait().unwrap() {
             break status;
         }
         assert!(
