@@ -54,12 +54,12 @@ fn ack_delay(id: usize) -> Duration {
     Duration::from_micros(250_000 + (id as u64).wrapping_mul(7_919) % 750_000)
 }
 
-/// What the client crate answers a config frame with, once the value is swapped in.
-fn applied(service: &str, env: &str, frame: &str) -> Option<Message> {
-    let digest = field_of(frame, "digest")?;
+/// What the client crate answers a config frame of `digest` with, once the value is
+/// swapped in.
+fn applied(service: &str, env: &str, digest: &str) -> Message {
     let ack =
         serde_json::json!({"op": "applied", "service": service, "env": env, "digest": digest});
-    Some(Message::text(ack.to_string()))
+    Message::text(ack.to_string())
 }
 
 /// Open TCP to `server` from `local`.
@@ -197,8 +197,9 @@ async fn subscriber(
     let _ = ready.send((id, Ok(bytes)));
     // The answer to the newest config, sent after a delay as the client crate does (a
     // random one within its `ACK_DELAY`, 250 ms to 1 s; here spread by the subscriber's
-    // number).
-    let mut answer: Option<(tokio::time::Instant, Message)> = None;
+    // number). Only the digest is kept when a config arrives: the answer is written when
+    // it is due, so building it does not slow the receiving of the push being measured.
+    let mut answer: Option<(tokio::time::Instant, String)> = None;
     loop {
         let due = answer.as_ref().map(|(at, _)| *at);
         let send_now = tokio::select! {
@@ -210,9 +211,9 @@ async fn subscriber(
                     if text.as_str().contains("\"op\":\"config\"") {
                         let version = version_of(text.as_str()).unwrap_or_default().to_string();
                         let _ = tx.send(Arrival { id, at, version });
-                        if let Some(ack) = applied(&service, &env, text.as_str()) {
+                        if let Some(digest) = field_of(text.as_str(), "digest") {
                             let at = due.unwrap_or_else(|| tokio::time::Instant::now() + ack_delay(id));
-                            answer = Some((at, ack));
+                            answer = Some((at, digest.to_string()));
                         }
                     }
                     false
@@ -222,8 +223,8 @@ async fn subscriber(
             }
         };
         if send_now {
-            if let Some((_, ack)) = answer.take() {
-                if ws.send(ack).await.is_err() {
+            if let Some((_, digest)) = answer.take() {
+                if ws.send(applied(&service, &env, &digest)).await.is_err() {
                     return;
                 }
             }
@@ -262,8 +263,8 @@ async fn handshake(
         while let Some(msg) = ws.next().await {
             match msg? {
                 Message::Text(t) if t.as_str().contains("\"op\":\"config\"") => {
-                    if let Some(ack) = applied(service, env, t.as_str()) {
-                        ws.send(ack).await?;
+                    if let Some(digest) = field_of(t.as_str(), "digest") {
+                        ws.send(applied(service, env, digest)).await?;
                     }
                     return Ok(t.len());
                 }

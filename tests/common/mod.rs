@@ -117,9 +117,13 @@ impl TestServer {
         let handle = tokio::spawn(confhub_server::run(listener, settings, async move {
             let _ = rx.await;
         }));
+        // The server closes a keep-alive connection idle for `limits.header_read_timeout`
+        // (10 s); a pooled one reused at that moment fails its request. The client lets
+        // go of idle connections first, as a client of any HTTP server should.
         let client = reqwest::Client::builder()
             .no_proxy()
             .timeout(DEADLINE)
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .expect("http client");
         let mut server = TestServer {

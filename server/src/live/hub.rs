@@ -348,9 +348,9 @@ impl Hub {
         self.shutdown.send_replace(true);
     }
 
-    /// `true` once [`Hub::shutdown`] was called, for tasks that must see it mid-write.
-    pub(crate) fn stopping(&self) -> watch::Receiver<bool> {
-        self.shutdown.subscribe()
+    /// `true` once [`Hub::shutdown`] was called.
+    pub(crate) fn is_stopping(&self) -> bool {
+        *self.shutdown.borrow()
     }
 
     /// Resolves once [`Hub::shutdown`] was called.

@@ -14,7 +14,6 @@ use axum::extract::ws::{close_code, CloseFrame, Message, Utf8Bytes, WebSocket};
 use confhub_client::wire::instance::{check_instance_id, check_labels, Labels};
 use confhub_client::wire::{ClientFrame, ServerFrame};
 use futures_util::SinkExt;
-use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::hub::{Connection, Frame, PairKey, Peer, Update};
@@ -31,6 +30,8 @@ use crate::store::Store;
 enum End {
     /// The peer left or the socket failed.
     Gone,
+    /// The peer sent its close (axum answers it; the answer is flushed out).
+    PeerClosed,
     /// Close with this code and reason.
     Close(u16, &'static str),
     /// The peer cannot keep up: close without waiting on it.
@@ -51,9 +52,6 @@ struct Session {
     bad_frames: u32,
     /// Who opened the connection: each subscription is checked against its scopes.
     principal: Principal,
-    /// Set when the server stops: a write blocked on a peer that does not read gives
-    /// way to the 1001 close at once instead of holding shutdown for `ws_write_timeout`.
-    stopping: watch::Receiver<bool>,
     /// Where the connection comes from: an instance that does not name itself is known
     /// by it.
     peer_addr: SocketAddr,
@@ -63,16 +61,17 @@ struct Session {
 }
 
 /// Serve one upgraded connection until it ends.
-pub(crate) async fn run_session(
+///
+/// Not an `async fn`: the session is built before the future, so the task stores it
+/// once (an `async fn` keeps its arguments beside the locals made of them). Every idle
+/// connection is one such task, so its size is the server's memory per subscriber.
+pub(crate) fn run_session(
     socket: WebSocket,
     conn: Connection,
     store: Arc<Store>,
     principal: Principal,
     peer: (SocketAddr, Arc<Instances>),
-) {
-    let hub = conn.hub.clone();
-    // Borrowed from the hub, not copied: every idle connection keeps this task's state.
-    let settings = hub.settings();
+) -> impl std::future::Future<Output = ()> + Send {
     let (peer_addr, instances) = peer;
     let mut session = Session {
         socket,
@@ -80,13 +79,43 @@ pub(crate) async fn run_session(
         store,
         bad_frames: 0,
         principal,
-        stopping: hub.stopping(),
         peer_addr,
         instances,
         me: None,
     };
-    let end = session.serve(settings).await;
-    session.end(end, settings).await;
+    async move {
+        let hub = session.conn.hub.clone();
+        // Borrowed from the hub, not copied: every idle connection keeps this task's state.
+        let settings = hub.settings();
+        let end = session.serve(settings).await;
+        session.end(end, settings).await;
+    }
+}
+
+/// What handling one event leaves to do. Handlers decide synchronously and the loop
+/// does the rest, so an idle connection's task keeps room for one write in flight
+/// rather than one per kind of event.
+enum Action {
+    Nothing,
+    Write(Message),
+    /// A subscription that passed its checks: look up what to send (the one step that
+    /// awaits the store, boxed so idle tasks keep no room for it).
+    Subscribe(Box<Subscription>),
+}
+
+/// A `subscribe` frame's request.
+struct Subscription {
+    service: String,
+    env: String,
+    digest: Option<String>,
+}
+
+type Step = Result<Action, End>;
+
+impl From<Option<Message>> for Action {
+    fn from(msg: Option<Message>) -> Action {
+        msg.map_or(Action::Nothing, Action::Write)
+    }
 }
 
 impl Session {
@@ -102,27 +131,38 @@ impl Session {
         let mut last_heard = Instant::now();
         let peer = self.conn.peer.clone();
         loop {
-            let step = tokio::select! {
+            let step: Step = tokio::select! {
                 biased;
                 () = &mut shutdown => Err(End::Close(close_code::AWAY, "going away")),
                 () = peer.slow.notified() => Err(End::Slow),
                 update = self.conn.rx.recv() => match update {
-                    Some(update) => self.push(&update, settings, &peer).await,
+                    Some(update) => Ok(self.push(&update).into()),
                     None => Err(End::Gone),
                 },
                 msg = self.socket.recv() => {
                     last_heard = Instant::now();
-                    self.on_message(msg, settings, &peer).await
+                    self.on_message(msg)
                 }
                 _ = ping.tick() => {
                     if last_heard.elapsed() >= settings.ws_idle_timeout {
                         Err(End::Close(close_code::AWAY, IDLE_TIMEOUT))
                     } else {
-                        self.send(Message::Ping(bytes::Bytes::new()), settings, &peer).await
+                        Ok(Action::Write(Message::Ping(bytes::Bytes::new())))
                     }
                 }
             };
-            if let Err(end) = step {
+            let msg = match step {
+                Err(end) => return end,
+                Ok(Action::Nothing) => continue,
+                Ok(Action::Write(msg)) => msg,
+                Ok(Action::Subscribe(sub)) => {
+                    match Box::pin(self.subscribe(*sub, settings)).await {
+                        Some(msg) => msg,
+                        None => continue,
+                    }
+                }
+            };
+            if let Err(end) = self.send(msg, settings, &peer, shutdown.as_mut()).await {
                 return end;
             }
         }
@@ -132,6 +172,10 @@ impl Session {
     async fn end(&mut self, end: End, settings: &LiveSettings) {
         let (code, reason) = match end {
             End::Gone => return,
+            End::PeerClosed => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.socket.flush()).await;
+                return;
+            }
             End::Slow => {
                 tracing::info!(
                     subscriptions = self.conn.subs.len(),
@@ -149,7 +193,7 @@ impl Session {
         // the bytes already handed to the socket. A peer that stopped reading sees it once
         // it reads those, so it gets a whole write timeout to do so (not when the server
         // stops, nor for a peer that already went silent).
-        let stopping = *self.stopping.borrow();
+        let stopping = self.conn.hub.is_stopping();
         let within = if stopping || reason == IDLE_TIMEOUT {
             SHUTDOWN_CLOSE
         } else {
@@ -196,14 +240,15 @@ fn error_frame(
 
 impl Session {
     /// Write one message, giving up if the peer is too slow, the hub drops it or the
-    /// server stops.
+    /// server stops (`shutdown`, the session's own signal: a pending write needs no
+    /// second one).
     async fn send(
         &mut self,
         msg: Message,
         settings: &LiveSettings,
         peer: &Peer,
+        shutdown: std::pin::Pin<&mut impl std::future::Future<Output = ()>>,
     ) -> Result<(), End> {
-        let stopping = &mut self.stopping;
         tokio::select! {
             sent = tokio::time::timeout(settings.ws_write_timeout, self.socket.send(msg)) => match sent {
                 Ok(Ok(())) => Ok(()),
@@ -211,7 +256,7 @@ impl Session {
                 Err(_) => Err(End::Slow),
             },
             () = peer.slow.notified() => Err(End::Slow),
-            _ = stopping.wait_for(|stop| *stop) => Err(End::Close(close_code::AWAY, "going away")),
+            () = shutdown => Err(End::Close(close_code::AWAY, "going away")),
         }
     }
 
@@ -236,22 +281,16 @@ impl Session {
 
     /// An update from the hub: send this instance's frame of it (the tracked config, or
     /// a rollout's candidate) unless the client already holds that digest.
-    async fn push(
-        &mut self,
-        update: &Update,
-        settings: &LiveSettings,
-        peer: &Peer,
-    ) -> Result<(), End> {
+    fn push(&mut self, update: &Update) -> Option<Message> {
         let frame = update.frame_for(self.me.as_ref().map(Connected::identity));
-        let Some((key, held)) = self.conn.subs.entry(&frame.key) else {
-            return Ok(()); // unsubscribed meanwhile
-        };
+        // `None`: unsubscribed meanwhile.
+        let (key, held) = self.conn.subs.entry(&frame.key)?;
         if held.as_deref() == Some(&*frame.digest) {
             // Nothing to send; the rollout it holds this under may have changed.
             if let Some(me) = &self.me {
                 me.sent(key, frame.sent());
             }
-            return Ok(());
+            return None;
         }
         // The pair itself was checked at `subscribe`; a commit can make it read another
         // pair's file (ARCHITECTURE.md, "Who may read what"), which this token may not see.
@@ -259,30 +298,19 @@ impl Session {
             if let Err(denied) = self.principal.may_read(&frame.access) {
                 let (service, env) = (&frame.key.0, &frame.key.1);
                 let msg = denied.message(self.principal.who());
-                let msg = error_frame(Some(service), Some(env), "forbidden", msg);
-                return self.send(msg, settings, peer).await;
+                return Some(error_frame(Some(service), Some(env), "forbidden", msg));
             }
         }
         *held = Some(frame.digest.clone());
         if let Some(me) = &self.me {
             me.sent(key, frame.sent());
         }
-        self.send(Message::Text(frame.text.clone()), settings, peer)
-            .await
+        Some(Message::Text(frame.text.clone()))
     }
 
-    async fn on_message(
-        &mut self,
-        msg: Option<Result<Message, axum::Error>>,
-        settings: &LiveSettings,
-        peer: &Peer,
-    ) -> Result<(), End> {
+    fn on_message(&mut self, msg: Option<Result<Message, axum::Error>>) -> Step {
         match msg {
-            None | Some(Ok(Message::Close(_))) => {
-                // axum answers the close; flush it out before dropping the socket.
-                let _ = tokio::time::timeout(Duration::from_secs(1), self.socket.flush()).await;
-                Err(End::Gone)
-            }
+            None | Some(Ok(Message::Close(_))) => Err(End::PeerClosed),
             Some(Err(e)) => {
                 let text = e.to_string();
                 if text.contains("too long") || text.contains("Space limit exceeded") {
@@ -293,58 +321,32 @@ impl Session {
                     Err(End::Gone)
                 }
             }
-            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(()),
-            Some(Ok(Message::Binary(_))) => {
-                self.bad_frame(
-                    "bad_frame",
-                    "binary frames are not accepted: send JSON text frames",
-                    settings,
-                    peer,
-                )
-                .await
-            }
-            Some(Ok(Message::Text(text))) => self.on_text(text.as_str(), settings, peer).await,
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(Action::Nothing),
+            Some(Ok(Message::Binary(_))) => self.bad_frame(
+                "bad_frame",
+                "binary frames are not accepted: send JSON text frames",
+            ),
+            Some(Ok(Message::Text(text))) => self.on_text(text.as_str()),
         }
     }
 
-    async fn bad_frame(
-        &mut self,
-        code: &str,
-        message: impl Into<String>,
-        settings: &LiveSettings,
-        peer: &Peer,
-    ) -> Result<(), End> {
+    fn bad_frame(&mut self, code: &str, message: impl Into<String>) -> Step {
         self.bad_frames += 1;
         if self.bad_frames > MAX_BAD_FRAMES {
             return Err(End::Close(close_code::POLICY, "too many malformed frames"));
         }
-        self.send(error_frame(None, None, code, message), settings, peer)
-            .await
+        Ok(Action::Write(error_frame(None, None, code, message)))
     }
 
-    async fn on_text(
-        &mut self,
-        text: &str,
-        settings: &LiveSettings,
-        peer: &Peer,
-    ) -> Result<(), End> {
+    fn on_text(&mut self, text: &str) -> Step {
         // The frames clients send: parsed in one pass. Anything else is looked at
         // again, for an error that says what is wrong with it.
         if let Ok(frame) = serde_json::from_str::<ClientFrame>(text) {
-            return self.on_frame(frame, settings, peer).await;
+            return self.on_frame(frame);
         }
         let value: serde_json::Value = match serde_json::from_str(text) {
             Ok(v) => v,
-            Err(e) => {
-                return self
-                    .bad_frame(
-                        "bad_frame",
-                        format!("not a JSON frame: {e}"),
-                        settings,
-                        peer,
-                    )
-                    .await
-            }
+            Err(e) => return self.bad_frame("bad_frame", format!("not a JSON frame: {e}")),
         };
         match value.get("op").and_then(|op| op.as_str()) {
             Some("subscribe" | "unsubscribe" | "applied" | "rejected") => {}
@@ -353,36 +355,23 @@ impl Session {
                     "unknown op `{}`: use `subscribe`, `unsubscribe`, `applied` or `rejected`",
                     shown_at_most(op, 64)
                 );
-                return self.bad_frame("unknown_op", message, settings, peer).await;
+                return self.bad_frame("unknown_op", message);
             }
             None => {
-                return self
-                    .bad_frame(
-                        "bad_frame",
-                        "a frame must be a JSON object with a string `op`",
-                        settings,
-                        peer,
-                    )
-                    .await
+                return self.bad_frame(
+                    "bad_frame",
+                    "a frame must be a JSON object with a string `op`",
+                )
             }
         }
         let frame: ClientFrame = match serde_json::from_value(value) {
             Ok(f) => f,
-            Err(e) => {
-                return self
-                    .bad_frame("bad_frame", e.to_string(), settings, peer)
-                    .await
-            }
+            Err(e) => return self.bad_frame("bad_frame", e.to_string()),
         };
-        self.on_frame(frame, settings, peer).await
+        self.on_frame(frame)
     }
 
-    async fn on_frame(
-        &mut self,
-        frame: ClientFrame,
-        settings: &LiveSettings,
-        peer: &Peer,
-    ) -> Result<(), End> {
+    fn on_frame(&mut self, frame: ClientFrame) -> Step {
         match frame {
             ClientFrame::Subscribe {
                 service,
@@ -392,11 +381,13 @@ impl Session {
                 labels,
             } => {
                 if let Err(refusal) = self.identify(instance, labels) {
-                    return self
-                        .bad_frame("bad_instance", refusal, settings, peer)
-                        .await;
+                    return self.bad_frame("bad_instance", refusal);
                 }
-                self.subscribe(service, env, digest, settings, peer).await
+                Ok(Action::Subscribe(Box::new(Subscription {
+                    service,
+                    env,
+                    digest,
+                })))
             }
             ClientFrame::Unsubscribe { service, env } => {
                 let key = (service, env);
@@ -404,7 +395,7 @@ impl Session {
                 if let Some(me) = &self.me {
                     me.left(&key);
                 }
-                Ok(())
+                Ok(Action::Nothing)
             }
             ClientFrame::Applied {
                 service,
@@ -412,7 +403,7 @@ impl Session {
                 digest,
             } => {
                 self.answered((service, env), &digest, Ok(()));
-                Ok(())
+                Ok(Action::Nothing)
             }
             ClientFrame::Rejected {
                 service,
@@ -421,7 +412,7 @@ impl Session {
                 error,
             } => {
                 self.answered((service, env), &digest, Err(&error));
-                Ok(())
+                Ok(Action::Nothing)
             }
         }
     }
@@ -512,21 +503,16 @@ impl Session {
         }
     }
 
-    async fn subscribe(
-        &mut self,
-        service: String,
-        env: String,
-        digest: Option<String>,
-        settings: &LiveSettings,
-        peer: &Peer,
-    ) -> Result<(), End> {
-        let (key, envs) = match self.admit(service, env, digest, settings) {
-            Ok(admitted) => admitted,
-            Err(refusal) => return self.send(refusal, settings, peer).await,
-        };
-        match self.current(&key, &envs).await {
-            Some(reply) => self.send(reply, settings, peer).await,
-            None => Ok(()),
+    /// A `subscribe`: the refusal, or the current config unless the client holds it.
+    async fn subscribe(&mut self, sub: Subscription, settings: &LiveSettings) -> Option<Message> {
+        let Subscription {
+            service,
+            env,
+            digest,
+        } = sub;
+        match self.admit(service, env, digest, settings) {
+            Ok((key, envs)) => self.current(&key, &envs).await,
+            Err(refusal) => Some(refusal),
         }
     }
 
