@@ -205,8 +205,8 @@ async fn reserved_paths_are_not_spring_application_names() {
         "/v1/consoles",
         "/v1/instances/orders",
         "/v1/anything/at/all/deep",
-        "/ui",
         "/ui/app.js",
+        "/ui/orders/prod/main",
         "/actuator",
         "/actuator/info",
         "/actuator/env/prod",
@@ -223,6 +223,11 @@ async fn reserved_paths_are_not_spring_application_names() {
     }
     // Real routes under the reserved segments and Spring names beside them still answer.
     assert_eq!(server.get("/v1/services").await.status(), 200);
+    let console = server.get_text("/ui").await;
+    assert!(
+        console.contains("<title>Overview · confhub</title>"),
+        "{console}"
+    );
     assert_eq!(server.get("/metrics").await.status(), 200);
     assert_eq!(server.get("/healthz").await.status(), 200);
     let env: Value = server.get_json("/orders/prod").await;

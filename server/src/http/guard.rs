@@ -60,35 +60,66 @@ fn unauthorized(e: AuthError) -> Response {
     resp
 }
 
+/// Why a caller is not let in.
+#[derive(Debug)]
+pub(super) enum Refusal {
+    /// No token, or one no configured token matches.
+    Unauthenticated(AuthError),
+    /// Over its rate: retry in this many seconds.
+    Limited(u64),
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        match self {
+            Refusal::Unauthenticated(e) => unauthorized(e),
+            Refusal::Limited(wait) => {
+                let mut resp = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("too many requests; retry in {wait} s"),
+                )
+                .into_response();
+                if let Ok(v) = HeaderValue::from_str(&wait.max(1).to_string()) {
+                    resp.headers_mut().insert(header::RETRY_AFTER, v);
+                }
+                resp
+            }
+        }
+    }
+}
+
+/// Who presents `token`, within its rate: the one check every surface makes (the API
+/// with the token in a header, the console with it in its session cookie).
+pub(super) fn admit(state: &AppState, token: Option<&str>) -> Result<Principal, Refusal> {
+    let principal = state
+        .auth
+        .principal_for(token)
+        .map_err(Refusal::Unauthenticated)?;
+    // Limits are per token: an open server (no tokens) has no identity to limit by, and
+    // many services behind one address must not share a bucket.
+    if let (Some(limiter), Some(name)) = (&state.limiter, &principal.name) {
+        limiter.check(name).map_err(Refusal::Limited)?;
+    }
+    Ok(principal)
+}
+
 /// Middleware on every protected route.
 pub async fn authenticate(
     State(state): State<Arc<AppState>>,
     mut req: Request,
     next: Next,
 ) -> Response {
-    let principal = match state.auth.authenticate(req.headers()) {
+    let token = crate::auth::presented_token(req.headers());
+    let principal = match admit(&state, token.as_deref()) {
         Ok(p) => p,
-        Err(e) => {
-            tracing::debug!(path = %req.uri().path(), reason = %e, "unauthenticated request");
-            return unauthorized(e);
+        Err(refusal) => {
+            if let Refusal::Unauthenticated(e) = &refusal {
+                tracing::debug!(path = %req.uri().path(), reason = %e, "unauthenticated request");
+            }
+            return refusal.into_response();
         }
     };
-    // Limits are per token: an open server (no tokens) has no identity to limit by, and
-    // many services behind one address must not share a bucket.
-    if let (Some(limiter), Some(name)) = (&state.limiter, &principal.name) {
-        if let Err(wait) = limiter.check(name) {
-            let mut resp = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                format!("too many requests; retry in {wait} s"),
-            )
-            .into_response();
-            if let Ok(v) = HeaderValue::from_str(&wait.max(1).to_string()) {
-                resp.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return resp;
-        }
-    }
     req.extensions_mut().insert(principal);
     next.run(req).await
 }

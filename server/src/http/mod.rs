@@ -4,6 +4,7 @@
 //! ([`crate::live::hub`]), `/v1/status` ([`status`]) and `/v1/webhook` ([`webhook`]).
 
 mod admin;
+mod console;
 mod error;
 mod extract;
 pub mod guard;
@@ -93,6 +94,8 @@ fn routes(state: Arc<AppState>) -> Router {
         .route("/monitor", post(webhook::monitor))
         // What Spring Boot's probes and dashboards ask; it knows no more than `/healthz`.
         .route("/actuator/health", get(actuator_health))
+        // The console signs in with its own cookie, checked by the same `guard::admit`.
+        .merge(console::routes())
         .merge(protected)
         .fallback(no_such_endpoint)
         .with_state(state)

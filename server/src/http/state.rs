@@ -29,6 +29,8 @@ pub(crate) struct AppState {
     pub(crate) keyring: Option<crate::crypto::Keyring>,
     /// Pair histories kept between requests, and the permits of history and diff work.
     pub(crate) history: Arc<HistoryCache>,
+    /// The server speaks TLS itself: the console's cookie is marked Secure.
+    pub(crate) tls: bool,
 }
 
 impl AppState {
@@ -53,6 +55,7 @@ impl AppState {
             limiter: guard::Limiter::new(&settings.limits),
             keyring: settings.keyring.clone(),
             history: Arc::new(HistoryCache::new(settings.limits.request_timeout)),
+            tls: settings.tls.is_some(),
         });
         spawn_pruning(&state);
         Ok(state)

@@ -485,6 +485,18 @@ impl Instances {
         out
     }
 
+    /// How many listed instances hold each pair (the console's overview).
+    pub(crate) fn counts(&self) -> HashMap<PairKey, usize> {
+        let now = Instant::now();
+        let mut out: HashMap<PairKey, usize> = HashMap::new();
+        for record in self.table().values().filter(|r| !r.expired(now, self.ttl)) {
+            record.each_pair(now, self.ttl, |pair, _| {
+                *out.entry(pair.clone()).or_default() += 1;
+            });
+        }
+        out
+    }
+
     /// An instance rejected a config of `pair`.
     pub(crate) fn count_rejected(&self, pair: &PairKey) {
         let mut rejected = lock(&self.rejected);
