@@ -250,3 +250,125 @@ async fn secrets_are_masked_and_a_failing_pair_shows_its_error_and_last_good_con
     assert!(overview.contains("✗ failing"), "{overview}");
     console.server.stop().await.expect("clean stop");
 }
+
+#[tokio::test]
+async fn search_finds_keys_and_values_within_the_tokens_scopes() {
+    let repo = repo();
+    let console = Console::start(&repo).await;
+    let cipher = console.keyring.encrypt("hunter2").unwrap();
+    repo.write("orders-prod.yml", &format!("db:\n  password: '{cipher}'\n"));
+    let sha = repo.commit("a secret");
+    let admin = console.sign_in("tok-admin").await;
+    common::wait_until(common::DEADLINE, "the commit to be served", || async {
+        console
+            .get("/ui/orders/prod", &admin)
+            .await
+            .1
+            .contains(&sha[..12])
+    })
+    .await;
+
+    let cookie = console.sign_in("tok-orders").await;
+    let (status, page) = console.get("/ui/search?q=db.host", &cookie).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("/ui/orders/prod") && page.contains("db.prod.internal"),
+        "{page}"
+    );
+    assert!(
+        page.contains("application-prod.yml:2"),
+        "where it is set: {page}"
+    );
+    // A value search, case-insensitive, finds where it is set.
+    let (_, page) = console.get("/ui/search?q=DB.PROD", &cookie).await;
+    assert!(page.contains("db.host"), "{page}");
+    // Another service's keys and values are not this token's to find.
+    let (_, page) = console.get("/ui/search?q=currency", &cookie).await;
+    assert!(
+        page.contains("0 matches") && !page.contains("EUR"),
+        "{page}"
+    );
+    let (_, page) = console.get("/ui/search?q=currency", &admin).await;
+    assert!(page.contains("EUR"), "{page}");
+    // A secret is found by its key, never by its value, and never shown.
+    let (_, page) = console.get("/ui/search?q=hunter2", &cookie).await;
+    assert!(page.contains("0 matches"), "{page}");
+    let (_, page) = console.get("/ui/search?q=db.password", &cookie).await;
+    assert!(
+        page.contains("{cipher} value") && !page.contains("hunter2"),
+        "{page}"
+    );
+    // The query is text too.
+    let (_, page) = console.get("/ui/search?q=%3Cscript%3E", &cookie).await;
+    assert!(!page.contains("value=\"<script>"), "{page}");
+    console.server.stop().await.expect("clean stop");
+}
+
+/// Read the event stream until an event whose data contains `want`, or the deadline.
+async fn next_change(resp: &mut reqwest::Response, seen: &mut String, want: &str) -> String {
+    tokio::time::timeout(common::DEADLINE, async {
+        loop {
+            if let Some(at) = seen.find("event: change\n") {
+                let rest = &seen[at..];
+                if let Some(end) = rest.find("\n\n") {
+                    let event = rest[..end].to_string();
+                    seen.replace_range(..at + end + 2, "");
+                    if event.contains(want) {
+                        return event;
+                    }
+                    continue;
+                }
+            }
+            let chunk = resp.chunk().await.unwrap().expect("the stream stays open");
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "no change naming {want} within {:?}; got {seen}",
+            common::DEADLINE
+        )
+    })
+}
+
+#[tokio::test]
+async fn open_pages_hear_of_changes_to_the_pairs_their_token_may_read() {
+    let repo = repo();
+    let console = Console::start(&repo).await;
+    let cookie = console.sign_in("tok-orders").await;
+    let mut stream = console
+        .http
+        .get(console.server.url("/ui/events"))
+        .header(header::COOKIE, &cookie)
+        .timeout(std::time::Duration::from_secs(120))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert_eq!(stream.headers()[header::CONTENT_TYPE], "text/event-stream");
+    let mut seen = String::new();
+
+    // A commit to payments only, then one to orders: the page hears of orders, and
+    // never of payments.
+    repo.write("payments-prod.yml", "currency: USD\n");
+    repo.commit("payments");
+    repo.write("orders-prod.yml", "db:\n  pool: 9\n");
+    repo.commit("orders");
+    let event = next_change(&mut stream, &mut seen, "\"orders\",\"prod\"").await;
+    assert!(
+        !event.contains("payments") && !seen.contains("payments"),
+        "{event}{seen}"
+    );
+
+    // The events need a session.
+    let resp = console
+        .http
+        .get(console.server.url("/ui/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    drop(stream);
+    console.server.stop().await.expect("clean stop");
+}

@@ -25,6 +25,7 @@ use std::time::Duration;
 use axum::extract::ws::Utf8Bytes;
 use tokio::sync::{mpsc, watch, Notify};
 
+use super::events::ConsoleEvents;
 use super::instances::{Identity, Sent};
 use crate::resolve::catalog::Access;
 use crate::settings::LiveSettings;
@@ -183,6 +184,8 @@ pub struct Hub {
     settings: LiveSettings,
     frames_sent: AtomicU64,
     slow_dropped: AtomicU64,
+    /// The console's open pages: told which pairs changed.
+    console: ConsoleEvents,
 }
 
 impl Default for Hub {
@@ -214,7 +217,13 @@ impl Hub {
             settings,
             frames_sent: AtomicU64::new(0),
             slow_dropped: AtomicU64::new(0),
+            console: ConsoleEvents::default(),
         }
+    }
+
+    /// What the console's open pages hear of.
+    pub(crate) fn console(&self) -> &ConsoleEvents {
+        &self.console
     }
 
     /// The limits in force.

@@ -358,6 +358,16 @@ fn publish(store: &Store, hub: &Hub, instances: &Instances, changes: Changes, to
 /// sessions send nothing to those whose digest stays the same).
 pub(crate) fn publish_changes(store: &Store, hub: &Hub, instances: &Instances, changes: &Changes) {
     let rollouts = store.rollouts();
+    // Open console pages show errors too: every pair of the version is news to them
+    // when it moved, not only those whose config changed.
+    hub.console().changed(|| {
+        let snapshot = store.snapshot();
+        snapshot
+            .pairs
+            .iter()
+            .flat_map(|(service, envs)| envs.keys().map(move |env| (service.clone(), env.clone())))
+            .collect()
+    });
     for entry in &changes.changed {
         let pair = (entry.service.clone(), entry.env_string());
         // What instances held before this becomes the pair's previous release.
@@ -384,6 +394,8 @@ pub(crate) fn republish(
     service: &str,
     env: &str,
 ) {
+    hub.console()
+        .changed(|| vec![(service.to_string(), env.to_string())]);
     if let Some(entry) = snapshot.pair(service, env).and_then(|p| p.entry.as_ref()) {
         publish_entry(hub, rollouts, entry, env);
     }

@@ -475,6 +475,7 @@ impl Session {
             self.instances.count_rejected(&key);
         }
         me.answered(&key, digest, outcome);
+        self.conn.hub.console().changed(|| vec![key.clone()]);
         let rollouts = self.store.rollouts();
         let Some(rollout) = rollouts.on(&key.0, &key.1) else {
             return;

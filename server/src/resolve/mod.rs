@@ -3,6 +3,7 @@
 //! no git and no I/O, so the same code serves snapshots, labels and `confhub check`.
 
 pub mod catalog;
+pub(crate) mod explain;
 pub mod keys;
 pub mod parse;
 pub mod rollout;
@@ -161,6 +162,16 @@ pub struct Resolved {
     /// Flat keys whose resolved value is, or was built from, a decrypted secret: set
     /// in a file as `{cipher}`, or a placeholder that reads one (`url: ${db.password}@…`).
     pub secret_keys: HashSet<String>,
+    /// Where each value comes from, built on first use (the console): shared by every
+    /// version that reuses this resolution.
+    pub(crate) explained: std::sync::OnceLock<Vec<explain::Explained>>,
+}
+
+impl Resolved {
+    /// Every leaf with the file and line that set it and what it overrode.
+    pub(crate) fn explained(&self) -> &[explain::Explained] {
+        self.explained.get_or_init(|| explain::explain(self))
+    }
 }
 
 /// The documents of `layers` (highest first) that apply when `profiles` are requested,
@@ -264,6 +275,7 @@ pub fn merge_only_for(layers: Vec<Arc<ParsedFile>>, profiles: &[String]) -> Reso
         };
     Resolved {
         secret_keys,
+        explained: std::sync::OnceLock::new(),
         spring_error,
         layers: m.layers,
         inputs: layers,
@@ -361,6 +373,7 @@ pub fn resolve_for(
         digest: digest.into(),
         size,
         secret_keys,
+        explained: std::sync::OnceLock::new(),
         layers: m.layers,
         inputs: layers,
         sources: m.sources,

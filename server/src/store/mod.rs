@@ -3,7 +3,6 @@
 //! [`Store::lookup`]; every new version goes through [`Store::refresh`].
 
 pub mod entry;
-pub(crate) mod explain;
 pub(crate) mod render;
 pub(crate) mod rollouts;
 pub mod snapshot;

@@ -12,3 +12,36 @@ document.addEventListener("click", (event) => {
     () => { button.textContent = "Copy failed"; }
   );
 });
+
+// Live pages: the server says which pairs changed (`/ui/events`, scoped to the signed-in
+// token); a page showing one of them fetches itself again and swaps its main part in.
+// The markup comes from the server, which escaped every value in it.
+const watched = document.body.dataset.live;
+if (watched && window.EventSource) {
+  let busy = false;
+  const reload = async () => {
+    if (busy) return;
+    busy = true;
+    try {
+      // The formats a reader opened stay open.
+      const open = new Set([...document.querySelectorAll("#main details.format[open] pre")].map((pre) => pre.id));
+      const response = await fetch(location.href, { credentials: "same-origin", cache: "no-store" });
+      if (!response.ok) return;
+      const fresh = new DOMParser().parseFromString(await response.text(), "text/html").getElementById("main");
+      const main = document.getElementById("main");
+      if (!fresh || !main) return;
+      for (const pre of fresh.querySelectorAll("details.format pre")) {
+        if (open.has(pre.id)) pre.closest("details").open = true;
+      }
+      main.replaceWith(fresh);
+      document.body.dataset.updated = String(Date.now());
+    } finally {
+      busy = false;
+    }
+  };
+  const events = new EventSource("/ui/events");
+  events.addEventListener("change", (event) => {
+    const change = JSON.parse(event.data);
+    if (change.all || watched === "*" || change.pairs.some(([s, e]) => `${s}/${e}` === watched)) reload();
+  });
+}

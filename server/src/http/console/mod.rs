@@ -10,8 +10,10 @@
 //! cookie is read by the console's routes only: the API takes tokens from headers, so a
 //! cookie never authorizes an API call another site could make the browser send.
 
+mod live;
 mod overview;
 mod pair;
+mod search;
 
 use std::sync::Arc;
 
@@ -55,6 +57,8 @@ pub(super) fn routes() -> Router<Arc<AppState>> {
             "/ui/console.js",
             get(|| async { asset("text/javascript; charset=utf-8", JS) }),
         )
+        .route("/ui/search", get(search::show))
+        .route("/ui/events", get(live::events))
         .route("/ui/{service}/{env}", get(pair::show))
 }
 
@@ -114,13 +118,29 @@ impl FromRequestParts<Arc<AppState>> for Viewer {
 
 /// A page: the layout around `body`, with the console's security headers.
 pub(super) fn page(title: &str, viewer: Option<&Viewer>, body: Markup) -> Response {
-    page_with_status(StatusCode::OK, title, viewer, body)
+    render(StatusCode::OK, title, viewer, None, body)
+}
+
+/// A page that follows changes live: `watch` names the pair it shows
+/// (`service/env`), or `*` for any pair the viewer may read.
+pub(super) fn live_page(title: &str, viewer: &Viewer, watch: &str, body: Markup) -> Response {
+    render(StatusCode::OK, title, Some(viewer), Some(watch), body)
 }
 
 pub(super) fn page_with_status(
     status: StatusCode,
     title: &str,
     viewer: Option<&Viewer>,
+    body: Markup,
+) -> Response {
+    render(status, title, viewer, None, body)
+}
+
+fn render(
+    status: StatusCode,
+    title: &str,
+    viewer: Option<&Viewer>,
+    watch: Option<&str>,
     body: Markup,
 ) -> Response {
     let markup = html! {
@@ -133,12 +153,13 @@ pub(super) fn page_with_status(
                 link rel="stylesheet" href="/ui/console.css";
                 script src="/ui/console.js" defer {}
             }
-            body {
+            body data-live=[watch] {
                 header.top {
                     a.brand href="/ui/" { "confhub" }
                     @if let Some(viewer) = viewer {
                         nav {
                             a href="/ui/" { "Overview" }
+                            a href="/ui/search" { "Search" }
                         }
                         div.who {
                             @if let Some(name) = viewer.name() {

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use maud::{html, Markup};
 
-use super::{page, page_with_status, short, Viewer};
+use super::{live_page, page_with_status, short, Viewer};
 use crate::http::AppState;
 use crate::store::snapshot::PairState;
 use crate::timefmt::rfc3339_of;
@@ -154,5 +154,5 @@ pub(super) async fn show(State(state): State<Arc<AppState>>, viewer: Viewer) -> 
             }
         }
     };
-    page("Overview", Some(&viewer), body)
+    live_page("Overview", &viewer, "*", body)
 }

@@ -12,16 +12,16 @@ use axum::response::Response;
 use maud::{html, Markup};
 use serde_json::Value;
 
-use super::{page, page_with_status, short, Viewer};
+use super::{live_page, page_with_status, short, Viewer};
 use crate::http::AppState;
 use crate::names::check_name;
+use crate::resolve::explain::{Explained, Origin};
 use crate::resolve::keys;
 use crate::store::entry::PairEntry;
-use crate::store::explain::{explain, Explained, Origin};
 use crate::store::render;
 
 /// Shown instead of a decrypted `{cipher}` value.
-const MASK: &str = "•••••• ({cipher} value)";
+pub(super) const MASK: &str = "•••••• ({cipher} value)";
 
 fn not_found(viewer: &Viewer) -> Response {
     page_with_status(
@@ -87,13 +87,18 @@ pub(super) async fn show(
         }
         (instances_section(&instances))
     };
-    page(&format!("{service}/{env}"), Some(&viewer), body)
+    live_page(
+        &format!("{service}/{env}"),
+        &viewer,
+        &format!("{service}/{env}"),
+        body,
+    )
 }
 
 fn entry_sections(entry: &PairEntry) -> Markup {
-    let explained = explain(&entry.resolved);
+    let explained = entry.resolved.explained();
     let by_key: HashMap<&str, &Explained> = explained.iter().map(|e| (e.key.as_str(), e)).collect();
-    let masked = masked_values(&entry.resolved.values, &explained);
+    let masked = masked_values(&entry.resolved.values, explained);
     let formats = [
         (
             "json",
@@ -224,14 +229,14 @@ fn node(name: &str, key: &str, v: &Value, by_key: &HashMap<&str, &Explained>) ->
     }
 }
 
-fn origin_text(o: &Origin) -> String {
+pub(super) fn origin_text(o: &Origin) -> String {
     match o.line {
         Some(line) => format!("{}:{line}", o.source),
         None => o.source.clone(),
     }
 }
 
-fn scalar(v: &Value) -> String {
+pub(super) fn scalar(v: &Value) -> String {
     match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),

@@ -5,7 +5,7 @@
 
 use serde_json::Value;
 
-use crate::resolve::{flatten, Resolved};
+use super::{flatten, Resolved};
 
 /// One document's say on a key.
 #[derive(Debug, Clone, PartialEq)]
@@ -32,7 +32,7 @@ pub(crate) struct Explained {
     pub(crate) overrode: Option<Origin>,
 }
 
-/// Every leaf of `resolved`, in key order.
+/// Every leaf of `resolved`, in key order (cached: [`Resolved::explained`]).
 pub(crate) fn explain(resolved: &Resolved) -> Vec<Explained> {
     let written: std::collections::HashMap<String, &Value> =
         flatten(&resolved.merged).into_iter().collect();
@@ -53,7 +53,10 @@ pub(crate) fn explain(resolved: &Resolved) -> Vec<Explained> {
                 ))
             });
             let first = said.next();
-            let secret = first.as_ref().is_some_and(|(_, secret)| *secret);
+            // The resolution's own set: a value built from a secret by a placeholder
+            // (`url: ${db.password}@…`) is as secret as the `{cipher}` value itself.
+            let secret = resolved.secret_keys.contains(&key)
+                || first.as_ref().is_some_and(|(_, secret)| *secret);
             let overrode = said.next().map(|(origin, _)| origin);
             let expression = match written.get(&key) {
                 Some(w) if !secret && *w != value => w.as_str().map(str::to_string),
