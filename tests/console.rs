@@ -76,6 +76,18 @@ impl Console {
         let status = resp.status();
         (status, resp.text().await.unwrap())
     }
+    /// The page at `path` once it shows `text` (a commit is served asynchronously).
+    async fn page_showing(&self, path: &str, cookie: &str, text: &str) -> String {
+        common::wait_for(
+            common::DEADLINE,
+            &format!("{path} to show {text}"),
+            || async {
+                let (_, page) = self.get(path, cookie).await;
+                page.contains(text).then_some(page)
+            },
+        )
+        .await
+    }
 }
 
 fn repo() -> TestRepo {
@@ -214,15 +226,9 @@ async fn secrets_are_masked_and_a_failing_pair_shows_its_error_and_last_good_con
     );
     let good = repo.commit("secret and pool");
     let cookie = console.sign_in("tok-admin").await;
-    common::wait_until(common::DEADLINE, "the commit to be served", || async {
-        console
-            .get("/ui/orders/prod", &cookie)
-            .await
-            .1
-            .contains(&good[..12])
-    })
-    .await;
-    let (_, page) = console.get("/ui/orders/prod", &cookie).await;
+    let page = console
+        .page_showing("/ui/orders/prod", &cookie, &good[..12])
+        .await;
     assert!(
         !page.contains("s3cret-pw"),
         "a decrypted secret is never shown: {page}"
@@ -233,15 +239,9 @@ async fn secrets_are_masked_and_a_failing_pair_shows_its_error_and_last_good_con
     // A broken commit: the error with its file, and the last good config still shown.
     repo.write("orders-prod.yml", "db:\n  pool: [unclosed\n");
     let bad = repo.commit("broken");
-    common::wait_until(common::DEADLINE, "the failure to show", || async {
-        console
-            .get("/ui/orders/prod", &cookie)
-            .await
-            .1
-            .contains("Fails to resolve")
-    })
-    .await;
-    let (_, page) = console.get("/ui/orders/prod", &cookie).await;
+    let page = console
+        .page_showing("/ui/orders/prod", &cookie, "Fails to resolve")
+        .await;
     assert!(page.contains(&bad[..12]), "since which commit: {page}");
     assert!(page.contains("orders-prod.yml"), "{page}");
     assert!(page.contains(&good[..12]), "the last good version: {page}");
@@ -259,14 +259,9 @@ async fn search_finds_keys_and_values_within_the_tokens_scopes() {
     repo.write("orders-prod.yml", &format!("db:\n  password: '{cipher}'\n"));
     let sha = repo.commit("a secret");
     let admin = console.sign_in("tok-admin").await;
-    common::wait_until(common::DEADLINE, "the commit to be served", || async {
-        console
-            .get("/ui/orders/prod", &admin)
-            .await
-            .1
-            .contains(&sha[..12])
-    })
-    .await;
+    console
+        .page_showing("/ui/orders/prod", &admin, &sha[..12])
+        .await;
 
     let cookie = console.sign_in("tok-orders").await;
     let (status, page) = console.get("/ui/search?q=db.host", &cookie).await;

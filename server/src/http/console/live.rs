@@ -17,6 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::Viewer;
 use crate::http::AppState;
+use crate::live::events::Listener;
 use crate::live::hub::PairKey;
 
 /// How long changes are gathered before a page is told.
@@ -31,46 +32,41 @@ struct Change<'a> {
 }
 
 pub(super) async fn events(State(state): State<Arc<AppState>>, viewer: Viewer) -> Response {
-    let rx = state.core.hub.console().subscribe();
+    let listener = state.core.hub.console().subscribe();
     let shutdown = Box::pin(state.core.hub.shutdown_signal());
-    let stream = changes(state, viewer, rx, shutdown);
+    let stream = changes(state, viewer, listener, shutdown);
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
 }
 
-type Rx = tokio::sync::broadcast::Receiver<crate::live::events::Changed>;
-
 fn changes(
     state: Arc<AppState>,
     viewer: Viewer,
-    rx: Rx,
+    listener: Listener,
     shutdown: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
     stream::unfold(
-        (state, viewer, rx, shutdown),
-        |(state, viewer, mut rx, mut shutdown)| async move {
-            // Wait for the first change, then gather for a moment.
+        (state, viewer, listener, shutdown),
+        |(state, viewer, mut listener, mut shutdown)| async move {
+            // Wait for the first change, then gather until BATCH after it.
             let mut seen: BTreeSet<PairKey> = BTreeSet::new();
             let mut all = false;
-            tokio::select! {
-                () = &mut shutdown => return None,
-                got = rx.recv() => match got {
-                    Ok(pairs) => seen.extend(pairs.iter().cloned()),
-                    Err(RecvError::Lagged(_)) => all = true,
-                    Err(RecvError::Closed) => return None,
-                },
-            }
-            let until = tokio::time::Instant::now() + BATCH;
+            let mut until: Option<tokio::time::Instant> = None;
             loop {
+                let sleep =
+                    tokio::time::sleep_until(until.unwrap_or_else(tokio::time::Instant::now));
                 tokio::select! {
                     () = &mut shutdown => return None,
-                    () = tokio::time::sleep_until(until) => break,
-                    got = rx.recv() => match got {
-                        Ok(pairs) => seen.extend(pairs.iter().cloned()),
-                        Err(RecvError::Lagged(_)) => all = true,
-                        Err(RecvError::Closed) => return None,
-                    },
+                    () = sleep, if until.is_some() => break,
+                    got = listener.rx.recv() => {
+                        match got {
+                            Ok(pairs) => seen.extend(pairs.iter().cloned()),
+                            Err(RecvError::Lagged(_)) => all = true,
+                            Err(RecvError::Closed) => return None,
+                        }
+                        until.get_or_insert_with(|| tokio::time::Instant::now() + BATCH);
+                    }
                 }
             }
             let event = state.core.store.get().and_then(|store| {
@@ -88,7 +84,7 @@ fn changes(
             });
             // Nothing this viewer may see: a keep-alive comment instead of an event.
             let event = event.unwrap_or_else(|| Event::default().comment(""));
-            Some((Ok(event), (state, viewer, rx, shutdown)))
+            Some((Ok(event), (state, viewer, listener, shutdown)))
         },
     )
 }

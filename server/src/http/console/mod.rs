@@ -293,15 +293,12 @@ async fn sign_in(
     match principal {
         Ok(principal) => {
             tracing::info!(token_name = principal.who(), "console sign-in");
-            let mut cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict");
-            if secure(&state, &headers) {
-                cookie.push_str("; Secure");
-            }
-            let mut response = Redirect::to("/ui/").into_response();
-            if let Ok(value) = HeaderValue::from_str(&cookie) {
-                response.headers_mut().insert(header::SET_COOKIE, value);
-            }
-            response
+            let secure = if secure(&state, &headers) {
+                "; Secure"
+            } else {
+                ""
+            };
+            with_cookie(Redirect::to("/ui/"), token, secure)
         }
         Err(Refusal::Limited(wait)) => page_with_status(
             StatusCode::TOO_MANY_REQUESTS,
@@ -319,11 +316,17 @@ async fn sign_in(
 }
 
 async fn sign_out() -> Response {
-    let mut response = Redirect::to("/ui/sign-in").into_response();
-    response.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static("confhub_session=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0"),
-    );
+    with_cookie(Redirect::to("/ui/sign-in"), "", "; Max-Age=0")
+}
+
+/// `redirect`, setting the session cookie to `token`, with the attributes every session
+/// cookie has and `extra` ones (`; Secure`, `; Max-Age=0`).
+fn with_cookie(redirect: Redirect, token: &str, extra: &str) -> Response {
+    let mut response = redirect.into_response();
+    let cookie = format!("{COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict{extra}");
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
     response
 }
 
